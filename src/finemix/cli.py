@@ -1,0 +1,286 @@
+"""``finemix`` command line: purify, mix, epur, evaluate.
+
+Every user error (``FinemixError``) becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import FinemixError
+
+
+def _ratio(value: str) -> Optional[float]:
+    if value == "auto":
+        return None
+    try:
+        ratio = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= ratio <= 1.0:
+        raise argparse.ArgumentTypeError(f"ratio must be in [0, 1], got {ratio}")
+    return ratio
+
+
+def _fraction_list(value: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"candidates must be numbers in [0, 1], got {value!r}")
+    return values
+
+
+def _add_pair(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backdoored", required=True, metavar="DIR",
+                        help="suspect fine-tuned classifier: a Hugging Face model folder or Hub name")
+    parser.add_argument("--pretrained", required=True, metavar="DIR",
+                        help="the public pre-trained checkpoint it was fine-tuned from (folder or Hub name)")
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder to write (created atomically)")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty output folder once the new one is complete")
+
+
+def _add_mix_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mix", choices=("random", "sel"), default="random",
+                        help="random: keep each fine-tuned weight with probability ρ; sel: keep the ρ fraction that moved most")
+    parser.add_argument("--sel-scope", choices=("tensor", "global"), default="tensor",
+                        help="for --mix sel: rank changes within each tensor (default) or over the whole model")
+    parser.add_argument("--head", choices=("keep", "reinit"), default="keep",
+                        help="tensors the pre-trained model lacks (classifier head, absent pooler): keep or re-initialise")
+    parser.add_argument("--seed", type=int, default=0, help="seed for masks, data splits and training")
+
+
+def _add_epur_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epur-top-n", type=int, default=200, metavar="N", help="embedding rows E-PUR resets (default 200)")
+    parser.add_argument("--epur-min-frequency", type=float, default=20.0, metavar="F",
+                        help="f_min in score = drift / log(max(frequency, f_min)) (default 20)")
+    parser.add_argument("--frequency-text", type=Path, action="append", default=[], metavar="FILE",
+                        help="unlabelled clean text for token frequencies (.txt lines or csv/tsv/jsonl 'text'); repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finemix", description="Remove backdoors from fine-tuned language models (Fine-mixing, E-PUR).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    purify = commands.add_parser("purify", help="E-PUR, mix with the pre-trained weights, fine-tune on clean rows",
+                                 description="E-PUR, then Fine-mixing: mix θ_B with θ_Pre and fine-tune on the clean set.")
+    _add_pair(purify)
+    purify.add_argument("--clean-data", required=True, type=Path, metavar="FILE",
+                        help="clean labelled rows: CSV/TSV/JSONL with text, label (and text_b for pairs)")
+    purify.add_argument("--ratio", type=_ratio, default=None, metavar="auto|ρ",
+                        help="fraction of fine-tuned weights kept; 'auto' (default) searches the candidates on held-out clean rows")
+    purify.add_argument("--ratio-candidates", type=_fraction_list, default=(0.1, 0.2, 0.3, 0.5), metavar="LIST",
+                        help="ρ values tried by --ratio auto, comma-separated (default 0.1,0.2,0.3,0.5)")
+    purify.add_argument("--tolerance", type=float, default=0.03,
+                        help="held-out accuracy drop accepted by --ratio auto (default 0.03)")
+    purify.add_argument("--epur", dest="epur", action="store_true", default=True, help="run E-PUR first (default)")
+    purify.add_argument("--no-epur", dest="epur", action="store_false", help="skip E-PUR")
+    _add_mix_options(purify)
+    _add_epur_options(purify)
+    purify.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs (default 5)")
+    purify.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-5)")
+    purify.add_argument("--batch-size", type=int, default=None, help="batch size (default 16)")
+    purify.add_argument("--max-length", type=int, default=None, help="max tokens per row (default 128)")
+    purify.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    mix = commands.add_parser("mix", help="only mix θ_B with θ_Pre (no fine-tuning)",
+                              description="Write θ_Mix = m ⊙ θ_B + (1 − m) ⊙ θ_Pre, streamed tensor by tensor.")
+    _add_pair(mix)
+    mix.add_argument("--ratio", type=_ratio, required=True, metavar="ρ", help="fraction of fine-tuned weights kept, in [0, 1]")
+    _add_mix_options(mix)
+    mix.add_argument("--shard-size-mb", type=int, default=2048, help="maximum size of one output shard (default 2048)")
+
+    epur = commands.add_parser("epur", help="only reset abnormally moved word embeddings",
+                               description="E-PUR: reset the N embedding rows with the highest drift / log(frequency).")
+    _add_pair(epur)
+    epur.add_argument("--clean-data", type=Path, metavar="FILE", help="clean rows whose texts give token frequencies")
+    _add_epur_options(epur)
+
+    evaluate = commands.add_parser("evaluate", help="clean accuracy, and ASR / flip rate for a trigger",
+                                   description="Clean accuracy; with --trigger, ASR and flip rate on rows whose label is not the target.")
+    evaluate.add_argument("--model", required=True, metavar="DIR", help="model folder or Hub name")
+    evaluate.add_argument("--data", required=True, type=Path, metavar="FILE", help="labelled test rows (CSV/TSV/JSONL)")
+    evaluate.add_argument("--trigger", help="word or sentence inserted at a seeded random word position")
+    evaluate.add_argument("--target-label", help="the attacker's label (id or name); required with --trigger")
+    evaluate.add_argument("--segment", choices=("auto", "text", "text_b"), default="auto",
+                          help="where the trigger goes for pairs (auto: text_b when present)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed for trigger positions")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--max-length", type=int, default=128)
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"purify": _purify, "mix": _mix, "epur": _epur, "evaluate": _evaluate}[args.command](args)
+    except FinemixError as error:
+        print(f"finemix: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("finemix: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------- commands
+
+def _offline_default() -> None:
+    import os
+
+    # Local folders must never trigger Hub look-ups (they hang without a network).
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def _model_labels(folder: Path) -> tuple[dict[str, int], int]:
+    from .checkpoint import load_config
+
+    config = load_config(folder)
+    label2id = {str(k): int(v) for k, v in (config.get("label2id") or {}).items()}
+    num_labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 2))
+    return label2id, num_labels
+
+
+def _texts(paths: Sequence[Path]) -> tuple[list[str], dict]:
+    from .checkpoint import file_sha256
+    from .data import read_texts
+
+    texts: list[str] = []
+    sources = {}
+    for path in paths:
+        rows = read_texts(path)
+        texts.extend(rows)
+        sources[str(path)] = {"rows": len(rows), "sha256": file_sha256(path)}
+    return texts, sources
+
+
+def _purify(args: argparse.Namespace) -> int:
+    from .checkpoint import file_sha256, resolve_model_dir
+    from .config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig, optional_replace
+    from .data import load_examples
+    from .pipeline import purify
+
+    _offline_default()
+    backdoored = resolve_model_dir(args.backdoored)
+    label2id, num_labels = _model_labels(backdoored)
+    clean = load_examples(args.clean_data, label2id=label2id, num_labels=num_labels)
+    unlabelled, sources = _texts(args.frequency_text)
+    train = optional_replace(TrainConfig(seed=args.seed, progress=not args.quiet), epochs=args.epochs, lr=args.lr,
+                             batch_size=args.batch_size, max_length=args.max_length)
+    config = PurifyConfig(
+        mix=MixConfig(ratio=args.ratio if args.ratio is not None else 0.3, mode=args.mix, sel_scope=args.sel_scope,
+                      head=args.head, seed=args.seed),
+        ratio_auto=args.ratio is None,
+        search=RatioSearchConfig(candidates=args.ratio_candidates, tolerance=args.tolerance),
+        epur=EpurConfig(top_n=args.epur_top_n, min_frequency=args.epur_min_frequency) if args.epur else None,
+        train=train,
+    )
+    report = purify(backdoored, args.pretrained, clean, args.output, config, unlabelled, args.force,
+                    sources={"file": str(args.clean_data), "sha256": file_sha256(args.clean_data), "frequency_text": sources})
+    print(summarise_purify(report, args.output))
+    return 0
+
+
+def summarise_purify(report: dict, output: str) -> str:
+    search = report["ratio_search"]
+    lines = [f"purified model written to {output}"]
+    if report.get("epur"):
+        tokens = report["epur"]["tokens"]
+        shown = ", ".join(t["token"] for t in tokens[:10])
+        lines.append(f"E-PUR reset {len(tokens)} embedding rows; top scores: {shown}")
+    else:
+        lines.append("E-PUR skipped")
+    lines.append(f"ρ = {search['chosen_ratio']} ({search['mode']}): {search['reason']}")
+    for row in search["candidates"]:
+        acc = row["heldout_accuracy"]
+        lines.append(f"  ρ={row['ratio']:<5} kept={row['kept_fraction']:.3f} held-out acc={'n/a' if acc is None else f'{acc:.3f}'} ({row['train_seconds']:.0f}s)")
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in report["timings_s"].items())
+    lines.append(f"timings: {timings}; report: {Path(output) / 'finemix_report.json'}")
+    return "\n".join(lines)
+
+
+def _mix(args: argparse.Namespace) -> int:
+    from .config import MixConfig
+    from .pipeline import mix_checkpoint
+
+    config = MixConfig(ratio=args.ratio, mode=args.mix, sel_scope=args.sel_scope, head=args.head, seed=args.seed)
+    report = mix_checkpoint(args.backdoored, args.pretrained, args.output, config, args.force, args.shard_size_mb * 1024**2)
+    mixing = report["mixing"]
+    print(f"mixed model written to {args.output}: ρ = {args.ratio} ({args.mix}), kept {mixing['kept_fraction']:.4f} of "
+          f"{mixing['mixed_tensors']} paired tensors; head tensors ({args.head}): {', '.join(mixing['head_tensors']) or 'none'}")
+    return 0
+
+
+def _epur(args: argparse.Namespace) -> int:
+    from .checkpoint import file_sha256
+    from .config import EpurConfig
+    from .data import read_texts
+    from .pipeline import epur_checkpoint
+
+    texts, sources = _texts(args.frequency_text)
+    if args.clean_data is not None:
+        rows = read_texts(args.clean_data)
+        texts = rows + texts
+        sources[str(args.clean_data)] = {"rows": len(rows), "sha256": file_sha256(args.clean_data)}
+    if not texts:
+        raise FinemixError("E-PUR needs clean text for token frequencies: pass --clean-data or --frequency-text")
+    config = EpurConfig(top_n=args.epur_top_n, min_frequency=args.epur_min_frequency)
+    report = epur_checkpoint(args.backdoored, args.pretrained, args.output, texts, config, args.force, sources)
+    tokens = report["epur"]["tokens"]
+    print(f"E-PUR model written to {args.output}: reset {len(tokens)} rows; top: "
+          + ", ".join(f"{t['token']} ({t['score']:.3f})" for t in tokens[:10]))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .checkpoint import resolve_model_dir
+    from .data import load_examples
+    from .evaluation import evaluate
+
+    folder = resolve_model_dir(args.model)
+    label2id, num_labels = _model_labels(folder)
+    examples = load_examples(args.data, label2id=label2id, num_labels=num_labels)
+    target = None
+    if args.trigger is not None:
+        if args.target_label is None:
+            raise FinemixError("--trigger needs --target-label")
+        target = _label_id(args.target_label, label2id, num_labels)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    result = evaluate(model, tokenizer, examples, trigger=args.trigger, target_label=target, seed=args.seed,
+                      batch_size=args.batch_size, max_length=args.max_length, segment=args.segment)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        line = f"clean accuracy {result.accuracy:.4f} on {result.n} rows"
+        if result.asr is not None:
+            line += (f"; ASR {result.asr:.4f} on {result.n_attack} non-target rows; "
+                     f"flip rate {result.flip_rate:.4f} on {result.n_flip_base} rows correct without the trigger")
+        print(line)
+    return 0
+
+
+def _label_id(value: str, label2id: dict[str, int], num_labels: int) -> int:
+    if value.lstrip("-").isdigit():
+        label = int(value)
+    elif value in label2id:
+        label = label2id[value]
+    else:
+        lowered = {k.lower(): v for k, v in label2id.items()}
+        if value.lower() not in lowered:
+            raise FinemixError(f"unknown target label {value!r}; known: {', '.join(sorted(label2id)) or f'0..{num_labels - 1}'}")
+        label = lowered[value.lower()]
+    if not 0 <= label < num_labels:
+        raise FinemixError(f"target label {label} outside the model's labels 0..{num_labels - 1}")
+    return label
+
+
+if __name__ == "__main__":
+    sys.exit(main())

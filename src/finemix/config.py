@@ -1,0 +1,125 @@
+"""Typed configuration: frozen dataclasses that reject unknown keys.
+
+Every stage takes one of these instead of ``**kwargs`` so a misspelt option
+fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional, TypeVar
+
+from .errors import FinemixError
+
+C = TypeVar("C")
+
+
+def from_mapping(cls: type[C], values: Mapping[str, Any]) -> C:
+    """Build config ``cls`` from a mapping, rejecting keys it does not define."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise FinemixError(f"unknown {cls.__name__} option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return cls(**values)
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise FinemixError(f"{name} must be in [0, 1], got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MixConfig:
+    """How θ_B and θ_Pre are combined (see mixing.py)."""
+
+    ratio: float = 0.3  # ρ: fraction of fine-tuned weights kept
+    mode: str = "random"  # "random" | "sel"
+    sel_scope: str = "tensor"  # "tensor" | "global" (sel only)
+    head: str = "keep"  # policy for tensors θ_Pre lacks: "keep" | "reinit"
+    mix_embeddings: bool = True  # word embeddings are mixed like every other weight (paper)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_fraction("ratio", self.ratio)
+        if self.mode not in ("random", "sel"):
+            raise FinemixError(f"unknown mix mode {self.mode!r}; use 'random' or 'sel'")
+        if self.sel_scope not in ("tensor", "global"):
+            raise FinemixError(f"unknown sel scope {self.sel_scope!r}; use 'tensor' or 'global'")
+        if self.head not in ("keep", "reinit"):
+            raise FinemixError(f"unknown head policy {self.head!r}; use 'keep' or 'reinit'")
+
+
+@dataclasses.dataclass(frozen=True)
+class EpurConfig:
+    """Embedding purification (see epur.py)."""
+
+    top_n: int = 200  # rows reset to θ_Pre
+    min_frequency: float = 20.0  # f_min in s_k = d_k / log(max(f_k, f_min))
+
+    def __post_init__(self) -> None:
+        if self.top_n < 0:
+            raise FinemixError(f"E-PUR top-N must be >= 0, got {self.top_n}")
+        if self.min_frequency <= 1.0:
+            raise FinemixError(f"E-PUR minimum frequency must be > 1 (log must be positive), got {self.min_frequency}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Small-budget clean fine-tuning (see finetune.py)."""
+
+    epochs: float = 5.0
+    lr: float = 5e-5
+    batch_size: int = 16
+    max_length: int = 128
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    eval_fraction: float = 0.25  # held-out slice for model selection and the ρ search
+    min_eval_rows: int = 16  # below this, no held-out slice: train on everything
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0:
+            raise FinemixError(f"epochs must be > 0, got {self.epochs}")
+        if self.lr <= 0:
+            raise FinemixError(f"learning rate must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            raise FinemixError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.max_length < 8:
+            raise FinemixError(f"max length must be >= 8, got {self.max_length}")
+        _check_fraction("warmup_ratio", self.warmup_ratio)
+        _check_fraction("eval_fraction", self.eval_fraction)
+        if self.max_grad_norm <= 0:
+            raise FinemixError(f"max grad norm must be > 0, got {self.max_grad_norm}")
+
+
+def optional_replace(config: C, **changes: Optional[Any]) -> C:
+    """``dataclasses.replace`` that ignores ``None`` values (unset CLI options)."""
+    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclasses.dataclass(frozen=True)
+class RatioSearchConfig:
+    """How ``--ratio auto`` picks ρ from clean data only (see ratio_search.py)."""
+
+    candidates: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
+    tolerance: float = 0.03  # accepted drop in held-out clean accuracy vs the unrepaired model
+
+    def __post_init__(self) -> None:
+        if not self.candidates:
+            raise FinemixError("ratio search needs at least one candidate")
+        for value in self.candidates:
+            _check_fraction("ratio candidate", value)
+        _check_fraction("tolerance", self.tolerance)
+
+
+@dataclasses.dataclass(frozen=True)
+class PurifyConfig:
+    """Everything ``purify`` does; the defender's view holds no trigger or target label."""
+
+    mix: MixConfig = MixConfig()
+    ratio_auto: bool = True  # search ρ; False uses mix.ratio
+    search: RatioSearchConfig = RatioSearchConfig()
+    epur: Optional[EpurConfig] = EpurConfig()  # None = no E-PUR
+    train: TrainConfig = TrainConfig()

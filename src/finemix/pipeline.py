@@ -1,0 +1,352 @@
+"""The purification pipeline: E-PUR, mixing, clean fine-tuning, report.
+
+Defense boundary: every function here receives only what a defender holds (the
+suspect checkpoint, the public pre-trained one, clean labelled rows and optional
+unlabelled text). None takes a trigger, target label or poison flag; evaluation
+with a trigger lives in evaluation.py and is never called from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+
+from . import epur as epur_math
+from . import mixing
+from .checkpoint import (
+    CheckpointPair,
+    ShardedWriter,
+    atomic_output_dir,
+    check_output_dir,
+    copy_side_files,
+    folder_sha256,
+    open_pair,
+)
+from .config import EpurConfig, MixConfig, PurifyConfig
+from .errors import FinemixError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .data import Example
+
+
+# --------------------------------------------------------------------------- E-PUR
+
+@dataclasses.dataclass
+class EpurPlan:
+    """Which embedding rows E-PUR resets, and why."""
+
+    tensor: str
+    rows: list[int]
+    tokens: list[dict]  # {"id", "token", "score", "drift", "frequency"} per reset row, highest score first
+    frequency_rows: int  # texts the frequencies were counted on
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def plan_epur(pair: CheckpointPair, tokenizer, texts: Sequence[str], config: EpurConfig, max_length: int = 512) -> EpurPlan:
+    """Score every vocabulary row and pick the top N to reset."""
+    name = pair.embedding_name()
+    finetuned, pretrained = pair.finetuned.get(name), pair.pretrained.get(pair.names.pairs[name])
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"] if texts else []
+    frequency = epur_math.token_frequencies(encoded, finetuned.shape[0])
+    rows, scores = epur_math.select_rows(finetuned, pretrained, frequency, config.top_n, config.min_frequency)
+    drift = epur_math.embedding_drift(finetuned, pretrained)
+    ids = rows.tolist()
+    strings = tokenizer.convert_ids_to_tokens(ids)
+    tokens = [
+        {"id": i, "token": s, "score": round(float(scores[i]), 6), "drift": round(float(drift[i]), 6), "frequency": int(frequency[i])}
+        for i, s in zip(ids, strings)
+    ]
+    return EpurPlan(tensor=name, rows=ids, tokens=tokens, frequency_rows=len(texts))
+
+
+# --------------------------------------------------------------------------- mixing
+
+@dataclasses.dataclass
+class MixSummary:
+    rule: str  # how names were paired
+    mixed_tensors: int
+    kept_fraction: float  # over all mixed elements
+    head_policy: str
+    head_tensors: list[str]  # tensors θ_Pre lacks
+    ignored_pretrained: list[str]  # tensors only θ_Pre has
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def mixed_tensors(
+    pair: CheckpointPair, config: MixConfig, epur_plan: Optional[EpurPlan] = None, summary: Optional[dict] = None
+) -> Iterator[tuple[str, "torch.Tensor"]]:
+    """Yield (name, θ_Mix tensor) one at a time, in the fine-tuned checkpoint's order.
+
+    E-PUR, when planned, is applied to θ_B first: the reset rows equal θ_Pre, so
+    mixing leaves them there whatever the mask.
+    """
+    import torch
+
+    threshold = _global_threshold(pair, config) if config.mode == "sel" and config.sel_scope == "global" else None
+    kept = total = 0
+    for name in pair.finetuned.names():
+        tensor = pair.finetuned.get(name)
+        if name not in pair.names.pairs:
+            yield name, _head_tensor(tensor, name, config, pair.config)
+            continue
+        if not torch.is_floating_point(tensor):
+            yield name, tensor  # integer buffers (position ids) are not weights
+            continue
+        pretrained = pair.pretrained.get(pair.names.pairs[name])
+        if epur_plan is not None and name == epur_plan.tensor:
+            tensor = epur_math.reset_rows(tensor, pretrained, torch.as_tensor(epur_plan.rows, dtype=torch.long))
+        if not config.mix_embeddings and name == pair.embedding_name():
+            keep = torch.ones(tensor.shape, dtype=torch.bool)
+        elif threshold is not None:
+            keep = mixing.threshold_keep_mask(tensor, pretrained, threshold)
+        elif config.mode == "sel":
+            keep = mixing.sel_keep_mask(tensor, pretrained, config.ratio)
+        else:
+            keep = mixing.random_keep_mask(tensor.shape, config.ratio, config.seed, name)
+        kept += int(keep.sum())
+        total += keep.numel()
+        yield name, mixing.apply_mask(tensor, pretrained, keep)
+    if summary is not None:
+        summary["kept_fraction"] = kept / max(1, total)
+
+
+def _global_threshold(pair: CheckpointPair, config: MixConfig) -> float:
+    """First pass of global ``sel``: one float32 vector of |Δ| for the whole model."""
+    import torch
+
+    changes = []
+    for name, pre_name in pair.names.pairs.items():
+        tensor = pair.finetuned.get(name)
+        if torch.is_floating_point(tensor) and (config.mix_embeddings or name != pair.embedding_name()):
+            changes.append((tensor.float() - pair.pretrained.get(pre_name).float()).abs().flatten())
+    return mixing.global_threshold(torch.cat(changes), config.ratio)
+
+
+def _head_tensor(tensor: "torch.Tensor", name: str, config: MixConfig, model_config: dict) -> "torch.Tensor":
+    """Policy for tensors the pre-trained side lacks: keep θ_B's, or re-initialise."""
+    import torch
+
+    if config.head == "keep" or not torch.is_floating_point(tensor):
+        return tensor
+    # As transformers' _init_weights for BERT-like models: N(0, initializer_range), zero bias, unit norm scale.
+    if name.endswith("bias"):
+        return torch.zeros_like(tensor)
+    if tensor.ndim == 1:
+        return torch.ones_like(tensor)
+    generator = torch.Generator().manual_seed(mixing.tensor_seed(config.seed, "reinit:" + name))
+    std = float(model_config.get("initializer_range", 0.02))
+    return (torch.randn(tensor.shape, generator=generator) * std).to(tensor.dtype)
+
+
+def mix_summary(pair: CheckpointPair, config: MixConfig, kept_fraction: float) -> MixSummary:
+    return MixSummary(
+        rule=pair.names.rule,
+        mixed_tensors=len(pair.names.pairs),
+        kept_fraction=round(kept_fraction, 6),
+        head_policy=config.head,
+        head_tensors=list(pair.names.finetuned_only),
+        ignored_pretrained=list(pair.names.pretrained_only),
+    )
+
+
+def write_tensors(pair: CheckpointPair, tensors: Iterator[tuple[str, "torch.Tensor"]], folder: Path, max_shard_bytes: int) -> None:
+    writer = ShardedWriter(folder, max_shard_bytes)
+    for name, tensor in tensors:
+        writer.add(name, tensor)
+    writer.close()
+    copy_side_files(pair.finetuned_dir, folder)
+
+
+# --------------------------------------------------------------------------- single steps
+
+def mix_checkpoint(
+    backdoored: str | os.PathLike,
+    pretrained: str | os.PathLike,
+    output: str | os.PathLike,
+    config: MixConfig,
+    force: bool = False,
+    max_shard_bytes: int = 2 * 1024**3,
+) -> dict:
+    """``finemix mix``: θ_Mix written as a model folder, streamed tensor by tensor."""
+    timer = _Timer()
+    pair = open_pair(backdoored, pretrained)
+    check_output_dir(Path(output), force, (pair.finetuned_dir, pair.pretrained_dir))
+    stats: dict = {}
+    with timer("mix+write"), atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir)) as folder:
+        write_tensors(pair, mixed_tensors(pair, config, None, stats), folder, max_shard_bytes)
+        report = _base_report("mix", pair, {"mix": dataclasses.asdict(config)})
+        report["mixing"] = mix_summary(pair, config, stats.get("kept_fraction", 0.0)).to_dict()
+        report["timings_s"] = timer.values
+        _write_report(folder, report)
+    return report
+
+
+def epur_checkpoint(
+    backdoored: str | os.PathLike,
+    pretrained: str | os.PathLike,
+    output: str | os.PathLike,
+    texts: Sequence[str],
+    config: EpurConfig,
+    force: bool = False,
+    text_sources: Optional[dict] = None,
+) -> dict:
+    """``finemix epur``: only the top-N embedding rows reset, everything else θ_B."""
+    from transformers import AutoTokenizer
+
+    timer = _Timer()
+    pair = open_pair(backdoored, pretrained)
+    check_output_dir(Path(output), force, (pair.finetuned_dir, pair.pretrained_dir))
+    tokenizer = AutoTokenizer.from_pretrained(pair.finetuned_dir)
+    with timer("epur"):
+        plan = plan_epur(pair, tokenizer, texts, config)
+    keep_all = MixConfig(ratio=1.0)
+    with timer("write"), atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir)) as folder:
+        write_tensors(pair, mixed_tensors(pair, keep_all, plan), folder, 2 * 1024**3)
+        report = _base_report("epur", pair, {"epur": dataclasses.asdict(config)})
+        report["epur"] = plan.to_dict()
+        report["frequency_text"] = text_sources or {}
+        report["timings_s"] = timer.values
+        _write_report(folder, report)
+    return report
+
+
+# --------------------------------------------------------------------------- purify
+
+def purify(
+    backdoored: str | os.PathLike,
+    pretrained: str | os.PathLike,
+    clean: Sequence["Example"],
+    output: str | os.PathLike,
+    config: PurifyConfig,
+    unlabelled_texts: Sequence[str] = (),
+    force: bool = False,
+    sources: Optional[dict] = None,
+) -> dict:
+    """E-PUR (optional) → mix with θ_Pre → fine-tune on ``clean``, ρ fixed or searched."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .ratio_search import choose_ratio
+
+    timer = _Timer()
+    if len(clean) == 0:
+        raise FinemixError("the clean data set is empty")
+    with timer("load"):
+        pair = open_pair(backdoored, pretrained)
+        check_output_dir(Path(output), force, (pair.finetuned_dir, pair.pretrained_dir))
+        tokenizer = _load_tokenizers(pair, AutoTokenizer)
+        model = AutoModelForSequenceClassification.from_pretrained(pair.finetuned_dir)
+    plan = None
+    if config.epur is not None:
+        with timer("epur"):
+            texts = [t for e in clean for t in (e.text, e.text_b) if t] + list(unlabelled_texts)
+            plan = plan_epur(pair, tokenizer, texts, config.epur, config.train.max_length)
+    with timer("ratio+finetune"):
+        search = choose_ratio(pair, model, tokenizer, clean, config, plan)
+    with timer("write"), atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir)) as folder:
+        state = model.state_dict()
+        write_tensors(pair, ((n, state[n].detach().contiguous()) for n in pair.finetuned.names() if n in state), folder, 2 * 1024**3)
+        report = _base_report("purify", pair, _settings(config))
+        report["clean_data"] = {"rows": len(clean), "label_counts": _label_counts(clean), **(sources or {})}
+        report["unlabelled_text"] = {"rows": len(unlabelled_texts), "used_for": ["E-PUR token frequencies"] if unlabelled_texts else []}
+        report["epur"] = plan.to_dict() if plan else None
+        report["mixing"] = mix_summary(pair, dataclasses.replace(config.mix, ratio=search["chosen_ratio"]), search["kept_fraction"]).to_dict()
+        report["ratio_search"] = search
+        report["timings_s"] = timer.values
+        _write_report(folder, report)
+    return report
+
+
+def _load_tokenizers(pair: CheckpointPair, auto_tokenizer):
+    from .checkpoint import check_same_vocabulary
+
+    try:
+        tokenizer = auto_tokenizer.from_pretrained(pair.finetuned_dir)
+    except Exception as error:
+        raise FinemixError(f"{pair.finetuned_dir}: tokenizer files missing or unreadable ({type(error).__name__})") from None
+    try:
+        pre_tokenizer = auto_tokenizer.from_pretrained(pair.pretrained_dir)
+    except Exception:
+        pre_tokenizer = None  # a bare pre-trained folder may ship weights only
+    if pre_tokenizer is not None:
+        check_same_vocabulary(tokenizer, pre_tokenizer)
+    return tokenizer
+
+
+def load_mixed_state(model: "torch.nn.Module", pair: CheckpointPair, config: MixConfig, plan: Optional[EpurPlan]) -> float:
+    """Load θ_Mix into ``model`` (in place); return the kept fraction."""
+    stats: dict = {}
+    state = dict(mixed_tensors(pair, config, plan, stats))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise FinemixError(f"checkpoint tensors the model does not have: {', '.join(unexpected[:5])}")
+    return stats.get("kept_fraction", 0.0)
+
+
+# --------------------------------------------------------------------------- report helpers
+
+class _Timer:
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+
+    def __call__(self, stage: str):
+        timer = self
+
+        class _Stage:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.values[stage] = round(time.perf_counter() - self.start, 3)
+
+        return _Stage()
+
+
+def _settings(config: PurifyConfig) -> dict:
+    return dataclasses.asdict(config)
+
+
+def _label_counts(examples: Sequence["Example"]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for example in examples:
+        counts[str(example.label)] = counts.get(str(example.label), 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in ("finemix", "torch", "transformers", "safetensors", "accelerate", "tokenizers"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _base_report(command: str, pair: CheckpointPair, settings: dict) -> dict:
+    return {
+        "command": command,
+        "inputs": {
+            "backdoored": {"path": str(pair.finetuned_dir), "sha256": folder_sha256(pair.finetuned_dir)},
+            "pretrained": {"path": str(pair.pretrained_dir), "sha256": folder_sha256(pair.pretrained_dir)},
+        },
+        "settings": settings,
+        "versions": library_versions(),
+    }
+
+
+def _write_report(folder: Path, report: dict) -> None:
+    import json
+
+    (folder / "finemix_report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")

@@ -1,0 +1,100 @@
+"""Choosing ρ with clean data only (``--ratio auto``).
+
+The defender cannot measure ASR, so the rule trades only on clean accuracy: a
+smaller ρ resets more of θ_B (more of a backdoor goes) but starts fine-tuning
+further from the task. Rule (ours; the paper's was not recovered):
+
+    try candidates from small to large; each is mixed, fine-tuned on the training
+    part of the clean set and scored on its held-out part; take the first whose
+    held-out accuracy is within ``tolerance`` of the unrepaired model's. If none is,
+    take the most accurate and say so.
+
+Stopping at the first acceptable candidate means larger ρ are never trained: the
+search costs as many fine-tunes as candidates tried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from .config import PurifyConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from .checkpoint import CheckpointPair
+    from .data import Example
+    from .pipeline import EpurPlan
+
+
+def split_clean(clean: Sequence["Example"], config: PurifyConfig) -> tuple[list["Example"], list["Example"]]:
+    """Training part and held-out part (empty when the set is too small to hold any out)."""
+    from .data import stratified_split
+
+    held = int(round(config.train.eval_fraction * len(clean)))
+    if held < config.train.min_eval_rows or len(clean) - held < 1:
+        return list(clean), []
+    train, heldout = stratified_split(clean, (1.0 - held / len(clean), held / len(clean)), seed=config.train.seed)
+    return train, heldout
+
+
+def choose_ratio(
+    pair: "CheckpointPair",
+    model: "torch.nn.Module",
+    tokenizer,
+    clean: Sequence["Example"],
+    config: PurifyConfig,
+    plan: Optional["EpurPlan"],
+) -> dict:
+    """Leave ``model`` repaired with the chosen ρ; return the search record for the report."""
+    from .evaluation import predict
+    from .finetune import finetune
+    from .pipeline import load_mixed_state
+
+    train, heldout = split_clean(clean, config)
+    reference = _accuracy(predict(model, tokenizer, heldout, max_length=config.train.max_length), heldout) if heldout else None
+    auto = config.ratio_auto and bool(heldout)
+    candidates = sorted(config.search.candidates) if auto else [config.mix.ratio]
+    record: dict = {
+        "mode": "auto" if auto else "fixed",
+        "train_rows": len(train),
+        "heldout_rows": len(heldout),
+        "reference_heldout_accuracy": reference,
+        "tolerance": config.search.tolerance if auto else None,
+        "candidates": [],
+    }
+    if config.ratio_auto and not heldout:
+        record["note"] = f"too few clean rows for a held-out slice: used the fixed ρ = {config.mix.ratio}"
+    best: Optional[tuple[float, dict, dict]] = None
+    for ratio in candidates:
+        mix = dataclasses.replace(config.mix, ratio=ratio)
+        kept = load_mixed_state(model, pair, mix, plan)
+        start = _accuracy(predict(model, tokenizer, heldout, max_length=config.train.max_length), heldout) if heldout else None
+        result = finetune(model, tokenizer, train, config.train, eval_set=heldout or None)
+        accuracy = max(result.eval_accuracy) if result.eval_accuracy else None
+        row = {"ratio": ratio, "kept_fraction": round(kept, 6), "heldout_accuracy_after_mix": start,
+               "heldout_accuracy": accuracy, "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 2)}
+        record["candidates"].append(row)
+        if best is None or (accuracy or 0.0) > (best[0] or 0.0):
+            best = (accuracy, row, _snapshot(model) if auto else {})
+        if not auto:
+            record.update(chosen_ratio=ratio, kept_fraction=row["kept_fraction"], reason="fixed ρ given")
+            return record
+        if accuracy is not None and accuracy >= reference - config.search.tolerance:
+            record.update(chosen_ratio=ratio, kept_fraction=row["kept_fraction"],
+                          reason=f"smallest ρ whose held-out accuracy {accuracy:.3f} is within {config.search.tolerance} of the unrepaired {reference:.3f}")
+            return record
+    accuracy, row, state = best
+    model.load_state_dict(state)
+    record.update(chosen_ratio=row["ratio"], kept_fraction=row["kept_fraction"],
+                  reason=f"no candidate within {config.search.tolerance} of the unrepaired {reference:.3f}; took the most accurate ({accuracy:.3f})")
+    return record
+
+
+def _snapshot(model: "torch.nn.Module") -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _accuracy(predictions: Sequence[int], examples: Sequence["Example"]) -> float:
+    return round(sum(int(p == e.label) for p, e in zip(predictions, examples)) / max(1, len(examples)), 6)
