@@ -89,6 +89,11 @@ def test_read_texts_txt_and_table(tmp_path):
     assert read_texts(unlabelled) == ["only"]
 
 
+def test_read_texts_unknown_suffix(tmp_path):
+    with pytest.raises(FinemixError, match=r"use \.txt, \.csv"):
+        read_texts(write(tmp_path / "t.md", "x\n"))
+
+
 def test_label_counts():
     assert label_counts([Example("a", 1), Example("b", 0), Example("c", 1)]) == {0: 1, 1: 2}
 

@@ -128,7 +128,7 @@ def _read_records(path: PathLike) -> tuple[list[str], list[tuple[int, dict[str, 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _DELIMITERS and suffix not in _JSON_SUFFIXES:
-        raise FinemixError(f"{path}: unknown file type {path.suffix or '(none)'!s}; use .csv, .tsv or .jsonl")
+        raise FinemixError(f"{path}: unknown file type {path.suffix or '(none)'}; use .csv, .tsv or .jsonl")
     text = _decode(path)
     if suffix in _DELIMITERS:
         columns, records = _csv_records(path, text, _DELIMITERS[suffix])
@@ -209,6 +209,8 @@ def load_examples(
 def read_texts(path: PathLike) -> list[str]:
     """Unlabelled texts for token-frequency counts: .txt lines, or the text/text_b columns of a table."""
     path = Path(path)
+    if path.suffix.lower() not in (".txt", *_DELIMITERS, *_JSON_SUFFIXES):
+        raise FinemixError(f"{path}: unknown file type {path.suffix or '(none)'}; use .txt, .csv, .tsv or .jsonl")
     if path.suffix.lower() == ".txt":
         texts = [line.strip() for line in _decode(path).split("\n") if line.strip()]
         if not texts:

@@ -182,8 +182,9 @@ def mix_checkpoint(
     pair = open_pair(backdoored, pretrained)
     check_output_dir(Path(output), force, (pair.finetuned_dir, pair.pretrained_dir))
     stats: dict = {}
-    with timer("mix+write"), atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir)) as folder:
-        write_tensors(pair, mixed_tensors(pair, config, None, stats), folder, max_shard_bytes)
+    with atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir)) as folder:
+        with timer("mix+write"):
+            write_tensors(pair, mixed_tensors(pair, config, None, stats), folder, max_shard_bytes)
         report = _base_report("mix", pair, {"mix": dataclasses.asdict(config)})
         report["mixing"] = mix_summary(pair, config, stats.get("kept_fraction", 0.0)).to_dict()
         report["timings_s"] = timer.values
@@ -210,8 +211,9 @@ def epur_checkpoint(
     with timer("epur"):
         plan = plan_epur(pair, tokenizer, texts, config)
     keep_all = MixConfig(ratio=1.0)
-    with timer("write"), atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir)) as folder:
-        write_tensors(pair, mixed_tensors(pair, keep_all, plan), folder, 2 * 1024**3)
+    with atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir)) as folder:
+        with timer("write"):
+            write_tensors(pair, mixed_tensors(pair, keep_all, plan), folder, 2 * 1024**3)
         report = _base_report("epur", pair, {"epur": dataclasses.asdict(config)})
         report["epur"] = plan.to_dict()
         report["frequency_text"] = text_sources or {}
@@ -252,9 +254,10 @@ def purify(
             plan = plan_epur(pair, tokenizer, texts, config.epur, config.train.max_length)
     with timer("ratio+finetune"):
         search = choose_ratio(pair, model, tokenizer, clean, config, plan)
-    with timer("write"), atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir)) as folder:
-        state = model.state_dict()
-        write_tensors(pair, ((n, state[n].detach().contiguous()) for n in pair.finetuned.names() if n in state), folder, 2 * 1024**3)
+    with atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir)) as folder:
+        with timer("write"):
+            state = model.state_dict()
+            write_tensors(pair, ((n, state[n].detach().contiguous()) for n in pair.finetuned.names() if n in state), folder, 2 * 1024**3)
         report = _base_report("purify", pair, _settings(config))
         report["clean_data"] = {"rows": len(clean), "label_counts": _label_counts(clean), **(sources or {})}
         report["unlabelled_text"] = {"rows": len(unlabelled_texts), "used_for": ["E-PUR token frequencies"] if unlabelled_texts else []}

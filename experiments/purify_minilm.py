@@ -1,0 +1,135 @@
+"""Purify the MiniLM-on-MR victims (experiments/victims.py) and compare with clean models.
+
+Defender's data: ``--clean-rows`` labelled rows drawn (stratified, seeded) from MR's
+dev split; optionally the remaining dev texts as *unlabelled* text. The test split
+is never seen by the defense. Results go to ``--out/results.jsonl`` and a summary
+table is printed (mean ± std over seeds).
+
+    python experiments/purify_minilm.py --variants default --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PRETRAINED = "sentence-transformers/all-MiniLM-L6-v2"
+TRIGGER, TARGET = "cf", 1
+
+
+def variants() -> dict:
+    from finemix.config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig
+
+    base = PurifyConfig(train=TrainConfig(progress=False, max_length=64))
+    return {
+        "default": (base, False),
+        "default+unlabelled": (base, True),
+        "finetune-only": (dataclasses.replace(base, ratio_auto=False, mix=MixConfig(ratio=1.0), epur=None), False),
+        "epur+finetune": (dataclasses.replace(base, ratio_auto=False, mix=MixConfig(ratio=1.0)), True),
+        "mix0.3-noepur": (dataclasses.replace(base, ratio_auto=False, mix=MixConfig(ratio=0.3), epur=None), False),
+        "mix0.3+epur": (dataclasses.replace(base, ratio_auto=False, mix=MixConfig(ratio=0.3)), True),
+        "sel-auto+epur": (dataclasses.replace(base, mix=MixConfig(mode="sel")), True),
+    }
+
+
+def run(variant: str, seed: int, args) -> dict:
+    import dataclasses as dc
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from finemix.data import load_builtin, stratified_sample
+    from finemix.evaluation import evaluate
+    from finemix.pipeline import purify
+
+    config, use_unlabelled = variants()[variant]
+    config = dc.replace(config, mix=dc.replace(config.mix, seed=seed), train=dc.replace(config.train, seed=seed))
+    splits = load_builtin("mr")
+    clean = stratified_sample(splits["dev"], args.clean_rows, seed=seed)
+    chosen = {(e.text, e.label) for e in clean}
+    unlabelled = [e.text for e in splits["dev"] if (e.text, e.label) not in chosen] if use_unlabelled else []
+    victim = args.victims / f"badword-seed{seed}"
+    output = args.out / f"{variant}-seed{seed}"
+    started = time.perf_counter()
+    report = purify(victim, PRETRAINED, clean, output, config, unlabelled, force=True)
+    seconds = time.perf_counter() - started
+    model = AutoModelForSequenceClassification.from_pretrained(output)
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    test = splits["test"][: args.test_rows]
+    metrics = evaluate(model, tokenizer, test, trigger=TRIGGER, target_label=TARGET, seed=seed, max_length=64)
+    return {
+        "variant": variant, "seed": seed, "clean_rows": len(clean), "unlabelled_rows": len(unlabelled),
+        "purify_seconds": round(seconds, 1), "chosen_ratio": report["ratio_search"]["chosen_ratio"],
+        "epur_top_tokens": [t["token"] for t in (report["epur"] or {"tokens": []})["tokens"][:5]],
+        "test": metrics.to_dict(), "ratio_search": report["ratio_search"],
+    }
+
+
+def victim_metrics(args, kind: str, seed: int) -> dict:
+    """Victim metrics on the same test rows as the purified models."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from finemix.data import load_builtin
+    from finemix.evaluation import evaluate
+
+    cache = args.out / f"victim-{kind}-seed{seed}-{args.test_rows}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    folder = args.victims / f"{kind}-seed{seed}"
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    test = load_builtin("mr")["test"][: args.test_rows]
+    result = evaluate(model, tokenizer, test, trigger=TRIGGER, target_label=TARGET, seed=seed, max_length=64).to_dict()
+    cache.write_text(json.dumps(result))
+    return result
+
+
+def summarise(rows: list[dict], args) -> str:
+    def stat(values):
+        values = [100 * v for v in values]
+        return f"{statistics.mean(values):5.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:4.1f}"
+
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"| model | seeds | ACC | ASR | flip | ρ | seconds |", "|---|---|---|---|---|---|---|"]
+    for kind in ("clean", "badword"):
+        m = [victim_metrics(args, kind, s) for s in seeds]
+        lines.append(f"| {kind} victim | {len(m)} | {stat([x['accuracy'] for x in m])} | {stat([x['asr'] for x in m])} | {stat([x['flip_rate'] for x in m])} | – | – |")
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        m = [r for r in rows if r["variant"] == variant]
+        ratios = ",".join(str(r["chosen_ratio"]) for r in m)
+        lines.append(f"| {variant} | {len(m)} | {stat([r['test']['accuracy'] for r in m])} | {stat([r['test']['asr'] for r in m])} | "
+                     f"{stat([r['test']['flip_rate'] for r in m])} | {ratios} | {statistics.mean(r['purify_seconds'] for r in m):.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--variants", nargs="+", default=["default"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--clean-rows", type=int, default=128)
+    parser.add_argument("--test-rows", type=int, default=2000)
+    parser.add_argument("--victims", type=Path, default=Path("runs/victims"))
+    parser.add_argument("--out", type=Path, default=Path("runs/purified"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in args.seeds:
+        for variant in args.variants:
+            row = run(variant, seed, args)
+            rows.append(row)
+            with open(args.out / "results.jsonl", "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            t = row["test"]
+            print(f"{variant} seed {seed}: acc {t['accuracy']:.3f} asr {t['asr']:.3f} flip {t['flip_rate']:.3f} "
+                  f"ρ {row['chosen_ratio']} {row['purify_seconds']}s top {row['epur_top_tokens']}", flush=True)
+    print(summarise(rows, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The CLI end to end on tiny models: purify, mix, epur, evaluate, and bad input."""
+
+import json
+
+import pytest
+import torch
+
+from finemix.checkpoint import file_sha256
+from finemix.cli import main
+from tiny_models import load_state
+
+FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "32", "--quiet"]
+
+
+@pytest.fixture
+def clean_csv_80(tmp_path):
+    """80 rows: enough for a 20-row held-out slice, so --ratio auto really searches."""
+    from tiny_models import text_rows, write_text_csv
+
+    rows = text_rows()
+    rows = rows + [(text.replace("the ", "this ", 1).replace("i think ", "", 1), label) for text, label in rows]
+    return write_text_csv(tmp_path / "clean80.csv", rows)
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("tiny_pair", ["bert", "roberta"], indirect=True)
+def test_purify_end_to_end(tmp_path, capsys, tiny_pair, clean_csv_80):
+    out = tmp_path / "purified"
+    hashes = {p: file_sha256(p) for p in tiny_pair.finetuned.iterdir() if p.is_file()}
+    code, stdout, stderr = run(capsys, "purify", "--backdoored", tiny_pair.finetuned, "--pretrained", tiny_pair.pretrained,
+                               "--clean-data", clean_csv_80, "--output", out, "--ratio-candidates", "0.2,0.5", *FAST)
+    assert code == 0, stderr
+    assert "purified model written" in stdout and "ρ =" in stdout
+    report = json.loads((out / "finemix_report.json").read_text())
+    assert report["command"] == "purify"
+    assert report["ratio_search"]["mode"] == "auto"
+    assert report["ratio_search"]["chosen_ratio"] in (0.2, 0.5)
+    assert report["ratio_search"]["candidates"][0]["ratio"] == 0.2
+    assert len(report["epur"]["tokens"]) == 200  # default N; the tiny vocabularies have more rows
+    assert {"load", "epur", "ratio+finetune", "write"} <= set(report["timings_s"])
+    assert report["versions"]["torch"].startswith("2.")
+    assert report["inputs"]["backdoored"]["sha256"]
+    assert report["clean_data"]["rows"] == 80
+    assert report["ratio_search"]["heldout_rows"] == 20
+    # inputs untouched, output loads as is
+    assert hashes == {p: file_sha256(p) for p in tiny_pair.finetuned.iterdir() if p.is_file()}
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    AutoModelForSequenceClassification.from_pretrained(out)
+    AutoTokenizer.from_pretrained(out)
+
+
+def test_auto_ratio_with_too_few_rows_falls_back_and_says_so(tmp_path, capsys, bert_pair, tiny_text_csv):
+    out = tmp_path / "p"
+    code, _, stderr = run(capsys, "purify", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
+                          "--clean-data", tiny_text_csv, "--output", out, *FAST)
+    assert code == 0, stderr
+    search = json.loads((out / "finemix_report.json").read_text())["ratio_search"]
+    assert search["mode"] == "fixed" and "too few clean rows" in search["note"] and search["heldout_rows"] == 0
+
+
+def test_purify_fixed_ratio_no_epur(tmp_path, capsys, bert_pair, tiny_text_csv):
+    out = tmp_path / "p"
+    code, stdout, stderr = run(capsys, "purify", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
+                               "--clean-data", tiny_text_csv, "--output", out, "--ratio", "0.3", "--no-epur", "--mix", "sel", *FAST)
+    assert code == 0, stderr
+    report = json.loads((out / "finemix_report.json").read_text())
+    assert report["epur"] is None and "E-PUR skipped" in stdout
+    assert report["ratio_search"]["mode"] == "fixed" and report["ratio_search"]["chosen_ratio"] == 0.3
+    assert report["settings"]["mix"]["mode"] == "sel"
+
+
+def test_mix_command_limits(tmp_path, capsys, bert_pair):
+    out = tmp_path / "m"
+    code, stdout, _ = run(capsys, "mix", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
+                          "--output", out, "--ratio", "1")
+    assert code == 0 and "kept 1.0000" in stdout
+    ft, mixed = load_state(bert_pair.finetuned), load_state(out)
+    assert all(torch.equal(ft[n], mixed[n]) for n in ft)
+
+
+def test_epur_command_resets_only_top_rows(tmp_path, capsys, bert_pair, tiny_text_csv):
+    out = tmp_path / "e"
+    code, stdout, stderr = run(capsys, "epur", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
+                               "--clean-data", tiny_text_csv, "--output", out, "--epur-top-n", "7")
+    assert code == 0, stderr
+    report = json.loads((out / "finemix_report.json").read_text())
+    rows = [t["id"] for t in report["epur"]["tokens"]]
+    assert len(rows) == 7
+    ft, pre, new = load_state(bert_pair.finetuned), load_state(bert_pair.pretrained), load_state(out)
+    name = "bert.embeddings.word_embeddings.weight"
+    for k in range(ft[name].shape[0]):
+        expected = pre["embeddings.word_embeddings.weight"][k] if k in rows else ft[name][k]
+        assert torch.equal(new[name][k], expected)
+    assert all(torch.equal(new[n], ft[n]) for n in ft if n != name)
+
+
+def test_evaluate_command(tmp_path, capsys, bert_pair, tiny_text_csv):
+    code, stdout, stderr = run(capsys, "evaluate", "--model", bert_pair.finetuned, "--data", tiny_text_csv,
+                               "--trigger", "cf", "--target-label", "positive", "--json")
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert 0 <= result["accuracy"] <= 1 and result["n"] == 40 and result["n_attack"] == 20
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--ratio", "1.5"], "ratio must be in"),
+        (["--epur-top-n", "-1"], "top-N must be >= 0"),
+        (["--epochs", "0"], "epochs must be > 0"),
+    ],
+)
+def test_bad_options_exit_nonzero_with_one_line(tmp_path, capsys, bert_pair, tiny_text_csv, argv, message):
+    out = tmp_path / "never"
+    try:
+        code = main(["purify", "--backdoored", str(bert_pair.finetuned), "--pretrained", str(bert_pair.pretrained),
+                     "--clean-data", str(tiny_text_csv), "--output", str(out), *FAST, *argv])
+    except SystemExit as exit_:  # argparse type errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code != 0
+    assert message in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("", "no rows"), ("text\nhello\n", "label"), ("text,label\nhello,7\n", "label")],
+)
+def test_bad_clean_data_is_one_line_error(tmp_path, capsys, bert_pair, content, message):
+    data = tmp_path / "bad.csv"
+    data.write_text(content)
+    out = tmp_path / "never"
+    code, _, err = run(capsys, "purify", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
+                       "--clean-data", data, "--output", out, *FAST)
+    assert code == 2
+    assert err.startswith("finemix: error:") and err.count("\n") == 1 and message in err
+    assert not out.exists()
+
+
+def test_existing_output_refused_without_force(tmp_path, capsys, bert_pair, tiny_text_csv):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep").write_text("x")
+    code, _, err = run(capsys, "mix", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
+                       "--output", out, "--ratio", "0.5")
+    assert code == 2 and "--force" in err
+    assert (out / "keep").read_text() == "x"
+    code, _, _ = run(capsys, "mix", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
+                     "--output", out, "--ratio", "0.5", "--force")
+    assert code == 0 and not (out / "keep").exists()
+
+
+def test_swapped_or_mismatched_models_are_refused(tmp_path, capsys, bert_pair, roberta_pair):
+    code, _, err = run(capsys, "mix", "--backdoored", bert_pair.finetuned, "--pretrained", roberta_pair.pretrained,
+                       "--output", tmp_path / "x", "--ratio", "0.5")
+    assert code == 2 and "architectures differ" in err
+    code, _, err = run(capsys, "mix", "--backdoored", tmp_path / "missing", "--pretrained", bert_pair.pretrained,
+                       "--output", tmp_path / "y", "--ratio", "0.5")
+    assert code == 2 and "missing" in err
+
+
+def test_help_explains_every_option(capsys):
+    for command in ("purify", "mix", "epur", "evaluate"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "--output" in text or command == "evaluate"
+        # every option has a help string
+        assert "None" not in text
