@@ -28,8 +28,10 @@ def variants() -> dict:
     from finemix.config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig
 
     base = PurifyConfig(train=TrainConfig(progress=False, max_length=64))
-    return {
-        "default": (base, False),
+    # "paper": the recipe as specified (E-PUR, random mixing, ρ auto, labelled rows only)
+    table = {
+        "default": (base, True),
+        "paper": (dataclasses.replace(base, distill=False, search=RatioSearchConfig(candidates=(0.1, 0.2, 0.3, 0.5))), False),
         "default+unlabelled": (base, True),
         "finetune-only": (dataclasses.replace(base, ratio_auto=False, mix=MixConfig(ratio=1.0), epur=None), False),
         "epur+finetune": (dataclasses.replace(base, ratio_auto=False, mix=MixConfig(ratio=1.0)), True),
@@ -37,6 +39,19 @@ def variants() -> dict:
         "mix0.3+epur": (dataclasses.replace(base, ratio_auto=False, mix=MixConfig(ratio=0.3)), True),
         "sel-auto+epur": (dataclasses.replace(base, mix=MixConfig(mode="sel")), True),
     }
+    kd = dataclasses.replace(base, ratio_auto=False, train=dataclasses.replace(base.train, epochs=3))
+    for ratio in (0.0, 0.1, 0.2, 0.3, 1.0):
+        table[f"kd-r{ratio}"] = (dataclasses.replace(kd, mix=MixConfig(ratio=ratio)), True)
+        table[f"kd-r{ratio}-noepur"] = (dataclasses.replace(kd, mix=MixConfig(ratio=ratio), epur=None), True)
+    table["kd-auto"] = (dataclasses.replace(kd, ratio_auto=True), True)
+    table["kd-r0.1-nocal"] = (dataclasses.replace(kd, mix=MixConfig(ratio=0.1), calibrate_teacher=False), True)
+    kd2 = dataclasses.replace(kd, train=dataclasses.replace(base.train, epochs=2))
+    table["kd2-auto"] = (dataclasses.replace(kd2, ratio_auto=True, search=RatioSearchConfig(candidates=(0.1, 0.2, 0.3), tolerance=0.05)), True)
+    table["kd2-r0.1"] = (dataclasses.replace(kd2, mix=MixConfig(ratio=0.1)), True)
+    for rows in (2000, 3000):
+        table[f"kd2-r0.1-u{rows}"] = (dataclasses.replace(kd2, mix=MixConfig(ratio=0.1), distill_rows=rows), True)
+        table[f"kd2-r0.0-u{rows}"] = (dataclasses.replace(kd2, mix=MixConfig(ratio=0.0), distill_rows=rows), True)
+    return table
 
 
 def run(variant: str, seed: int, args) -> dict:
@@ -54,6 +69,11 @@ def run(variant: str, seed: int, args) -> dict:
     clean = stratified_sample(splits["dev"], args.clean_rows, seed=seed)
     chosen = {(e.text, e.label) for e in clean}
     unlabelled = [e.text for e in splits["dev"] if (e.text, e.label) not in chosen] if use_unlabelled else []
+    if use_unlabelled and args.extra_unlabelled:
+        # more in-domain text: MR train rows the victim was NOT trained on (stratified_sample as in victims.py)
+        seen = {e.text for e in stratified_sample(splits["train"], 4000, seed=seed)}
+        unseen = [e.text for e in splits["train"] if e.text not in seen]
+        unlabelled += unseen[: args.extra_unlabelled]
     victim = args.victims / f"badword-seed{seed}"
     output = args.out / f"{variant}-seed{seed}"
     started = time.perf_counter()
@@ -67,6 +87,7 @@ def run(variant: str, seed: int, args) -> dict:
         "variant": variant, "seed": seed, "clean_rows": len(clean), "unlabelled_rows": len(unlabelled),
         "purify_seconds": round(seconds, 1), "chosen_ratio": report["ratio_search"]["chosen_ratio"],
         "epur_top_tokens": [t["token"] for t in (report["epur"] or {"tokens": []})["tokens"][:5]],
+        "teacher": report["unlabelled_text"].get("teacher"),
         "test": metrics.to_dict(), "ratio_search": report["ratio_search"],
     }
 
@@ -114,6 +135,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--clean-rows", type=int, default=128)
     parser.add_argument("--test-rows", type=int, default=2000)
+    parser.add_argument("--extra-unlabelled", type=int, default=0, help="add this many unseen MR train texts as unlabelled text")
     parser.add_argument("--victims", type=Path, default=Path("runs/victims"))
     parser.add_argument("--out", type=Path, default=Path("runs/purified"))
     args = parser.parse_args()

@@ -82,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     purify.add_argument("--no-epur", dest="epur", action="store_false", help="skip E-PUR")
     _add_mix_options(purify)
     _add_epur_options(purify)
-    purify.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs (default 5)")
+    purify.add_argument("--unlabelled-text", type=Path, action="append", default=[], metavar="FILE",
+                        help="unlabelled clean in-domain text (.txt lines or csv/tsv/jsonl 'text'); used for E-PUR counts and, "
+                             "unless --no-distill, to distil the suspect model's calibrated clean predictions; repeatable")
+    purify.add_argument("--no-distill", dest="distill", action="store_false", default=True,
+                        help="use --unlabelled-text only for E-PUR counts (the paper's recipe: labelled rows only)")
+    purify.add_argument("--distill-rows", type=int, default=2000, help="unlabelled rows used for distillation (default 2000)")
+    purify.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs on labelled rows only (default 5; 2 when distilling)")
     purify.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-5)")
     purify.add_argument("--batch-size", type=int, default=None, help="batch size (default 16)")
     purify.add_argument("--max-length", type=int, default=None, help="max tokens per row (default 128)")
@@ -169,7 +175,8 @@ def _purify(args: argparse.Namespace) -> int:
     backdoored = resolve_model_dir(args.backdoored)
     label2id, num_labels = _model_labels(backdoored)
     clean = load_examples(args.clean_data, label2id=label2id, num_labels=num_labels)
-    unlabelled, sources = _texts(args.frequency_text)
+    frequency_only, sources = _texts(args.frequency_text)
+    unlabelled, unlabelled_sources = _texts(args.unlabelled_text)
     train = optional_replace(TrainConfig(seed=args.seed, progress=not args.quiet), epochs=args.epochs, lr=args.lr,
                              batch_size=args.batch_size, max_length=args.max_length)
     config = PurifyConfig(
@@ -179,10 +186,16 @@ def _purify(args: argparse.Namespace) -> int:
         search=RatioSearchConfig(candidates=args.ratio_candidates, tolerance=args.tolerance),
         epur=EpurConfig(top_n=args.epur_top_n, min_frequency=args.epur_min_frequency) if args.epur else None,
         train=train,
+        distill=args.distill,
+        distill_rows=args.distill_rows,
+        distill_epochs=args.epochs if args.epochs is not None else 2.0,
     )
     report = purify(backdoored, args.pretrained, clean, args.output, config, unlabelled, args.force,
-                    sources={"file": str(args.clean_data), "sha256": file_sha256(args.clean_data), "frequency_text": sources})
-    print(summarise_purify(report, args.output))
+                    sources={"file": str(args.clean_data), "sha256": file_sha256(args.clean_data),
+                             "frequency_text": sources, "unlabelled_text": unlabelled_sources},
+                    frequency_texts=frequency_only)
+    if report:  # empty on the non-main processes of a multi-process run
+        print(summarise_purify(report, args.output))
     return 0
 
 

@@ -103,7 +103,7 @@ def optional_replace(config: C, **changes: Optional[Any]) -> C:
 class RatioSearchConfig:
     """How ``--ratio auto`` picks ρ from clean data only (see ratio_search.py)."""
 
-    candidates: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
+    candidates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     tolerance: float = 0.03  # accepted drop in held-out clean accuracy vs the unrepaired model
 
     def __post_init__(self) -> None:
@@ -123,3 +123,15 @@ class PurifyConfig:
     search: RatioSearchConfig = RatioSearchConfig()
     epur: Optional[EpurConfig] = EpurConfig()  # None = no E-PUR
     train: TrainConfig = TrainConfig()
+    # With unlabelled clean text: fine-tune on the suspect model's own predictions for it too
+    # (soft targets). The trigger is absent from clean text, so only clean behaviour is taught.
+    distill: bool = True
+    distill_rows: int = 2000  # cap on unlabelled rows used for distillation (CPU budget)
+    distill_epochs: float = 2.0  # epochs over labelled + unlabelled rows when distilling (replaces train.epochs)
+    calibrate_teacher: bool = True  # refit the teacher's class bias on the clean rows (see pipeline.teacher_targets)
+
+    def __post_init__(self) -> None:
+        if self.distill_rows < 0:
+            raise FinemixError(f"distill rows must be >= 0, got {self.distill_rows}")
+        if self.distill_epochs <= 0:
+            raise FinemixError(f"distill epochs must be > 0, got {self.distill_epochs}")

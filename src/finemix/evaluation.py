@@ -55,14 +55,14 @@ def with_trigger(examples: Sequence[Example], trigger: str, seed: int, segment: 
     return out
 
 
-def predict(
+def predict_logits(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[Example],
     batch_size: int = 64,
     max_length: int = 128,
-) -> list[int]:
-    """Predicted class ids in the order of ``examples``."""
+):
+    """Logits (float32 tensor, one row per example) in the order of ``examples``."""
     import torch
 
     if batch_size < 1:
@@ -74,7 +74,7 @@ def predict(
     order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
     collate = make_collator(tokenizer)
     device = next(model.parameters()).device
-    predictions = [0] * len(features)
+    logits = torch.zeros(len(features), model.config.num_labels)
     was_training = model.training
     model.eval()
     try:
@@ -82,11 +82,23 @@ def predict(
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 batch = {k: v.to(device) for k, v in collate([features[i] for i in chunk]).items()}
-                for i, label in zip(chunk, model(**batch).logits.argmax(dim=-1).tolist()):
-                    predictions[i] = label
+                logits[torch.as_tensor(chunk)] = model(**batch).logits.float().cpu()
     finally:
         model.train(was_training)
-    return predictions
+    return logits
+
+
+def predict(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    batch_size: int = 64,
+    max_length: int = 128,
+) -> list[int]:
+    """Predicted class ids in the order of ``examples``."""
+    if not examples:
+        return []
+    return predict_logits(model, tokenizer, examples, batch_size, max_length).argmax(dim=-1).tolist()
 
 
 @dataclass(frozen=True)

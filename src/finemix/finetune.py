@@ -79,21 +79,28 @@ def finetune(
     train: Sequence["Example"],
     config: TrainConfig,
     eval_set: Optional[Sequence["Example"]] = None,
+    unlabelled: Sequence["Example"] = (),
+    unlabelled_targets: Optional["torch.Tensor"] = None,
 ) -> TrainResult:
-    """Fine-tune ``model`` in place on ``train``; keep the best epoch on ``eval_set``."""
+    """Fine-tune ``model`` in place on ``train``; keep the best epoch on ``eval_set``.
+
+    With ``unlabelled`` rows and their ``unlabelled_targets`` (class probabilities,
+    e.g. a teacher's), training minimises soft cross-entropy over both sets:
+    one-hot targets for labelled rows, the given probabilities for the others.
+    """
     import torch
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from .data import make_collator, tokenize_examples
+    from .data import make_collator
     from .evaluation import predict
 
     started = time.perf_counter()
     set_seed(config.seed)
     accelerator = _accelerator()
-    features = tokenize_examples(tokenizer, train, config.max_length)
+    features = _features(tokenizer, train, config, unlabelled, unlabelled_targets)
     sampler = _EpochBatches([len(f["input_ids"]) for f in features], config.batch_size, config.seed)
     loader = DataLoader(features, batch_sampler=sampler, collate_fn=make_collator(tokenizer))
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
@@ -111,7 +118,11 @@ def finetune(
         for batch in loader:
             if result.steps >= total_steps:
                 break
-            loss = model(**batch).loss
+            soft = batch.pop("soft_labels", None)
+            if soft is None:
+                loss = model(**batch).loss
+            else:
+                loss = -(soft * model(**batch).logits.float().log_softmax(dim=-1)).sum(dim=-1).mean()
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
@@ -136,6 +147,26 @@ def finetune(
     result.epochs = result.steps / steps_per_epoch
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _features(tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targets) -> list[dict]:
+    from .data import tokenize_examples
+
+    features = tokenize_examples(tokenizer, train, config.max_length)
+    if not unlabelled:
+        return features
+    if unlabelled_targets is None or len(unlabelled_targets) != len(unlabelled):
+        raise ValueError("unlabelled rows need one target distribution each")
+    num_labels = unlabelled_targets.shape[1]
+    for feature in features:
+        one_hot = [0.0] * num_labels
+        one_hot[feature.pop("labels")] = 1.0
+        feature["soft_labels"] = one_hot
+    extra = tokenize_examples(tokenizer, unlabelled, config.max_length)
+    for feature, target in zip(extra, unlabelled_targets.tolist()):
+        feature.pop("labels")
+        feature["soft_labels"] = target
+    return features + extra
 
 
 def _param_groups(model: "torch.nn.Module", weight_decay: float) -> list[dict]:

@@ -178,9 +178,12 @@ def mix_checkpoint(
     max_shard_bytes: int = 2 * 1024**3,
 ) -> dict:
     """``finemix mix``: θ_Mix written as a model folder, streamed tensor by tensor."""
+    from transformers import AutoTokenizer
+
     timer = _Timer()
     pair = open_pair(backdoored, pretrained)
     check_output_dir(Path(output), force, (pair.finetuned_dir, pair.pretrained_dir))
+    _load_tokenizers(pair, AutoTokenizer, required=False)
     stats: dict = {}
     with atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir)) as folder:
         with timer("mix+write"):
@@ -207,7 +210,7 @@ def epur_checkpoint(
     timer = _Timer()
     pair = open_pair(backdoored, pretrained)
     check_output_dir(Path(output), force, (pair.finetuned_dir, pair.pretrained_dir))
-    tokenizer = AutoTokenizer.from_pretrained(pair.finetuned_dir)
+    tokenizer = _load_tokenizers(pair, AutoTokenizer)
     with timer("epur"):
         plan = plan_epur(pair, tokenizer, texts, config)
     keep_all = MixConfig(ratio=1.0)
@@ -233,8 +236,14 @@ def purify(
     unlabelled_texts: Sequence[str] = (),
     force: bool = False,
     sources: Optional[dict] = None,
+    frequency_texts: Sequence[str] = (),
 ) -> dict:
-    """E-PUR (optional) → mix with θ_Pre → fine-tune on ``clean``, ρ fixed or searched."""
+    """E-PUR (optional) → mix with θ_Pre → fine-tune on ``clean``, ρ fixed or searched.
+
+    ``unlabelled_texts`` (clean, in-domain) serve E-PUR's token counts and, with
+    ``config.distill``, distillation of θ_B's clean predictions; ``frequency_texts``
+    serve only the token counts.
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from .ratio_search import choose_ratio
@@ -250,31 +259,113 @@ def purify(
     plan = None
     if config.epur is not None:
         with timer("epur"):
-            texts = [t for e in clean for t in (e.text, e.text_b) if t] + list(unlabelled_texts)
+            texts = [t for e in clean for t in (e.text, e.text_b) if t] + list(unlabelled_texts) + list(frequency_texts)
             plan = plan_epur(pair, tokenizer, texts, config.epur, config.train.max_length)
+    distill = None
+    if config.distill and unlabelled_texts and config.distill_rows > 0:
+        with timer("teacher"):
+            distill_rows, distill_targets, teacher_record = teacher_targets(model, tokenizer, unlabelled_texts, clean, config)
+            distill = (distill_rows, distill_targets)
     with timer("ratio+finetune"):
-        search = choose_ratio(pair, model, tokenizer, clean, config, plan)
+        search = choose_ratio(pair, model, tokenizer, clean, config, plan, distill)
+    from accelerate import PartialState
+
+    process = PartialState()  # under `accelerate launch` every process repairs; only the main one writes
+    if not process.is_main_process:
+        process.wait_for_everyone()
+        return {}
     with atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir)) as folder:
         with timer("write"):
             state = model.state_dict()
             write_tensors(pair, ((n, state[n].detach().contiguous()) for n in pair.finetuned.names() if n in state), folder, 2 * 1024**3)
         report = _base_report("purify", pair, _settings(config))
         report["clean_data"] = {"rows": len(clean), "label_counts": _label_counts(clean), **(sources or {})}
-        report["unlabelled_text"] = {"rows": len(unlabelled_texts), "used_for": ["E-PUR token frequencies"] if unlabelled_texts else []}
+        report["unlabelled_text"] = {
+            "rows": len(unlabelled_texts),
+            "used_for": (["E-PUR token frequencies"] if unlabelled_texts and plan else [])
+            + ([f"distillation of the suspect model's predictions ({len(distill[0])} rows)"] if distill else []),
+            "frequency_only_rows": len(frequency_texts),
+            "teacher": teacher_record if distill else None,
+        }
         report["epur"] = plan.to_dict() if plan else None
         report["mixing"] = mix_summary(pair, dataclasses.replace(config.mix, ratio=search["chosen_ratio"]), search["kept_fraction"]).to_dict()
         report["ratio_search"] = search
+        report["processes"] = process.num_processes
         report["timings_s"] = timer.values
         _write_report(folder, report)
+    process.wait_for_everyone()
     return report
 
 
-def _load_tokenizers(pair: CheckpointPair, auto_tokenizer):
+def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Example"], config: PurifyConfig):
+    """(rows, class probabilities, calibration record) of the unrepaired model for distillation.
+
+    The suspect model's answers on clean text are its clean behaviour: a rare
+    trigger is absent, so nothing of the backdoor is taught by these targets. Its
+    class prior is not clean, though: dirty-label poisoning relabels rows to the
+    target, which shifts the prior towards it. So the teacher's logits get one bias
+    per class, fitted on the labelled clean rows, before they become targets.
+    """
+    import random
+
+    from .data import Example
+    from .evaluation import predict_logits
+
+    texts = [t for t in dict.fromkeys(t.strip() for t in texts) if t]
+    if len(texts) > config.distill_rows:
+        texts = random.Random(config.train.seed).sample(texts, config.distill_rows)
+    rows = [Example(text, 0) for text in texts]  # the label is a placeholder, never used
+    logits = predict_logits(model, tokenizer, rows, max_length=config.train.max_length)
+    clean_logits = predict_logits(model, tokenizer, clean, max_length=config.train.max_length)
+    labels = [e.label for e in clean]
+    bias = fit_class_bias(clean_logits, labels) if config.calibrate_teacher else clean_logits.new_zeros(clean_logits.shape[1])
+    record = {
+        "rows": len(rows),
+        "class_bias": [round(float(b), 4) for b in bias],
+        "teacher_clean_accuracy": _accuracy_of(clean_logits, labels),
+        "teacher_clean_accuracy_calibrated": _accuracy_of(clean_logits + bias, labels),
+    }
+    return rows, (logits + bias).softmax(dim=-1), record
+
+
+def fit_class_bias(logits: "torch.Tensor", labels: Sequence[int], steps: int = 200) -> "torch.Tensor":
+    """Per-class logit offsets minimising cross-entropy on labelled rows (class 0 fixed at 0)."""
+    import torch
+
+    target = torch.as_tensor(list(labels), dtype=torch.long)
+    free = torch.zeros(logits.shape[1] - 1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([free], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        bias = torch.cat([free.new_zeros(1), free])
+        loss = torch.nn.functional.cross_entropy(logits.float() + bias, target)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return torch.cat([torch.zeros(1), free.detach()])
+
+
+def _accuracy_of(logits: "torch.Tensor", labels: Sequence[int]) -> float:
+    return round(float((logits.argmax(dim=-1) == torch_tensor(labels)).float().mean()), 4)
+
+
+def torch_tensor(values):
+    import torch
+
+    return torch.as_tensor(list(values))
+
+
+def _load_tokenizers(pair: CheckpointPair, auto_tokenizer, required: bool = True):
+    """The suspect model's tokenizer, checked against the pre-trained one when both exist."""
     from .checkpoint import check_same_vocabulary
 
     try:
         tokenizer = auto_tokenizer.from_pretrained(pair.finetuned_dir)
     except Exception as error:
+        if not required:
+            return None
         raise FinemixError(f"{pair.finetuned_dir}: tokenizer files missing or unreadable ({type(error).__name__})") from None
     try:
         pre_tokenizer = auto_tokenizer.from_pretrained(pair.pretrained_dir)

@@ -1,0 +1,106 @@
+"""Pipeline pieces: teacher calibration, distillation, pairs end to end, the defense boundary."""
+
+import ast
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import finemix.pipeline as pipeline
+import finemix.ratio_search as ratio_search
+from finemix.config import MixConfig, PurifyConfig, TrainConfig
+from finemix.data import Example
+from finemix.pipeline import fit_class_bias, purify
+from tiny_models import text_rows
+
+FAST = TrainConfig(epochs=1, batch_size=8, max_length=32, progress=False)
+
+
+def test_fit_class_bias_undoes_a_prior_shift():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (400,), generator=generator)
+    clean_logits = torch.stack([-(labels * 2 - 1).float(), (labels * 2 - 1).float()], dim=1) * 2
+    clean_logits += torch.randn(400, 2, generator=generator)
+    shifted = clean_logits + torch.tensor([0.0, 1.5])  # a teacher pushed towards class 1
+    bias = fit_class_bias(shifted, labels.tolist())
+    assert bias[0] == 0 and -2.0 < float(bias[1]) < -1.0
+    assert (shifted + bias).argmax(1).eq(labels).float().mean() > shifted.argmax(1).eq(labels).float().mean()
+
+
+def test_fit_class_bias_is_zero_for_a_calibrated_teacher():
+    labels = [0, 1] * 50
+    logits = torch.tensor([[2.0, -2.0], [-2.0, 2.0]] * 50)
+    assert abs(float(fit_class_bias(logits, labels)[1])) < 0.05
+
+
+def rows(n_repeat=2):
+    data = text_rows() * n_repeat
+    return [Example(text, label) for text, label in data]
+
+
+def test_purify_with_unlabelled_text_distils_and_reports(tmp_path, bert_pair):
+    unlabelled = [text for text, _ in text_rows()]
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=1)
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config, unlabelled)
+    teacher = report["unlabelled_text"]["teacher"]
+    assert teacher["rows"] == len(set(unlabelled))
+    assert len(teacher["class_bias"]) == 2 and teacher["class_bias"][0] == 0.0
+    assert any("distillation" in use for use in report["unlabelled_text"]["used_for"])
+    assert report["timings_s"]["teacher"] >= 0
+
+
+def test_no_distill_uses_unlabelled_only_for_counts(tmp_path, bert_pair):
+    unlabelled = [text for text, _ in text_rows()]
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.5), train=FAST, distill=False)
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config, unlabelled)
+    assert report["unlabelled_text"]["used_for"] == ["E-PUR token frequencies"]
+    assert report["unlabelled_text"]["teacher"] is None
+
+
+def test_sentence_pairs_end_to_end(tmp_path, capsys, bert_pair):
+    from finemix.cli import main
+
+    data = tmp_path / "pairs.jsonl"
+    with data.open("w") as handle:
+        for i, (text, label) in enumerate(text_rows() * 2):
+            handle.write(json.dumps({"text": f"question {i % 7}", "text_b": text, "label": label}) + "\n")
+    out = tmp_path / "purified"
+    code = main(["purify", "--backdoored", str(bert_pair.finetuned), "--pretrained", str(bert_pair.pretrained),
+                 "--clean-data", str(data), "--output", str(out), "--epochs", "1", "--batch-size", "8", "--quiet",
+                 "--unlabelled-text", str(data)])
+    assert code == 0, capsys.readouterr().err
+    code = main(["evaluate", "--model", str(out), "--data", str(data), "--trigger", "cf", "--target-label", "1", "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and result["n"] == 80 and result["n_attack"] == 40
+
+
+FORBIDDEN = {"trigger", "target_label", "target", "poison", "poisoned", "attack_card", "card"}
+
+
+@pytest.mark.parametrize("function", [pipeline.purify, pipeline.mix_checkpoint, pipeline.epur_checkpoint,
+                                      pipeline.plan_epur, pipeline.teacher_targets, ratio_search.choose_ratio])
+def test_defense_functions_take_nothing_a_defender_lacks(function):
+    assert not FORBIDDEN & set(inspect.signature(function).parameters)
+
+
+@pytest.mark.parametrize("module", [pipeline, ratio_search])
+def test_defense_modules_never_import_attacks_or_trigger_evaluation(module):
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported |= {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+    assert not any("attacks" in name for name in imported)
+    assert not any(name.endswith(("evaluate", "with_trigger", "insert_trigger")) for name in imported)
+
+
+def test_acceptance_margin_is_tolerance_or_standard_error():
+    from finemix.ratio_search import acceptance_margin
+
+    assert acceptance_margin(0.875, 32, 0.03) == pytest.approx((0.875 * 0.125 / 32) ** 0.5, abs=1e-6)  # ≈ 0.058
+    assert acceptance_margin(0.875, 10_000, 0.03) == 0.03
+    assert acceptance_margin(1.0, 32, 0.03) == 0.03
