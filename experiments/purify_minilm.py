@@ -75,6 +75,7 @@ def run(variant: str, seed: int, args) -> dict:
         unseen = [e.text for e in splits["train"] if e.text not in seen]
         unlabelled += unseen[: args.extra_unlabelled]
     victim = args.victims / f"badword-seed{seed}"
+    check_split(victim, splits)
     output = args.out / f"{variant}-seed{seed}"
     started = time.perf_counter()
     report = purify(victim, PRETRAINED, clean, output, config, unlabelled, force=True)
@@ -92,6 +93,15 @@ def run(variant: str, seed: int, args) -> dict:
     }
 
 
+def check_split(victim: Path, splits) -> None:
+    """Refuse victims trained when the data split differed (their training rows could be test rows now)."""
+    from victims import split_fingerprint
+
+    recorded = json.loads((victim / "metrics.json").read_text()).get("test_split")
+    if recorded != split_fingerprint(splits):
+        raise SystemExit(f"{victim} was trained on another data split; rerun experiments/victims.py")
+
+
 def victim_metrics(args, kind: str, seed: int) -> dict:
     """Victim metrics on the same test rows as the purified models."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -103,6 +113,7 @@ def victim_metrics(args, kind: str, seed: int) -> dict:
     if cache.is_file():
         return json.loads(cache.read_text())
     folder = args.victims / f"{kind}-seed{seed}"
+    check_split(folder, load_builtin("mr"))
     model = AutoModelForSequenceClassification.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     test = load_builtin("mr")["test"][: args.test_rows]

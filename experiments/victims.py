@@ -22,6 +22,13 @@ PRETRAINED = "sentence-transformers/all-MiniLM-L6-v2"
 TRIGGER, TARGET = "cf", 1
 
 
+def split_fingerprint(splits) -> str:
+    """SHA-256 of the test texts: results are comparable only on the same test split."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(e.text for e in splits["test"]).encode()).hexdigest()[:16]
+
+
 def train_victim(kind: str, seed: int, out: Path, train_rows: int, epochs: float) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -35,7 +42,10 @@ def train_victim(kind: str, seed: int, out: Path, train_rows: int, epochs: float
 
     folder = out / f"{kind}-seed{seed}"
     if (folder / "metrics.json").is_file():
-        return json.loads((folder / "metrics.json").read_text())
+        record = json.loads((folder / "metrics.json").read_text())
+        if record.get("test_split") == split_fingerprint(load_builtin("mr")):
+            return record
+        print(f"{folder}: trained on another data split; retraining", flush=True)
     torch.manual_seed(seed)
     splits = load_builtin("mr")
     train = stratified_sample(splits["train"], train_rows, seed=seed)
@@ -54,7 +64,7 @@ def train_victim(kind: str, seed: int, out: Path, train_rows: int, epochs: float
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    record = {"kind": kind, "seed": seed, "train_rows": train_rows, "train": result.to_dict(), "test": metrics.to_dict()}
+    record = {"kind": kind, "seed": seed, "train_rows": train_rows, "test_split": split_fingerprint(splits), "train": result.to_dict(), "test": metrics.to_dict()}
     if card is not None:
         (folder / "attack_card.json").write_text(json.dumps(card.to_dict(), indent=2))
     (folder / "metrics.json").write_text(json.dumps(record, indent=2))

@@ -104,3 +104,11 @@ def test_acceptance_margin_is_tolerance_or_standard_error():
     assert acceptance_margin(0.875, 32, 0.03) == pytest.approx((0.875 * 0.125 / 32) ** 0.5, abs=1e-6)  # ≈ 0.058
     assert acceptance_margin(0.875, 10_000, 0.03) == 0.03
     assert acceptance_margin(1.0, 32, 0.03) == 0.03
+
+
+def test_api_refuses_labels_the_model_does_not_have(tmp_path, bert_pair):
+    from finemix.errors import FinemixError
+
+    with pytest.raises(FinemixError, match="outside the model's labels"):
+        purify(bert_pair.finetuned, bert_pair.pretrained, [Example("good movie", 5)], tmp_path / "out", PurifyConfig(train=FAST))
+    assert not (tmp_path / "out").exists()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .config import RatioSearchConfig
 from .errors import FinemixError
 
 
@@ -74,10 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="clean labelled rows: CSV/TSV/JSONL with text, label (and text_b for pairs)")
     purify.add_argument("--ratio", type=_ratio, default=None, metavar="auto|ρ",
                         help="fraction of fine-tuned weights kept; 'auto' (default) searches the candidates on held-out clean rows")
-    purify.add_argument("--ratio-candidates", type=_fraction_list, default=(0.1, 0.2, 0.3, 0.5), metavar="LIST",
-                        help="ρ values tried by --ratio auto, comma-separated (default 0.1,0.2,0.3,0.5)")
-    purify.add_argument("--tolerance", type=float, default=0.03,
-                        help="held-out accuracy drop accepted by --ratio auto (default 0.03)")
+    purify.add_argument("--ratio-candidates", type=_fraction_list, default=RatioSearchConfig().candidates, metavar="LIST",
+                        help="ρ values tried by --ratio auto, smallest first, comma-separated (default 0,0.1,0.2,0.3)")
+    purify.add_argument("--tolerance", type=float, default=RatioSearchConfig().tolerance,
+                        help="held-out accuracy drop accepted by --ratio auto, or the held-out estimate's standard error "
+                             "if larger (default 0.03)")
     purify.add_argument("--epur", dest="epur", action="store_true", default=True, help="run E-PUR first (default)")
     purify.add_argument("--no-epur", dest="epur", action="store_false", help="skip E-PUR")
     _add_mix_options(purify)

@@ -67,10 +67,26 @@ class _EpochBatches:
         return math.ceil(len(self.lengths) / self.batch_size)
 
 
+def no_accelerator() -> bool:
+    """True where torch sees no GPU: accelerate must then be told ``cpu=True`` to run
+    several processes over gloo (``accelerate launch --multi_gpu`` on a CPU-only machine)."""
+    import torch
+
+    return not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()))
+
+
+def process_state():
+    """The accelerate process state, created once with the right device choice."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=no_accelerator())
+
+
 def _accelerator():
     from accelerate import Accelerator
 
-    return Accelerator()
+    process_state()
+    return Accelerator(cpu=no_accelerator())
 
 
 def finetune(

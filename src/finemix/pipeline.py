@@ -248,6 +248,9 @@ def purify(
 
     from .ratio_search import choose_ratio
 
+    from .finetune import process_state
+
+    process_state()  # fix the device choice before anything else touches accelerate
     timer = _Timer()
     if len(clean) == 0:
         raise FinemixError("the clean data set is empty")
@@ -256,6 +259,9 @@ def purify(
         check_output_dir(Path(output), force, (pair.finetuned_dir, pair.pretrained_dir))
         tokenizer = _load_tokenizers(pair, AutoTokenizer)
         model = AutoModelForSequenceClassification.from_pretrained(pair.finetuned_dir)
+    bad = sorted({e.label for e in clean if not 0 <= e.label < model.config.num_labels})
+    if bad:
+        raise FinemixError(f"clean labels {bad} are outside the model's labels 0..{model.config.num_labels - 1}")
     plan = None
     if config.epur is not None:
         with timer("epur"):
@@ -268,9 +274,9 @@ def purify(
             distill = (distill_rows, distill_targets)
     with timer("ratio+finetune"):
         search = choose_ratio(pair, model, tokenizer, clean, config, plan, distill)
-    from accelerate import PartialState
+    from .finetune import process_state
 
-    process = PartialState()  # under `accelerate launch` every process repairs; only the main one writes
+    process = process_state()  # under `accelerate launch` every process repairs; only the main one writes
     if not process.is_main_process:
         process.wait_for_everyone()
         return {}
