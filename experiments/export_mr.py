@@ -1,7 +1,7 @@
 """Write the defender's files for one seed, so the README experiment runs through the CLI.
 
     python experiments/export_mr.py --seed 0 --out runs/mr-files
-gives clean-seed0.csv (128 labelled dev rows), unlabelled-seed0.txt (the other dev
+gives clean-seed0.csv (128 labelled dev rows), unlabelled-seed0.csv (the other dev
 texts plus MR train texts the victim never saw, 2000 in all) and test.csv.
 """
 
@@ -30,7 +30,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(args.out / f"clean-seed{args.seed}.csv", [(e.text, e.label) for e in clean])
     write_csv(args.out / "test.csv", [(e.text, e.label) for e in splits["test"]])
-    (args.out / f"unlabelled-seed{args.seed}.txt").write_text("\n".join(unlabelled[: args.unlabelled_rows]) + "\n", encoding="utf-8")
+    # CSV, not .txt: some snippets contain line breaks
+    with (args.out / f"unlabelled-seed{args.seed}.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text"])
+        writer.writerows([t] for t in unlabelled[: args.unlabelled_rows])
     print(f"wrote {args.out}: {len(clean)} clean rows, {min(len(unlabelled), args.unlabelled_rows)} unlabelled texts, {len(splits['test'])} test rows")
 
 

@@ -30,7 +30,8 @@ def variants() -> dict:
     base = PurifyConfig(train=TrainConfig(progress=False, max_length=64))
     # "paper": the recipe as specified (E-PUR, random mixing, ρ auto, labelled rows only)
     table = {
-        "default": (base, True),
+        "default": (base, True),  # distillation with prior-matching teacher calibration
+        "distill-labelled-cal": (dataclasses.replace(base, calibrate_teacher="labelled"), True),
         "paper": (dataclasses.replace(base, distill=False, search=RatioSearchConfig(candidates=(0.1, 0.2, 0.3, 0.5))), False),
         "default+unlabelled": (base, True),
         "finetune-only": (dataclasses.replace(base, ratio_auto=False, mix=MixConfig(ratio=1.0), epur=None), False),
@@ -44,7 +45,7 @@ def variants() -> dict:
         table[f"kd-r{ratio}"] = (dataclasses.replace(kd, mix=MixConfig(ratio=ratio)), True)
         table[f"kd-r{ratio}-noepur"] = (dataclasses.replace(kd, mix=MixConfig(ratio=ratio), epur=None), True)
     table["kd-auto"] = (dataclasses.replace(kd, ratio_auto=True), True)
-    table["kd-r0.1-nocal"] = (dataclasses.replace(kd, mix=MixConfig(ratio=0.1), calibrate_teacher=False), True)
+    table["kd-r0.1-nocal"] = (dataclasses.replace(kd, mix=MixConfig(ratio=0.1), calibrate_teacher="none"), True)
     kd2 = dataclasses.replace(kd, train=dataclasses.replace(base.train, epochs=2))
     table["kd2-auto"] = (dataclasses.replace(kd2, ratio_auto=True, search=RatioSearchConfig(candidates=(0.1, 0.2, 0.3), tolerance=0.05)), True)
     table["kd2-r0.1"] = (dataclasses.replace(kd2, mix=MixConfig(ratio=0.1)), True)
@@ -140,6 +141,22 @@ def summarise(rows: list[dict], args) -> str:
     return "\n".join(lines)
 
 
+def target_checks(rows: list[dict], args) -> str:
+    """Per seed, the README targets: ASR and flip within 5 points of the clean model's,
+    ACC within 3 points of the backdoored model's, purify under 180 s."""
+    lines = ["| variant | seed | ACC − backdoored ACC | ASR − clean ASR | flip − clean flip | seconds | all met |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        clean, backdoored = victim_metrics(args, "clean", r["seed"]), victim_metrics(args, "badword", r["seed"])
+        t = r["test"]
+        d_acc = 100 * (t["accuracy"] - backdoored["accuracy"])
+        d_asr = 100 * (t["asr"] - clean["asr"])
+        d_flip = 100 * (t["flip_rate"] - clean["flip_rate"])
+        met = d_acc >= -3 and d_asr <= 5 and d_flip <= 5 and r["purify_seconds"] < 180
+        lines.append(f"| {r['variant']} | {r['seed']} | {d_acc:+.1f} | {d_asr:+.1f} | {d_flip:+.1f} | {r['purify_seconds']:.0f} | {'yes' if met else 'no'} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--variants", nargs="+", default=["default"])
@@ -149,8 +166,14 @@ def main() -> None:
     parser.add_argument("--extra-unlabelled", type=int, default=0, help="add this many unseen MR train texts as unlabelled text")
     parser.add_argument("--victims", type=Path, default=Path("runs/victims"))
     parser.add_argument("--out", type=Path, default=Path("runs/purified"))
+    parser.add_argument("--summarise-only", action="store_true", help="print the tables from --out/results.jsonl")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.summarise_only:
+        rows = [json.loads(line) for line in (args.out / "results.jsonl").read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r["variant"] in args.variants and r["seed"] in args.seeds]
+        print(summarise(rows, args) + "\n\n" + target_checks(rows, args))
+        return
     rows = []
     for seed in args.seeds:
         for variant in args.variants:
@@ -161,7 +184,7 @@ def main() -> None:
             t = row["test"]
             print(f"{variant} seed {seed}: acc {t['accuracy']:.3f} asr {t['asr']:.3f} flip {t['flip_rate']:.3f} "
                   f"ρ {row['chosen_ratio']} {row['purify_seconds']}s top {row['epur_top_tokens']}", flush=True)
-    print(summarise(rows, args))
+    print(summarise(rows, args) + "\n\n" + target_checks(rows, args))
 
 
 if __name__ == "__main__":

@@ -112,3 +112,13 @@ def test_api_refuses_labels_the_model_does_not_have(tmp_path, bert_pair):
     with pytest.raises(FinemixError, match="outside the model's labels"):
         purify(bert_pair.finetuned, bert_pair.pretrained, [Example("good movie", 5)], tmp_path / "out", PurifyConfig(train=FAST))
     assert not (tmp_path / "out").exists()
+
+
+def test_fit_prior_bias_matches_the_target_share():
+    from finemix.pipeline import fit_prior_bias
+
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(2000, 2, generator=generator) + torch.tensor([0.0, 1.0])  # over-predicts class 1
+    bias = fit_prior_bias(logits, torch.tensor([0.5, 0.5]))
+    share = (logits + bias).softmax(-1).mean(0)
+    assert abs(float(share[1]) - 0.5) < 0.01 and float(bias[1]) < 0

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     purify.add_argument("--no-distill", dest="distill", action="store_false", default=True,
                         help="use --unlabelled-text only for E-PUR counts (the paper's recipe: labelled rows only)")
     purify.add_argument("--distill-rows", type=int, default=2000, help="unlabelled rows used for distillation (default 2000)")
+    purify.add_argument("--teacher-calibration", choices=("prior", "labelled", "none"), default="prior",
+                        help="correct the suspect model's class bias before distilling: prior (default) matches its mean "
+                             "prediction on the unlabelled text to the labelled rows' class shares; labelled fits it on the labelled rows")
     purify.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs on labelled rows only (default 5; 2 when distilling)")
     purify.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-5)")
     purify.add_argument("--batch-size", type=int, default=None, help="batch size (default 16)")
@@ -190,6 +193,7 @@ def _purify(args: argparse.Namespace) -> int:
         train=train,
         distill=args.distill,
         distill_rows=args.distill_rows,
+        calibrate_teacher=args.teacher_calibration,
         distill_epochs=args.epochs if args.epochs is not None else 2.0,
     )
     report = purify(backdoored, args.pretrained, clean, args.output, config, unlabelled, args.force,

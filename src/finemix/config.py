@@ -128,10 +128,15 @@ class PurifyConfig:
     distill: bool = True
     distill_rows: int = 2000  # cap on unlabelled rows used for distillation (CPU budget)
     distill_epochs: float = 2.0  # epochs over labelled + unlabelled rows when distilling (replaces train.epochs)
-    calibrate_teacher: bool = True  # refit the teacher's class bias on the clean rows (see pipeline.teacher_targets)
+    # How the teacher's class bias is corrected before distilling (see pipeline.teacher_targets):
+    # "prior": its mean prediction on the unlabelled texts matches the labelled rows' class shares;
+    # "labelled": cross-entropy fit on the labelled rows; "none".
+    calibrate_teacher: str = "prior"  # measured better than "labelled" on MiniLM/MR (docs/results-minilm-mr.md)
 
     def __post_init__(self) -> None:
         if self.distill_rows < 0:
             raise FinemixError(f"distill rows must be >= 0, got {self.distill_rows}")
+        if self.calibrate_teacher not in ("prior", "labelled", "none"):
+            raise FinemixError(f"unknown teacher calibration {self.calibrate_teacher!r}; use prior, labelled or none")
         if self.distill_epochs <= 0:
             raise FinemixError(f"distill epochs must be > 0, got {self.distill_epochs}")

@@ -324,14 +324,55 @@ def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Exa
     logits = predict_logits(model, tokenizer, rows, max_length=config.train.max_length)
     clean_logits = predict_logits(model, tokenizer, clean, max_length=config.train.max_length)
     labels = [e.label for e in clean]
-    bias = fit_class_bias(clean_logits, labels) if config.calibrate_teacher else clean_logits.new_zeros(clean_logits.shape[1])
+    if config.calibrate_teacher == "prior":
+        bias = fit_prior_bias(logits, class_frequencies(labels, logits.shape[1]))
+    elif config.calibrate_teacher == "labelled":
+        bias = fit_class_bias(clean_logits, labels)
+    else:
+        bias = logits.new_zeros(logits.shape[1])
     record = {
         "rows": len(rows),
+        "calibration": config.calibrate_teacher,
         "class_bias": [round(float(b), 4) for b in bias],
+        "predicted_class_share": [round(float(v), 4) for v in logits.softmax(-1).mean(0)],
+        "predicted_class_share_calibrated": [round(float(v), 4) for v in (logits + bias).softmax(-1).mean(0)],
+        "labelled_class_share": [round(float(v), 4) for v in class_frequencies(labels, logits.shape[1])],
         "teacher_clean_accuracy": _accuracy_of(clean_logits, labels),
         "teacher_clean_accuracy_calibrated": _accuracy_of(clean_logits + bias, labels),
     }
     return rows, (logits + bias).softmax(dim=-1), record
+
+
+def class_frequencies(labels: Sequence[int], num_classes: int) -> "torch.Tensor":
+    import torch
+
+    counts = torch.bincount(torch.as_tensor(list(labels), dtype=torch.long), minlength=num_classes).float()
+    return counts / counts.sum()
+
+
+def fit_prior_bias(logits: "torch.Tensor", prior: "torch.Tensor", steps: int = 200) -> "torch.Tensor":
+    """Per-class logit offsets making the mean predicted distribution over ``logits`` equal ``prior``.
+
+    Minimises KL(prior ‖ mean softmax(logits + b)) (class 0 fixed at 0). Used on
+    unlabelled texts, the mean is taken over thousands of rows, so only the class
+    shares come from the (small) labelled set.
+    """
+    import torch
+
+    target = prior.float().clamp_min(1e-6)
+    free = torch.zeros(logits.shape[1] - 1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([free], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        bias = torch.cat([free.new_zeros(1), free])
+        share = (logits.float() + bias).softmax(dim=-1).mean(dim=0).clamp_min(1e-9)
+        loss = (target * (target.log() - share.log())).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return torch.cat([torch.zeros(1), free.detach()])
 
 
 def fit_class_bias(logits: "torch.Tensor", labels: Sequence[int], steps: int = 200) -> "torch.Tensor":
