@@ -133,7 +133,7 @@ def summarise(rows: list[dict], args) -> str:
     for kind in ("clean", "badword"):
         m = [victim_metrics(args, kind, s) for s in seeds]
         lines.append(f"| {kind} victim | {len(m)} | {stat([x['accuracy'] for x in m])} | {stat([x['asr'] for x in m])} | {stat([x['flip_rate'] for x in m])} | – | – |")
-    for variant in dict.fromkeys(r["variant"] for r in rows):
+    for variant in [v for v in args.variants if any(r["variant"] == v for r in rows)]:
         m = [r for r in rows if r["variant"] == variant]
         ratios = ",".join(str(r["chosen_ratio"]) for r in m)
         lines.append(f"| {variant} | {len(m)} | {stat([r['test']['accuracy'] for r in m])} | {stat([r['test']['asr'] for r in m])} | "
@@ -146,7 +146,7 @@ def target_checks(rows: list[dict], args) -> str:
     ACC within 3 points of the backdoored model's, purify under 180 s."""
     lines = ["| variant | seed | ACC − backdoored ACC | ASR − clean ASR | flip − clean flip | seconds | all met |",
              "|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (args.variants.index(r["variant"]), r["seed"])):
         clean, backdoored = victim_metrics(args, "clean", r["seed"]), victim_metrics(args, "badword", r["seed"])
         t = r["test"]
         d_acc = 100 * (t["accuracy"] - backdoored["accuracy"])
