@@ -31,7 +31,8 @@ def variants() -> dict:
     # "paper": the recipe as specified (E-PUR, random mixing, ρ auto, labelled rows only)
     table = {
         "default": (base, True),  # distillation with prior-matching teacher calibration
-        "distill-labelled-cal": (dataclasses.replace(base, calibrate_teacher="labelled"), True),
+        "distill-labelled-cal": (dataclasses.replace(base, calibrate_teacher="labelled", calibrate_student="none"), True),
+        "distill-prior-teacher-only": (dataclasses.replace(base, calibrate_student="none"), True),
         "paper": (dataclasses.replace(base, distill=False, search=RatioSearchConfig(candidates=(0.1, 0.2, 0.3, 0.5))), False),
         "default+unlabelled": (base, True),
         "finetune-only": (dataclasses.replace(base, ratio_auto=False, mix=MixConfig(ratio=1.0), epur=None), False),

@@ -174,3 +174,15 @@ def test_help_explains_every_option(capsys):
         assert "--output" in text or command == "evaluate"
         # every option has a help string
         assert "None" not in text
+
+
+def test_unloadable_model_is_a_one_line_error(tmp_path, capsys, bert_pair, tiny_text_csv):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(bert_pair.finetuned, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["model_type"] = "no-such-architecture"
+    (broken / "config.json").write_text(json.dumps(config))
+    code, _, err = run(capsys, "evaluate", "--model", broken, "--data", tiny_text_csv)
+    assert code == 2 and err.startswith("finemix: error:") and err.count("\n") == 1

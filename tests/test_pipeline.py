@@ -122,3 +122,23 @@ def test_fit_prior_bias_matches_the_target_share():
     bias = fit_prior_bias(logits, torch.tensor([0.5, 0.5]))
     share = (logits + bias).softmax(-1).mean(0)
     assert abs(float(share[1]) - 0.5) < 0.01 and float(bias[1]) < 0
+
+
+@pytest.mark.parametrize("tiny_pair", ["bert", "roberta"], indirect=True)
+def test_output_calibration_shifts_the_head_bias_only(tmp_path, tiny_pair):
+    from tiny_models import load_state
+
+    unlabelled = [text for text, _ in text_rows()]
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=1.0), epur=None, train=FAST, distill_epochs=1)
+    report = purify(tiny_pair.finetuned, tiny_pair.pretrained, rows(), tmp_path / "on", config, unlabelled)
+    record = report["unlabelled_text"]["repaired_model_calibration"]
+    assert record["tensor"] in ("classifier.bias", "classifier.out_proj.bias")
+    share = record["predicted_class_share_calibrated"]
+    assert abs(share[1] - 0.5) < 0.01  # the labelled rows are half positive
+    off = purify(tiny_pair.finetuned, tiny_pair.pretrained, rows(), tmp_path / "off", 
+                 PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=1.0), epur=None, train=FAST, distill_epochs=1,
+                              calibrate_student="none"), unlabelled)
+    assert off["unlabelled_text"]["repaired_model_calibration"] is None
+    on_state, off_state = load_state(tmp_path / "on"), load_state(tmp_path / "off")
+    differing = [n for n in on_state if not torch.equal(on_state[n], off_state[n])]
+    assert differing == [record["tensor"]]

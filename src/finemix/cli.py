@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     purify.add_argument("--teacher-calibration", choices=("prior", "labelled", "none"), default="prior",
                         help="correct the suspect model's class bias before distilling: prior (default) matches its mean "
                              "prediction on the unlabelled text to the labelled rows' class shares; labelled fits it on the labelled rows")
+    purify.add_argument("--output-calibration", choices=("prior", "none"), default="prior",
+                        help="with unlabelled text: shift the repaired model's output bias so its mean prediction on that "
+                             "text matches the labelled rows' class shares (default prior)")
     purify.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs on labelled rows only (default 5; 2 when distilling)")
     purify.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-5)")
     purify.add_argument("--batch-size", type=int, default=None, help="batch size (default 16)")
@@ -194,6 +197,7 @@ def _purify(args: argparse.Namespace) -> int:
         distill=args.distill,
         distill_rows=args.distill_rows,
         calibrate_teacher=args.teacher_calibration,
+        calibrate_student=args.output_calibration,
         distill_epochs=args.epochs if args.epochs is not None else 2.0,
     )
     report = purify(backdoored, args.pretrained, clean, args.output, config, unlabelled, args.force,
@@ -257,11 +261,12 @@ def _epur(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from .checkpoint import resolve_model_dir
     from .data import load_examples
     from .evaluation import evaluate
+    from .pipeline import load_classifier
 
     folder = resolve_model_dir(args.model)
     label2id, num_labels = _model_labels(folder)
@@ -271,8 +276,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.target_label is None:
             raise FinemixError("--trigger needs --target-label")
         target = _label_id(args.target_label, label2id, num_labels)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, TypeError) as error:
+        raise FinemixError(f"{folder}: tokenizer files missing or unreadable ({type(error).__name__})") from None
+    model = load_classifier(folder)
     result = evaluate(model, tokenizer, examples, trigger=args.trigger, target_label=target, seed=args.seed,
                       batch_size=args.batch_size, max_length=args.max_length, segment=args.segment)
     if args.json:

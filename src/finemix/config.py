@@ -132,11 +132,16 @@ class PurifyConfig:
     # "prior": its mean prediction on the unlabelled texts matches the labelled rows' class shares;
     # "labelled": cross-entropy fit on the labelled rows; "none".
     calibrate_teacher: str = "prior"  # measured better than "labelled" on MiniLM/MR (docs/results-minilm-mr.md)
+    # After repair, shift the output bias so the repaired model's mean prediction on the unlabelled
+    # texts matches the labelled rows' class shares ("prior"), or leave it ("none").
+    calibrate_student: str = "prior"
 
     def __post_init__(self) -> None:
         if self.distill_rows < 0:
             raise FinemixError(f"distill rows must be >= 0, got {self.distill_rows}")
         if self.calibrate_teacher not in ("prior", "labelled", "none"):
             raise FinemixError(f"unknown teacher calibration {self.calibrate_teacher!r}; use prior, labelled or none")
+        if self.calibrate_student not in ("prior", "none"):
+            raise FinemixError(f"unknown student calibration {self.calibrate_student!r}; use prior or none")
         if self.distill_epochs <= 0:
             raise FinemixError(f"distill epochs must be > 0, got {self.distill_epochs}")

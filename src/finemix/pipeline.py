@@ -258,7 +258,7 @@ def purify(
         pair = open_pair(backdoored, pretrained)
         check_output_dir(Path(output), force, (pair.finetuned_dir, pair.pretrained_dir))
         tokenizer = _load_tokenizers(pair, AutoTokenizer)
-        model = AutoModelForSequenceClassification.from_pretrained(pair.finetuned_dir)
+        model = load_classifier(pair.finetuned_dir)
     bad = sorted({e.label for e in clean if not 0 <= e.label < model.config.num_labels})
     if bad:
         raise FinemixError(f"clean labels {bad} are outside the model's labels 0..{model.config.num_labels - 1}")
@@ -274,6 +274,10 @@ def purify(
             distill = (distill_rows, distill_targets)
     with timer("ratio+finetune"):
         search = choose_ratio(pair, model, tokenizer, clean, config, plan, distill)
+    student_record = None
+    if distill and config.calibrate_student == "prior":
+        with timer("calibrate"):
+            student_record = calibrate_output_prior(model, tokenizer, distill[0], clean, pair, config)
     from .finetune import process_state
 
     process = process_state()  # under `accelerate launch` every process repairs; only the main one writes
@@ -292,6 +296,7 @@ def purify(
             + ([f"distillation of the suspect model's predictions ({len(distill[0])} rows)"] if distill else []),
             "frequency_only_rows": len(frequency_texts),
             "teacher": teacher_record if distill else None,
+            "repaired_model_calibration": student_record,
         }
         report["epur"] = plan.to_dict() if plan else None
         report["mixing"] = mix_summary(pair, dataclasses.replace(config.mix, ratio=search["chosen_ratio"]), search["kept_fraction"]).to_dict()
@@ -301,6 +306,21 @@ def purify(
         _write_report(folder, report)
     process.wait_for_everyone()
     return report
+
+
+def load_classifier(folder: Path):
+    """``AutoModelForSequenceClassification`` from a folder; failures as one line (never remote code)."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
+        raise FinemixError(f"{folder}: cannot load as a sequence classifier ({_short_error(error)})") from None
+
+
+def _short_error(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0][:160] if lines else type(error).__name__)
 
 
 def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Example"], config: PurifyConfig):
@@ -341,6 +361,41 @@ def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Exa
         "teacher_clean_accuracy_calibrated": _accuracy_of(clean_logits + bias, labels),
     }
     return rows, (logits + bias).softmax(dim=-1), record
+
+
+def calibrate_output_prior(model, tokenizer, rows: Sequence["Example"], clean: Sequence["Example"],
+                           pair: CheckpointPair, config: PurifyConfig) -> dict:
+    """Shift the repaired model's output bias so its mean prediction on the unlabelled rows
+    matches the labelled rows' class shares (the teacher's correction, applied to the result)."""
+    import torch
+
+    from .evaluation import predict_logits
+
+    num_labels = model.config.num_labels
+    output_bias = _output_bias(model, pair, num_labels)
+    if output_bias is None:
+        return {"skipped": "no output bias of size num_labels in the head"}
+    logits = predict_logits(model, tokenizer, rows, max_length=config.train.max_length)
+    shift = fit_prior_bias(logits, class_frequencies([e.label for e in clean], num_labels))
+    name, parameter = output_bias
+    with torch.no_grad():
+        parameter += shift.to(parameter.dtype)
+    return {
+        "tensor": name,
+        "class_bias": [round(float(b), 4) for b in shift],
+        "predicted_class_share": [round(float(v), 4) for v in logits.softmax(-1).mean(0)],
+        "predicted_class_share_calibrated": [round(float(v), 4) for v in (logits + shift).softmax(-1).mean(0)],
+    }
+
+
+def _output_bias(model, pair: CheckpointPair, num_labels: int):
+    """The last bias of shape (num_labels,) among the head tensors (classifier.bias, classifier.out_proj.bias)."""
+    head = set(pair.names.finetuned_only)
+    found = None
+    for name, parameter in model.named_parameters():
+        if name in head and name.endswith("bias") and tuple(parameter.shape) == (num_labels,):
+            found = (name, parameter)
+    return found
 
 
 def class_frequencies(labels: Sequence[int], num_classes: int) -> "torch.Tensor":
