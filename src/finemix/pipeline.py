@@ -244,13 +244,14 @@ def purify(
     ``config.distill``, distillation of θ_B's clean predictions; ``frequency_texts``
     serve only the token counts.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from .ratio_search import choose_ratio
+    from transformers import AutoTokenizer
 
     from .finetune import process_state
+    from .ratio_search import choose_ratio
 
-    process_state()  # fix the device choice before anything else touches accelerate
+    # Fix the device choice before anything else touches accelerate. Under `accelerate launch`
+    # every process repairs; only the main one writes.
+    process = process_state()
     timer = _Timer()
     if len(clean) == 0:
         raise FinemixError("the clean data set is empty")
@@ -278,9 +279,6 @@ def purify(
     if distill and config.calibrate_student == "prior":
         with timer("calibrate"):
             student_record = calibrate_output_prior(model, tokenizer, distill[0], clean, pair, config)
-    from .finetune import process_state
-
-    process = process_state()  # under `accelerate launch` every process repairs; only the main one writes
     if not process.is_main_process:
         process.wait_for_everyone()
         return {}
@@ -330,7 +328,9 @@ def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Exa
     trigger is absent, so nothing of the backdoor is taught by these targets. Its
     class prior is not clean, though: dirty-label poisoning relabels rows to the
     target, which shifts the prior towards it. So the teacher's logits get one bias
-    per class, fitted on the labelled clean rows, before they become targets.
+    per class before they become targets: by default chosen so that its mean
+    prediction on ``texts`` matches the labelled rows' class shares
+    (``config.calibrate_teacher``; "labelled" fits it on the labelled rows instead).
     """
     import random
 
@@ -412,22 +412,13 @@ def fit_prior_bias(logits: "torch.Tensor", prior: "torch.Tensor", steps: int = 2
     unlabelled texts, the mean is taken over thousands of rows, so only the class
     shares come from the (small) labelled set.
     """
-    import torch
-
     target = prior.float().clamp_min(1e-6)
-    free = torch.zeros(logits.shape[1] - 1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([free], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
 
-    def closure():
-        optimizer.zero_grad()
-        bias = torch.cat([free.new_zeros(1), free])
+    def loss(bias: "torch.Tensor") -> "torch.Tensor":
         share = (logits.float() + bias).softmax(dim=-1).mean(dim=0).clamp_min(1e-9)
-        loss = (target * (target.log() - share.log())).sum()
-        loss.backward()
-        return loss
+        return (target * (target.log() - share.log())).sum()
 
-    optimizer.step(closure)
-    return torch.cat([torch.zeros(1), free.detach()])
+    return _fit_bias(logits.shape[1], loss, steps)
 
 
 def fit_class_bias(logits: "torch.Tensor", labels: Sequence[int], steps: int = 200) -> "torch.Tensor":
@@ -435,13 +426,19 @@ def fit_class_bias(logits: "torch.Tensor", labels: Sequence[int], steps: int = 2
     import torch
 
     target = torch.as_tensor(list(labels), dtype=torch.long)
-    free = torch.zeros(logits.shape[1] - 1, requires_grad=True)
+    return _fit_bias(logits.shape[1], lambda bias: torch.nn.functional.cross_entropy(logits.float() + bias, target), steps)
+
+
+def _fit_bias(num_classes: int, loss_of_bias, steps: int) -> "torch.Tensor":
+    """Minimise ``loss_of_bias(b)`` over per-class offsets b with b[0] = 0 (LBFGS)."""
+    import torch
+
+    free = torch.zeros(num_classes - 1, requires_grad=True)
     optimizer = torch.optim.LBFGS([free], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()
-        bias = torch.cat([free.new_zeros(1), free])
-        loss = torch.nn.functional.cross_entropy(logits.float() + bias, target)
+        loss = loss_of_bias(torch.cat([free.new_zeros(1), free]))
         loss.backward()
         return loss
 
@@ -450,13 +447,9 @@ def fit_class_bias(logits: "torch.Tensor", labels: Sequence[int], steps: int = 2
 
 
 def _accuracy_of(logits: "torch.Tensor", labels: Sequence[int]) -> float:
-    return round(float((logits.argmax(dim=-1) == torch_tensor(labels)).float().mean()), 4)
-
-
-def torch_tensor(values):
     import torch
 
-    return torch.as_tensor(list(values))
+    return round(float((logits.argmax(dim=-1) == torch.as_tensor(list(labels))).float().mean()), 4)
 
 
 def _load_tokenizers(pair: CheckpointPair, auto_tokenizer, required: bool = True):

@@ -74,13 +74,13 @@ def choose_ratio(
     }
     if config.ratio_auto and not heldout:
         record["note"] = f"too few clean rows for a held-out slice: used the fixed ρ = {config.mix.ratio}"
+    unlabelled, targets = distill if distill else ((), None)
+    train_config = dataclasses.replace(config.train, epochs=config.distill_epochs) if distill else config.train
     best: Optional[tuple[float, dict, dict]] = None
     for ratio in candidates:
         mix = dataclasses.replace(config.mix, ratio=ratio)
         kept = load_mixed_state(model, pair, mix, plan)
         start = _accuracy(predict(model, tokenizer, heldout, max_length=config.train.max_length), heldout) if heldout else None
-        unlabelled, targets = distill if distill else ((), None)
-        train_config = dataclasses.replace(config.train, epochs=config.distill_epochs) if distill else config.train
         result = finetune(model, tokenizer, train, train_config, eval_set=heldout or None,
                           unlabelled=unlabelled, unlabelled_targets=targets)
         accuracy = max(result.eval_accuracy) if result.eval_accuracy else None
