@@ -392,3 +392,41 @@ def write_text_csv(path: PathLike, rows: Optional[Sequence[tuple[str, int]]] = N
         writer.writerow(["text", "label"])
         writer.writerows(text_rows() if rows is None else rows)
     return path
+
+
+def make_bulky_pair(root: PathLike, layers: int = 8, hidden: int = 512, vocab_size: int = 8000, seed: int = 0) -> TinyPair:
+    """A BERT-shaped pair big enough (about 120 MB each) that writing it takes a while.
+
+    Built straight from random tensors with safetensors (no model instance), without
+    tokenizer files: for tests that interrupt ``finemix mix`` at random moments.
+    """
+    from safetensors.torch import save_file
+
+    root = Path(root)
+    generator = torch.Generator().manual_seed(seed)
+    shapes = {"embeddings.word_embeddings.weight": (vocab_size, hidden),
+              "embeddings.position_embeddings.weight": (512, hidden),
+              "embeddings.LayerNorm.weight": (hidden,), "embeddings.LayerNorm.bias": (hidden,)}
+    for i in range(layers):
+        layer = f"encoder.layer.{i}."
+        for part, shape in (("attention.self.query", (hidden, hidden)), ("attention.self.key", (hidden, hidden)),
+                            ("attention.self.value", (hidden, hidden)), ("attention.output.dense", (hidden, hidden)),
+                            ("intermediate.dense", (4 * hidden, hidden)), ("output.dense", (hidden, 4 * hidden))):
+            shapes[layer + part + ".weight"] = shape
+            shapes[layer + part + ".bias"] = shape[:1]
+    pretrained = {name: torch.randn(shape, generator=generator) * 0.02 for name, shape in shapes.items()}
+    finetuned = {"bert." + name: t + torch.randn(t.shape, generator=generator) * 0.002 for name, t in pretrained.items()}
+    finetuned["classifier.weight"] = torch.randn(2, hidden, generator=generator) * 0.02
+    finetuned["classifier.bias"] = torch.zeros(2)
+    config = {"architectures": ["BertForSequenceClassification"], "model_type": "bert", "hidden_size": hidden,
+              "num_hidden_layers": layers, "num_attention_heads": 8, "intermediate_size": 4 * hidden,
+              "vocab_size": vocab_size, "max_position_embeddings": 512, "id2label": {"0": "negative", "1": "positive"},
+              "label2id": {"negative": 0, "positive": 1}}
+    folders = []
+    for name, state in (("pretrained", pretrained), ("finetuned", finetuned)):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        folders.append(folder)
+    return TinyPair(pretrained=folders[0], finetuned=folders[1], arch="bert")

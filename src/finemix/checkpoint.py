@@ -173,13 +173,21 @@ class TensorReader:
         return tuple(self._handles[file].get_slice(name).get_shape())
 
     def get(self, name: str) -> "torch.Tensor":
+        """One tensor, copied out of the file; NaN/Inf weights are refused (they would
+        propagate into a plausible-looking but broken output)."""
+        import torch
+
         file = self._where[name]
         if file in self._bin:
-            return self._bin[file][name].clone()
-        try:
-            return self._handles[file].get_tensor(name)
-        except Exception as error:
-            raise FinemixError(f"{file}: tensor {name} unreadable ({_first_line(error)})") from None
+            tensor = self._bin[file][name].clone()
+        else:
+            try:
+                tensor = self._handles[file].get_tensor(name)
+            except Exception as error:
+                raise FinemixError(f"{file}: tensor {name} unreadable ({_first_line(error)})") from None
+        if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
+            raise FinemixError(f"{file}: tensor {name} contains NaN or Inf values")
+        return tensor
 
     def close(self) -> None:
         self._handles.clear()
@@ -277,7 +285,22 @@ def open_pair(finetuned: str | os.PathLike, pretrained: str | os.PathLike) -> Ch
     ft_reader, pre_reader = TensorReader(ft_dir), TensorReader(pre_dir)
     names = map_names(ft_reader.names(), pre_reader.names(), base_model_prefix(ft_config.get("model_type", "")))
     _check_shapes(names, ft_reader, pre_reader)
+    _check_not_swapped(names, ft_dir, pre_dir)
     return CheckpointPair(ft_dir, pre_dir, ft_reader, pre_reader, names, ft_config)
+
+
+_HEAD_WORDS = ("classifier.", "score.", "out_proj.")
+
+
+def _check_not_swapped(names: NameMap, ft_dir: Path, pre_dir: Path) -> None:
+    """A classification head on the pre-trained side only means the folders were swapped;
+    mixing would silently write a model without its head."""
+    pre_head = [n for n in names.pretrained_only if any(word in n for word in _HEAD_WORDS)]
+    if pre_head and not names.finetuned_only:
+        raise FinemixError(
+            f"{pre_dir} has a classification head ({pre_head[0]}) and {ft_dir} has none: "
+            "are --backdoored and --pretrained swapped?"
+        )
 
 
 def _check_shapes(names: NameMap, ft: TensorReader, pre: TensorReader) -> None:
@@ -372,8 +395,9 @@ def folder_sha256(folder: Path) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- atomic output
 
-def check_output_dir(output: Path, force: bool, inputs: tuple[Path, ...] = ()) -> None:
-    """Refuse outputs that would destroy inputs or unfinished-looking folders, early."""
+def check_output_dir(output: Path, force: bool, inputs: tuple[Path, ...] = (), needed_bytes: int = 0) -> None:
+    """Refuse, before any work, outputs that would destroy inputs, unfinished-looking
+    folders, unwritable places and disks without room for the result."""
     output = output.resolve()
     for folder in inputs:
         folder = folder.resolve()
@@ -383,18 +407,47 @@ def check_output_dir(output: Path, force: bool, inputs: tuple[Path, ...] = ()) -
         raise FinemixError(f"output {output} exists and is not a folder")
     if output.is_dir() and any(output.iterdir()) and not force:
         raise FinemixError(f"output {output} exists and is not empty (use --force to replace it)")
-    parent = output.parent
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise FinemixError(f"cannot write in {parent}")
+    existing = _nearest_existing(output.parent)
+    if not existing.is_dir():
+        raise FinemixError(f"cannot create {output}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FinemixError(f"cannot write in {existing} (permission denied)")
+    free = shutil.disk_usage(existing).free
+    if needed_bytes and free < needed_bytes * 1.05:
+        raise FinemixError(f"not enough disk space for {output}: needs about {_gib(needed_bytes)}, {_gib(free)} free")
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _gib(size: int) -> str:
+    if size >= 1024**3:
+        return f"{size / 1024**3:.2f} GiB"
+    return f"{size / 1024**2:.1f} MiB" if size >= 1024**2 else f"{size} bytes"
+
+
+def weights_size(folder: Path) -> int:
+    """Bytes of a model folder's weight files (the size of a checkpoint written like it)."""
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file() and _is_weight_file(p.name))
 
 
 @contextlib.contextmanager
-def atomic_output_dir(output: str | os.PathLike, force: bool = False, inputs: tuple[Path, ...] = ()) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``output`` in one rename."""
+def atomic_output_dir(output: str | os.PathLike, force: bool = False, inputs: tuple[Path, ...] = (),
+                      needed_bytes: int = 0) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces ``output`` in one rename.
+
+    The temporary folder holds a marker file until it is complete, so a killed run
+    leaves something clearly unfinished that the next run deletes. With ``--force`` the
+    old output is moved aside only once the new one is complete; should a kill land
+    between the two renames, the next run puts the old output back.
+    """
     output = Path(output).resolve()
-    check_output_dir(output, force, inputs)
+    check_output_dir(output, force, inputs, needed_bytes)
     output.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(output)
+    recover_interrupted_output(output)
     temporary = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".finemix-tmp", dir=output.parent))
     (temporary / TEMP_MARKER).write_text("finemix was interrupted while writing this folder; it is safe to delete\n")
     try:
@@ -412,8 +465,23 @@ def atomic_output_dir(output: str | os.PathLike, force: bool = False, inputs: tu
         raise
 
 
-def _remove_stale_temporaries(output: Path) -> None:
-    """Clean temporary folders an interrupted earlier run left beside ``output``."""
+def recover_interrupted_output(output: Path) -> list[str]:
+    """Undo what a killed earlier run left beside ``output``; returns what was done.
+
+    * ``.NAME.*.finemix-tmp`` folders are unfinished (or finished but never published:
+      the run did not report success) and are deleted;
+    * ``.NAME.finemix-old-PID`` is a previous output moved aside by ``--force``: it is
+      restored when ``output`` is missing, else deleted.
+    """
+    done = []
     for stale in output.parent.glob(f".{output.name}.*.finemix-tmp"):
-        if (stale / TEMP_MARKER).exists():
-            shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(stale, ignore_errors=True)
+        done.append(f"deleted {stale.name}")
+    for old in sorted(output.parent.glob(f".{output.name}.finemix-old-*")):
+        if not output.exists():
+            os.replace(old, output)
+            done.append(f"restored {output.name} from {old.name}")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            done.append(f"deleted {old.name}")
+    return done

@@ -6,6 +6,7 @@ Every user error (``FinemixError``) becomes one line on stderr and exit status 2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -132,14 +133,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    command = {"purify": _purify, "mix": _mix, "epur": _epur, "evaluate": _evaluate}[args.command]
     try:
-        return {"purify": _purify, "mix": _mix, "epur": _epur, "evaluate": _evaluate}[args.command](args)
+        with _terminate_as_interrupt():
+            return command(args)
     except FinemixError as error:
         print(f"finemix: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # full disk, permissions, I/O errors: the file and the reason, one line
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"finemix: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("finemix: interrupted; no output was written", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a scheduler's kill, ``timeout``) unwinds like Ctrl-C, so the temporary
+    output folder is removed instead of left behind; the old handler is restored after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --------------------------------------------------------------------------- commands
@@ -149,6 +177,13 @@ def _offline_default() -> None:
 
     # Local folders must never trigger Hub look-ups (they hang without a network).
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def _silence_transformers() -> None:
+    """--quiet also hides transformers' own progress bars (weight loading)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _model_labels(folder: Path) -> tuple[dict[str, int], int]:
@@ -180,6 +215,8 @@ def _purify(args: argparse.Namespace) -> int:
     from .pipeline import purify
 
     _offline_default()
+    if args.quiet:
+        _silence_transformers()
     backdoored = resolve_model_dir(args.backdoored)
     label2id, num_labels = _model_labels(backdoored)
     clean = load_examples(args.clean_data, label2id=label2id, num_labels=num_labels)

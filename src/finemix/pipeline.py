@@ -25,6 +25,7 @@ from .checkpoint import (
     copy_side_files,
     folder_sha256,
     open_pair,
+    weights_size,
 )
 from .config import EpurConfig, MixConfig, PurifyConfig
 from .errors import FinemixError
@@ -169,6 +170,15 @@ def write_tensors(pair: CheckpointPair, tensors: Iterator[tuple[str, "torch.Tens
 
 # --------------------------------------------------------------------------- single steps
 
+def _check_output(pair: CheckpointPair, output: str | os.PathLike, force: bool) -> None:
+    """Fail before any work on outputs that overlap inputs, are not writable, or do not fit."""
+    check_output_dir(Path(output), force, (pair.finetuned_dir, pair.pretrained_dir), weights_size(pair.finetuned_dir))
+
+
+def _atomic_output(pair: CheckpointPair, output: str | os.PathLike, force: bool):
+    return atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir), weights_size(pair.finetuned_dir))
+
+
 def mix_checkpoint(
     backdoored: str | os.PathLike,
     pretrained: str | os.PathLike,
@@ -182,10 +192,10 @@ def mix_checkpoint(
 
     timer = _Timer()
     pair = open_pair(backdoored, pretrained)
-    check_output_dir(Path(output), force, (pair.finetuned_dir, pair.pretrained_dir))
+    _check_output(pair, output, force)
     _load_tokenizers(pair, AutoTokenizer, required=False)
     stats: dict = {}
-    with atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir)) as folder:
+    with _atomic_output(pair, output, force) as folder:
         with timer("mix+write"):
             write_tensors(pair, mixed_tensors(pair, config, None, stats), folder, max_shard_bytes)
         report = _base_report("mix", pair, {"mix": dataclasses.asdict(config)})
@@ -209,12 +219,12 @@ def epur_checkpoint(
 
     timer = _Timer()
     pair = open_pair(backdoored, pretrained)
-    check_output_dir(Path(output), force, (pair.finetuned_dir, pair.pretrained_dir))
+    _check_output(pair, output, force)
     tokenizer = _load_tokenizers(pair, AutoTokenizer)
     with timer("epur"):
         plan = plan_epur(pair, tokenizer, texts, config)
     keep_all = MixConfig(ratio=1.0)
-    with atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir)) as folder:
+    with _atomic_output(pair, output, force) as folder:
         with timer("write"):
             write_tensors(pair, mixed_tensors(pair, keep_all, plan), folder, 2 * 1024**3)
         report = _base_report("epur", pair, {"epur": dataclasses.asdict(config)})
@@ -257,12 +267,10 @@ def purify(
         raise FinemixError("the clean data set is empty")
     with timer("load"):
         pair = open_pair(backdoored, pretrained)
-        check_output_dir(Path(output), force, (pair.finetuned_dir, pair.pretrained_dir))
+        _check_output(pair, output, force)
         tokenizer = _load_tokenizers(pair, AutoTokenizer)
         model = load_classifier(pair.finetuned_dir)
-    bad = sorted({e.label for e in clean if not 0 <= e.label < model.config.num_labels})
-    if bad:
-        raise FinemixError(f"clean labels {bad} are outside the model's labels 0..{model.config.num_labels - 1}")
+    clean, clean_notes = check_clean_rows(clean, model.config.num_labels)
     plan = None
     if config.epur is not None:
         with timer("epur"):
@@ -282,12 +290,12 @@ def purify(
     if not process.is_main_process:
         process.wait_for_everyone()
         return {}
-    with atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir)) as folder:
+    with _atomic_output(pair, output, force) as folder:
         with timer("write"):
             state = model.state_dict()
             write_tensors(pair, ((n, state[n].detach().contiguous()) for n in pair.finetuned.names() if n in state), folder, 2 * 1024**3)
         report = _base_report("purify", pair, _settings(config))
-        report["clean_data"] = {"rows": len(clean), "label_counts": _label_counts(clean), **(sources or {})}
+        report["clean_data"] = {"rows": len(clean), "label_counts": _label_counts(clean), **clean_notes, **(sources or {})}
         report["unlabelled_text"] = {
             "rows": len(unlabelled_texts),
             "used_for": (["E-PUR token frequencies"] if unlabelled_texts and plan else [])
@@ -306,14 +314,43 @@ def purify(
     return report
 
 
+def check_clean_rows(clean: Sequence["Example"], num_labels: int) -> tuple[list["Example"], dict]:
+    """Refuse clean sets that would train a wrong model; drop exact duplicates.
+
+    Duplicates are dropped because a row in both the training and held-out parts of
+    the ρ search would inflate held-out accuracy; rows with the same text but
+    different labels are kept (label noise is the user's call) and counted.
+    """
+    bad = sorted({e.label for e in clean if not 0 <= e.label < num_labels})
+    if bad:
+        raise FinemixError(f"clean labels {bad} are outside the model's labels 0..{num_labels - 1}")
+    classes = {e.label for e in clean}
+    if len(classes) < 2 <= num_labels:
+        raise FinemixError(
+            f"the clean data has only one class (label {classes.pop()}); fine-tuning on it would teach "
+            "the model to predict that class for everything: give rows of at least two classes"
+        )
+    unique = list(dict.fromkeys(clean))
+    texts: dict[tuple, set] = {}
+    for example in unique:
+        texts.setdefault((example.text, example.text_b), set()).add(example.label)
+    notes = {"duplicates_dropped": len(clean) - len(unique),
+             "texts_with_conflicting_labels": sum(len(labels) > 1 for labels in texts.values())}
+    return unique, notes
+
+
 def load_classifier(folder: Path):
     """``AutoModelForSequenceClassification`` from a folder; failures as one line (never remote code)."""
     from transformers import AutoModelForSequenceClassification
 
     try:
-        return AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=False)
+        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=False)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
         raise FinemixError(f"{folder}: cannot load as a sequence classifier ({_short_error(error)})") from None
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise FinemixError(f"{folder}: weight {name} contains NaN or Inf values")
+    return model
 
 
 def _short_error(error: BaseException) -> str:
