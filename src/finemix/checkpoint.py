@@ -185,13 +185,21 @@ class TensorReader:
                 tensor = self._handles[file].get_tensor(name)
             except Exception as error:
                 raise FinemixError(f"{file}: tensor {name} unreadable ({_first_line(error)})") from None
-        if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
+        if torch.is_floating_point(tensor) and not all_finite(tensor):
             raise FinemixError(f"{file}: tensor {name} contains NaN or Inf values")
         return tensor
 
     def close(self) -> None:
         self._handles.clear()
         self._bin.clear()
+
+
+def all_finite(tensor: "torch.Tensor") -> bool:
+    """No NaN or Inf: one float64 sum (exact: finite float32 values cannot overflow it, and a
+    NaN or Inf makes it non-finite) instead of ``isfinite().all()``'s 4× slower bool pass."""
+    import torch
+
+    return bool(torch.isfinite(tensor.sum(dtype=torch.float64)))
 
 
 def _first_line(error: BaseException) -> str:

@@ -20,6 +20,7 @@ from . import mixing
 from .checkpoint import (
     CheckpointPair,
     ShardedWriter,
+    all_finite,
     atomic_output_dir,
     check_output_dir,
     copy_side_files,
@@ -114,7 +115,7 @@ def mixed_tensors(
             keep = mixing.sel_keep_mask(tensor, pretrained, config.ratio)
         else:
             keep = mixing.random_keep_mask(tensor.shape, config.ratio, config.seed, name)
-        kept += int(keep.sum())
+        kept += int(keep.count_nonzero())
         total += keep.numel()
         yield name, mixing.apply_mask(tensor, pretrained, keep)
     if summary is not None:
@@ -348,7 +349,7 @@ def load_classifier(folder: Path):
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
         raise FinemixError(f"{folder}: cannot load as a sequence classifier ({_short_error(error)})") from None
     for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+        if tensor.is_floating_point() and not all_finite(tensor):
             raise FinemixError(f"{folder}: weight {name} contains NaN or Inf values")
     return model
 
