@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from finemix.checkpoint import (
     TEMP_MARKER,
     ShardedWriter,
+    TensorSpec,
     TensorReader,
     atomic_output_dir,
     map_names,
@@ -112,7 +113,7 @@ def test_output_loads_with_transformers(tmp_path, tiny_pair):
 
 def test_sharded_writer_round_trip(tmp_path):
     tensors = {f"t{i}": torch.randn(100, 10) for i in range(5)}
-    writer = ShardedWriter(tmp_path, max_shard_bytes=9000)
+    writer = ShardedWriter(tmp_path, [TensorSpec.of(n, t) for n, t in tensors.items()], max_shard_bytes=9000)
     for name, tensor in tensors.items():
         writer.add(name, tensor)
     writer.close()
@@ -120,6 +121,35 @@ def test_sharded_writer_round_trip(tmp_path):
     assert len(set(index["weight_map"].values())) == 3  # 4000-byte tensors, 9000-byte shards: two per shard
     reader = TensorReader(tmp_path)
     assert all(torch.equal(reader.get(n), t) for n, t in tensors.items())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.bool, torch.uint8])
+def test_streamed_file_reads_back_with_safetensors_and_transformers_layout(tmp_path, dtype):
+    """The hand-written header must be exactly what safetensors' own reader accepts."""
+    from safetensors.torch import load_file
+
+    tensors = {"scalar": torch.tensor(3.0).to(dtype), "empty": torch.zeros(0, 4).to(dtype),
+               "odd": (torch.arange(7 * 3) % 2).reshape(7, 3).to(dtype), "big": torch.randn(64, 33).to(dtype)}
+    writer = ShardedWriter(tmp_path, [TensorSpec.of(n, t) for n, t in tensors.items()])
+    for name, tensor in tensors.items():
+        writer.add(name, tensor)
+    writer.close()
+    loaded = load_file(tmp_path / "model.safetensors")
+    assert loaded.keys() == tensors.keys()
+    assert all(loaded[n].dtype == dtype and torch.equal(loaded[n], t) for n, t in tensors.items())
+
+
+def test_writer_refuses_undeclared_or_missing_tensors(tmp_path):
+    specs = [TensorSpec.of("a", torch.zeros(2)), TensorSpec.of("b", torch.zeros(3))]
+    writer = ShardedWriter(tmp_path, specs)
+    with pytest.raises(FinemixError, match="expected"):
+        writer.add("b", torch.zeros(3))  # out of order
+    writer.add("a", torch.zeros(2))
+    with pytest.raises(FinemixError, match="never written: b"):
+        writer.close()
+    writer.abort()
+    with pytest.raises(FinemixError, match="expected"):
+        ShardedWriter(tmp_path, specs).add("a", torch.zeros(2, dtype=torch.float64))  # wrong dtype
 
 
 def test_shape_mismatch_is_a_clear_error(tmp_path, tiny_pair_factory):

@@ -77,6 +77,19 @@ def test_sel_keeps_exactly_the_largest_changes(ratio, seed):
         assert change[keep].min() >= change[~keep].max()
 
 
+@settings(max_examples=60, deadline=None)
+@given(ratio=st.floats(0.0, 1.0), seed=st.integers(0, 1000), levels=st.integers(1, 6))
+def test_sel_equals_a_stable_sort_even_with_many_ties(ratio, seed, levels):
+    """The selection-based mask is the one a stable descending sort gives (ties: lowest index)."""
+    generator = torch.Generator().manual_seed(seed)
+    ft = torch.randint(0, levels, (13, 7), generator=generator).float()  # few distinct |Δ|: many ties
+    pre = torch.zeros(13, 7)
+    k = mixing.kept_count(ft.numel(), ratio)
+    reference = torch.zeros(ft.numel(), dtype=torch.bool)
+    reference[torch.sort(ft.flatten(), descending=True, stable=True).indices[:k]] = True
+    assert torch.equal(mixing.sel_keep_mask(ft, pre, ratio), reference.view(13, 7))
+
+
 def test_sel_ties_are_deterministic():
     ft = torch.ones(10)
     pre = torch.zeros(10)

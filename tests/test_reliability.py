@@ -326,13 +326,18 @@ def test_full_disk_is_refused_before_work(tmp_path, capsys, bert_pair, monkeypat
 def test_disk_filling_up_during_the_write(tmp_path, capsys, bert_pair, monkeypatch):
     import errno
 
-    import safetensors.torch
+    from finemix.checkpoint import ShardedWriter
 
-    def no_space(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device", filename)
+    real_add = ShardedWriter.add
+    calls = []
 
-    monkeypatch.setattr(safetensors.torch, "save_file", no_space)
+    def add_until_full(self, name, tensor):
+        calls.append(name)
+        if len(calls) == 5:  # a few tensors are on disk, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.folder / "model.safetensors"))
+        real_add(self, name, tensor)
+
+    monkeypatch.setattr(ShardedWriter, "add", add_until_full)
     code, _, err = mix(capsys, bert_pair.finetuned, bert_pair.pretrained, tmp_path / "out")
     assert_one_line_error(code, err, "No space left on device", ".safetensors")
     assert list(tmp_path.iterdir()) == []  # neither the output nor the temporary folder

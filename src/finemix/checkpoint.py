@@ -6,7 +6,8 @@
 * ``map_names`` pairs a classifier's tensor names (``bert.encoder…``) with a bare
   pre-trained encoder's (``encoder…``) through the ``base_model_prefix`` transformers
   declares for the architecture, in whichever direction the two folders need.
-* ``ShardedWriter`` writes safetensors shards plus an index, as ``save_pretrained`` does.
+* ``ShardedWriter`` streams safetensors shards (header first, then each tensor as it
+  arrives) plus an index, in the layout ``save_pretrained`` writes.
 * ``atomic_output_dir`` builds an output folder under a temporary name and renames it
   into place only when complete.
 """
@@ -97,7 +98,7 @@ class TensorReader:
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         self._where: dict[str, Path] = {}
-        self._handles: dict[Path, object] = {}
+        self._specs: dict[str, tuple[str, tuple[int, ...]]] = {}  # name -> (dtype code, shape)
         self._bin: dict[Path, Mapping[str, "torch.Tensor"]] = {}
         self.files = self._index()
 
@@ -133,13 +134,13 @@ class TensorReader:
 
         for file in files:
             try:
-                handle = safe_open(str(file), framework="pt")
-                keys = list(handle.keys())
+                with safe_open(str(file), framework="pt") as handle:
+                    for key in handle.keys():
+                        piece = handle.get_slice(key)
+                        self._specs[key] = (piece.get_dtype(), tuple(piece.get_shape()))
+                        self._where[key] = file
             except Exception as error:  # the safetensors error types vary by version
                 raise FinemixError(f"{file}: unreadable safetensors file ({_first_line(error)})") from None
-            self._handles[file] = handle
-            for key in keys:
-                self._where[key] = file
         return files
 
     def _index_bin(self, files: list[Path]) -> list[Path]:
@@ -156,7 +157,8 @@ class TensorReader:
             if not isinstance(state, Mapping):
                 raise FinemixError(f"{file}: not a state dict")
             self._bin[file] = state
-            for key in state:
+            for key, tensor in state.items():
+                self._specs[key] = (_dtype_tables()[0].get(tensor.dtype, str(tensor.dtype)), tuple(tensor.shape))
                 self._where[key] = file
         return files
 
@@ -167,22 +169,30 @@ class TensorReader:
         return name in self._where
 
     def shape(self, name: str) -> tuple[int, ...]:
-        file = self._where[name]
-        if file in self._bin:
-            return tuple(self._bin[file][name].shape)
-        return tuple(self._handles[file].get_slice(name).get_shape())
+        return self._specs[name][1]
+
+    def dtype(self, name: str) -> str:
+        """The safetensors dtype code ("F32", "BF16", …)."""
+        return self._specs[name][0]
 
     def get(self, name: str) -> "torch.Tensor":
         """One tensor, copied out of the file; NaN/Inf weights are refused (they would
-        propagate into a plausible-looking but broken output)."""
+        propagate into a plausible-looking but broken output).
+
+        Each read maps the file anew and unmaps it after the copy: a handle kept open
+        would keep every page it touched resident, and peak memory would grow to the
+        size of both checkpoints.
+        """
         import torch
+        from safetensors import safe_open
 
         file = self._where[name]
         if file in self._bin:
             tensor = self._bin[file][name].clone()
         else:
             try:
-                tensor = self._handles[file].get_tensor(name)
+                with safe_open(str(file), framework="pt") as handle:
+                    tensor = handle.get_tensor(name)
             except Exception as error:
                 raise FinemixError(f"{file}: tensor {name} unreadable ({_first_line(error)})") from None
         if torch.is_floating_point(tensor) and not all_finite(tensor):
@@ -190,16 +200,21 @@ class TensorReader:
         return tensor
 
     def close(self) -> None:
-        self._handles.clear()
         self._bin.clear()
 
 
 def all_finite(tensor: "torch.Tensor") -> bool:
-    """No NaN or Inf: one float64 sum (exact: finite float32 values cannot overflow it, and a
-    NaN or Inf makes it non-finite) instead of ``isfinite().all()``'s 4× slower bool pass."""
+    """No NaN or Inf in ``tensor``.
+
+    A NaN or Inf makes the sum non-finite, so one float32 sum (a fast vectorised pass)
+    settles the common case; only a non-finite sum, which finite values could also give
+    by overflowing, is confirmed element-wise.
+    """
     import torch
 
-    return bool(torch.isfinite(tensor.sum(dtype=torch.float64)))
+    if bool(torch.isfinite(tensor.sum(dtype=torch.float32))):
+        return True
+    return bool(torch.isfinite(tensor).all())
 
 
 def _first_line(error: BaseException) -> str:
@@ -332,46 +347,122 @@ def check_same_vocabulary(ft_tokenizer, pre_tokenizer) -> None:
 
 # --------------------------------------------------------------------------- writing
 
-class ShardedWriter:
-    """Writes tensors into safetensors shards of bounded size, then an index if sharded."""
+# torch dtype -> safetensors dtype code (the format's names).
+SAFETENSORS_DTYPES: dict = {}
 
-    def __init__(self, folder: Path, max_shard_bytes: int = 2 * 1024**3) -> None:
-        self.folder, self.max_shard_bytes = folder, max_shard_bytes
-        self._pending: dict[str, "torch.Tensor"] = {}
-        self._pending_bytes = 0
-        self._shards: list[tuple[str, list[str]]] = []
-        self.total_bytes = 0
+
+def _dtype_tables() -> tuple[dict, dict]:
+    import torch
+
+    if not SAFETENSORS_DTYPES:
+        SAFETENSORS_DTYPES.update({
+            torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+            torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+            torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
+        })
+    return SAFETENSORS_DTYPES, {code: dtype for dtype, code in SAFETENSORS_DTYPES.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # safetensors code, e.g. "F32"
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        import math
+
+        _, to_torch = _dtype_tables()
+        return math.prod(self.shape) * to_torch[self.dtype].itemsize
+
+    @classmethod
+    def of(cls, name: str, tensor: "torch.Tensor") -> "TensorSpec":
+        return cls(name, _dtype_tables()[0][tensor.dtype], tuple(tensor.shape))
+
+
+class ShardedWriter:
+    """Writes safetensors shards tensor by tensor, plus an index when there are several.
+
+    safetensors' ``save_file`` needs every tensor of a file in memory at once (and
+    briefly copies them; safetensors issues #291 and #458), so it cannot bound memory.
+    The format is a little-endian u64 header length, a JSON header of dtypes, shapes and
+    byte offsets, then the raw bytes; the header needs only the specs, which a mix knows
+    before it computes any tensor. So the header is written first and each tensor's bytes
+    as it arrives, and memory holds only the tensors in flight. Files are read back with
+    safetensors itself in the tests.
+    """
+
+    def __init__(self, folder: Path, specs: list[TensorSpec], max_shard_bytes: int = 2 * 1024**3) -> None:
+        self.folder = folder
+        self.shards = _plan_shards(specs, max_shard_bytes)
+        self.total_bytes = sum(spec.nbytes for spec in specs)
+        self._queue = [(i, spec) for i, shard in enumerate(self.shards) for spec in shard]
+        self._next = 0
+        self._file = None
+
+    def _name(self, index: int) -> str:
+        return SAFE_SINGLE if len(self.shards) == 1 else f"model-{index + 1:05d}-of-{len(self.shards):05d}.safetensors"
 
     def add(self, name: str, tensor: "torch.Tensor") -> None:
-        size = tensor.numel() * tensor.element_size()
-        if self._pending and self._pending_bytes + size > self.max_shard_bytes:
-            self._flush()
-        self._pending[name] = tensor.contiguous()
-        self._pending_bytes += size
-        self.total_bytes += size
+        import torch
 
-    def _flush(self) -> None:
-        from safetensors.torch import save_file
-
-        name = f"model-{len(self._shards) + 1:05d}.safetensors"
-        save_file(self._pending, str(self.folder / name), metadata={"format": "pt"})
-        self._shards.append((name, list(self._pending)))
-        self._pending, self._pending_bytes = {}, 0
+        if self._next >= len(self._queue):
+            raise FinemixError(f"internal error: tensor {name} was not declared to the writer")
+        shard, spec = self._queue[self._next]
+        if spec != TensorSpec.of(name, tensor):
+            raise FinemixError(f"internal error: expected {spec} next, got {TensorSpec.of(name, tensor)}")
+        if self._file is None:
+            self._file = open(self.folder / self._name(shard), "wb")
+            self._file.write(_header(self.shards[shard]))
+        data = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
+        self._file.write(memoryview(data.numpy()))
+        self._next += 1
+        if self._next == len(self._queue) or self._queue[self._next][0] != shard:
+            self._file.close()
+            self._file = None
 
     def close(self) -> None:
-        if self._pending or not self._shards:
-            self._flush()
-        if len(self._shards) == 1:
-            os.replace(self.folder / self._shards[0][0], self.folder / SAFE_SINGLE)
-            return
-        total = len(self._shards)
-        weight_map = {}
-        for i, (old, keys) in enumerate(self._shards, start=1):
-            new = f"model-{i:05d}-of-{total:05d}.safetensors"
-            os.replace(self.folder / old, self.folder / new)
-            weight_map.update({key: new for key in keys})
-        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
-        (self.folder / SAFE_INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
+        if self._next != len(self._queue):
+            missing = [spec.name for _, spec in self._queue[self._next:]][:3]
+            raise FinemixError(f"internal error: tensors never written: {', '.join(missing)}")
+        if len(self.shards) > 1:
+            weight_map = {spec.name: self._name(i) for i, shard in enumerate(self.shards) for spec in shard}
+            index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
+            (self.folder / SAFE_INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _plan_shards(specs: list[TensorSpec], max_shard_bytes: int) -> list[list[TensorSpec]]:
+    """Consecutive tensors grouped into shards of at most ``max_shard_bytes`` (a bigger
+    tensor gets a shard of its own), in the given order."""
+    shards: list[list[TensorSpec]] = [[]]
+    size = 0
+    for spec in specs:
+        if shards[-1] and size + spec.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(spec)
+        size += spec.nbytes
+    return shards
+
+
+def _header(specs: list[TensorSpec]) -> bytes:
+    """The safetensors header (length prefix + JSON padded to 8 bytes) for these tensors, in order."""
+    import struct
+
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for spec in specs:
+        header[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [offset, offset + spec.nbytes]}
+        offset += spec.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)
+    return struct.pack("<Q", len(encoded)) + encoded
 
 
 def copy_side_files(source: Path, target: Path) -> list[str]:

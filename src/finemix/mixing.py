@@ -30,12 +30,21 @@ def tensor_seed(seed: int, name: str) -> int:
 
 
 def random_keep_mask(shape: "torch.Size | tuple[int, ...]", ratio: float, seed: int, name: str) -> "torch.Tensor":
-    """Bernoulli(ρ) keep-mask for tensor ``name``; reproducible from (seed, name)."""
+    """Bernoulli(ρ) keep-mask for tensor ``name``; reproducible from (seed, name).
+
+    Uniform float32 draws from numpy's SFC64 generator: 2-3× faster than torch's
+    Mersenne Twister on CPU, which matters because drawing the mask is the largest cost
+    of a mix after I/O. Draws lie in [0, 1), so ρ = 0 keeps nothing and ρ = 1 everything.
+    """
+    import numpy as np
     import torch
 
-    generator = torch.Generator().manual_seed(tensor_seed(seed, name))
-    # torch.rand is in [0, 1): ρ = 0 keeps nothing and ρ = 1 keeps everything, exactly.
-    return torch.rand(tuple(shape), generator=generator) < ratio
+    shape = tuple(shape)
+    if ratio <= 0.0 or ratio >= 1.0:
+        return torch.full(shape, ratio >= 1.0, dtype=torch.bool)
+    generator = np.random.Generator(np.random.SFC64(tensor_seed(seed, name)))
+    draws = generator.random(int(np.prod(shape, dtype=np.int64)), dtype=np.float32)
+    return torch.from_numpy(draws < np.float32(ratio)).view(shape)
 
 
 def kept_count(numel: int, ratio: float) -> int:
@@ -48,12 +57,16 @@ def sel_keep_mask(finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: 
     import torch
 
     change = (finetuned.float() - pretrained.float()).abs().flatten()
-    mask = torch.zeros(change.numel(), dtype=torch.bool)
-    k = kept_count(change.numel(), ratio)
-    if k > 0:
-        # A stable sort makes tie-breaking deterministic, unlike topk.
-        order = torch.sort(change, descending=True, stable=True).indices
-        mask[order[:k]] = True
+    n, k = change.numel(), kept_count(change.numel(), ratio)
+    if k in (0, n):
+        return torch.full(tuple(finetuned.shape), k == n, dtype=torch.bool)
+    # The k-th largest value by selection (linear time, unlike a sort): everything above it
+    # is kept, and of the entries equal to it the lowest-index ones fill up to exactly k,
+    # the order a stable descending sort would give.
+    threshold = change.kthvalue(n - k + 1).values
+    mask = change > threshold
+    ties = torch.nonzero(change == threshold).flatten()
+    mask[ties[: k - int(mask.count_nonzero())]] = True
     return mask.view(finetuned.shape)
 
 

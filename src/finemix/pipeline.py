@@ -9,6 +9,7 @@ with a trigger lives in evaluation.py and is never called from here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import platform
 import time
@@ -20,6 +21,7 @@ from . import mixing
 from .checkpoint import (
     CheckpointPair,
     ShardedWriter,
+    TensorSpec,
     all_finite,
     atomic_output_dir,
     check_output_dir,
@@ -85,41 +87,72 @@ class MixSummary:
 
 
 def mixed_tensors(
-    pair: CheckpointPair, config: MixConfig, epur_plan: Optional[EpurPlan] = None, summary: Optional[dict] = None
+    pair: CheckpointPair, config: MixConfig, epur_plan: Optional[EpurPlan] = None, summary: Optional[dict] = None,
+    workers: int = 2,
 ) -> Iterator[tuple[str, "torch.Tensor"]]:
     """Yield (name, θ_Mix tensor) one at a time, in the fine-tuned checkpoint's order.
 
     E-PUR, when planned, is applied to θ_B first: the reset rows equal θ_Pre, so
-    mixing leaves them there whatever the mask.
+    mixing leaves them there whatever the mask. ``workers`` tensors are read and mixed
+    at once in threads (torch and file reads release the GIL), so reading, mask drawing
+    and the caller's writing overlap; results still come out in order.
     """
-    import torch
-
     threshold = _global_threshold(pair, config) if config.mode == "sel" and config.sel_scope == "global" else None
+    embedding = pair.embedding_name() if (epur_plan is not None or not config.mix_embeddings) else None
     kept = total = 0
-    for name in pair.finetuned.names():
-        tensor = pair.finetuned.get(name)
-        if name not in pair.names.pairs:
-            yield name, _head_tensor(tensor, name, config, pair.config)
-            continue
-        if not torch.is_floating_point(tensor):
-            yield name, tensor  # integer buffers (position ids) are not weights
-            continue
-        pretrained = pair.pretrained.get(pair.names.pairs[name])
-        if epur_plan is not None and name == epur_plan.tensor:
-            tensor = epur_math.reset_rows(tensor, pretrained, torch.as_tensor(epur_plan.rows, dtype=torch.long))
-        if not config.mix_embeddings and name == pair.embedding_name():
-            keep = torch.ones(tensor.shape, dtype=torch.bool)
-        elif threshold is not None:
-            keep = mixing.threshold_keep_mask(tensor, pretrained, threshold)
-        elif config.mode == "sel":
-            keep = mixing.sel_keep_mask(tensor, pretrained, config.ratio)
-        else:
-            keep = mixing.random_keep_mask(tensor.shape, config.ratio, config.seed, name)
-        kept += int(keep.count_nonzero())
-        total += keep.numel()
-        yield name, mixing.apply_mask(tensor, pretrained, keep)
+    mix_one = functools.partial(_mix_one, pair, config, epur_plan, threshold, embedding)
+    for name, (tensor, kept_here, total_here) in _ordered_map(mix_one, pair.finetuned.names(), workers):
+        kept, total = kept + kept_here, total + total_here
+        yield name, tensor
     if summary is not None:
         summary["kept_fraction"] = kept / max(1, total)
+
+
+def _mix_one(pair: CheckpointPair, config: MixConfig, epur_plan: Optional[EpurPlan], threshold: Optional[float],
+             embedding: Optional[str], name: str) -> tuple["torch.Tensor", int, int]:
+    """θ_Mix for one tensor, with how many of its elements were kept and mixed."""
+    import torch
+
+    tensor = pair.finetuned.get(name)
+    if name not in pair.names.pairs:
+        return _head_tensor(tensor, name, config, pair.config), 0, 0
+    if not torch.is_floating_point(tensor):
+        return tensor, 0, 0  # integer buffers (position ids) are not weights
+    pretrained = pair.pretrained.get(pair.names.pairs[name])
+    if epur_plan is not None and name == epur_plan.tensor:
+        tensor = epur_math.reset_rows(tensor, pretrained, torch.as_tensor(epur_plan.rows, dtype=torch.long))
+    if not config.mix_embeddings and name == embedding:
+        return tensor, tensor.numel(), tensor.numel()
+    if threshold is not None:
+        keep = mixing.threshold_keep_mask(tensor, pretrained, threshold)
+    elif config.mode == "sel":
+        keep = mixing.sel_keep_mask(tensor, pretrained, config.ratio)
+    else:
+        keep = mixing.random_keep_mask(tensor.shape, config.ratio, config.seed, name)
+    return mixing.apply_mask(tensor, pretrained, keep), int(keep.count_nonzero()), keep.numel()
+
+
+def _ordered_map(function, items: Sequence, workers: int) -> Iterator:
+    """(item, function(item)) in order, computing up to ``workers`` items ahead in threads."""
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    if workers <= 1:
+        yield from ((item, function(item)) for item in items)
+        return
+    pending: collections.deque = collections.deque()
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="finemix-mix")
+    try:
+        for item in items:
+            pending.append((item, executor.submit(function, item)))
+            if len(pending) >= workers:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _global_threshold(pair: CheckpointPair, config: MixConfig) -> float:
@@ -161,12 +194,23 @@ def mix_summary(pair: CheckpointPair, config: MixConfig, kept_fraction: float) -
     )
 
 
-def write_tensors(pair: CheckpointPair, tensors: Iterator[tuple[str, "torch.Tensor"]], folder: Path, max_shard_bytes: int) -> None:
-    writer = ShardedWriter(folder, max_shard_bytes)
-    for name, tensor in tensors:
-        writer.add(name, tensor)
-    writer.close()
+def write_tensors(pair: CheckpointPair, specs: list[TensorSpec], tensors: Iterator[tuple[str, "torch.Tensor"]],
+                  folder: Path, max_shard_bytes: int = 2 * 1024**3) -> None:
+    """Stream ``tensors`` (in the order of ``specs``) into ``folder``, then copy config and tokenizer."""
+    writer = ShardedWriter(folder, specs, max_shard_bytes)
+    try:
+        for name, tensor in tensors:
+            writer.add(name, tensor)
+        writer.close()
+    finally:
+        writer.abort()
     copy_side_files(pair.finetuned_dir, folder)
+
+
+def finetuned_specs(pair: CheckpointPair) -> list[TensorSpec]:
+    """What a mix writes: the fine-tuned checkpoint's tensors, names, dtypes and shapes."""
+    reader = pair.finetuned
+    return [TensorSpec(name, reader.dtype(name), reader.shape(name)) for name in reader.names()]
 
 
 # --------------------------------------------------------------------------- single steps
@@ -198,7 +242,7 @@ def mix_checkpoint(
     stats: dict = {}
     with _atomic_output(pair, output, force) as folder:
         with timer("mix+write"):
-            write_tensors(pair, mixed_tensors(pair, config, None, stats), folder, max_shard_bytes)
+            write_tensors(pair, finetuned_specs(pair), mixed_tensors(pair, config, None, stats), folder, max_shard_bytes)
         report = _base_report("mix", pair, {"mix": dataclasses.asdict(config)})
         report["mixing"] = mix_summary(pair, config, stats.get("kept_fraction", 0.0)).to_dict()
         report["timings_s"] = timer.values
@@ -227,7 +271,7 @@ def epur_checkpoint(
     keep_all = MixConfig(ratio=1.0)
     with _atomic_output(pair, output, force) as folder:
         with timer("write"):
-            write_tensors(pair, mixed_tensors(pair, keep_all, plan), folder, 2 * 1024**3)
+            write_tensors(pair, finetuned_specs(pair), mixed_tensors(pair, keep_all, plan), folder)
         report = _base_report("epur", pair, {"epur": dataclasses.asdict(config)})
         report["epur"] = plan.to_dict()
         report["frequency_text"] = text_sources or {}
@@ -294,7 +338,8 @@ def purify(
     with _atomic_output(pair, output, force) as folder:
         with timer("write"):
             state = model.state_dict()
-            write_tensors(pair, ((n, state[n].detach().contiguous()) for n in pair.finetuned.names() if n in state), folder, 2 * 1024**3)
+            names = [n for n in pair.finetuned.names() if n in state]
+            write_tensors(pair, [TensorSpec.of(n, state[n]) for n in names], ((n, state[n]) for n in names), folder)
         report = _base_report("purify", pair, _settings(config))
         report["clean_data"] = {"rows": len(clean), "label_counts": _label_counts(clean), **clean_notes, **(sources or {})}
         report["unlabelled_text"] = {
