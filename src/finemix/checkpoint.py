@@ -4,8 +4,8 @@
   or (only through ``torch.load(weights_only=True)``) ``pytorch_model.bin``, and hands
   out single tensors, so mixing holds at most one output model plus tensors in flight.
 * ``map_names`` pairs a classifier's tensor names (``bert.encoder…``) with a bare
-  pre-trained encoder's (``encoder…``) through the ``base_model_prefix`` transformers
-  declares for the architecture, in whichever direction the two folders need.
+  pre-trained encoder's (``encoder…``) by stripping or adding the base-model prefix,
+  in whichever direction the two folders need.
 * ``ShardedWriter`` streams safetensors shards (header first, then each tensor as it
   arrives) plus an index, in the layout ``save_pretrained`` writes.
 * ``atomic_output_dir`` builds an output folder under a temporary name and renames it
@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Iterator, Mapping, Optional, Sequence
 
 from .errors import FinemixError
 
@@ -234,28 +234,27 @@ class NameMap:
     rule: str  # "identical names" | "strip 'bert.'" | "add 'bert.'"
 
 
-def base_model_prefix(model_type: str) -> Optional[str]:
-    """The attribute name transformers gives the encoder inside task models (``bert``)."""
-    import importlib
+def prefix_candidates(finetuned: Sequence[str], pretrained: Sequence[str]) -> list[str]:
+    """Leading name components found on one side only (``bert`` in ``bert.encoder…`` against a
+    bare ``encoder…``): the places a base-model prefix can be.
 
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+    Read off the names instead of transformers' ``base_model_prefix`` because that needs
+    the model class imported (2.5 s, most of a small mix's time); it also covers any
+    architecture, known to transformers or not.
+    """
+    heads_a = {name.split(".", 1)[0] for name in finetuned if "." in name}
+    heads_b = {name.split(".", 1)[0] for name in pretrained if "." in name}
+    return sorted(heads_a ^ heads_b)
 
-    class_name = MODEL_MAPPING_NAMES.get(model_type)
-    if class_name is None:
-        return None
-    transformers = importlib.import_module("transformers")
-    cls = getattr(transformers, class_name, None)
-    return getattr(cls, "base_model_prefix", None) or None
 
-
-def map_names(finetuned: list[str], pretrained: list[str], prefix: Optional[str]) -> NameMap:
-    """Choose the renaming (none, strip prefix, add prefix) that pairs the most tensors."""
+def map_names(finetuned: list[str], pretrained: list[str], prefixes: Sequence[str]) -> NameMap:
+    """Choose the renaming (none, or strip or add one of ``prefixes``) that pairs the most tensors."""
     available = set(pretrained)
     rules = {"identical names": lambda n: n}
-    if prefix:
+    for prefix in prefixes:
         dotted = prefix + "."
-        rules[f"strip '{dotted}'"] = lambda n: n[len(dotted):] if n.startswith(dotted) else n
-        rules[f"add '{dotted}'"] = lambda n: n if n.startswith(dotted) else dotted + n
+        rules[f"strip '{dotted}'"] = lambda n, d=dotted: n[len(d):] if n.startswith(d) else n
+        rules[f"add '{dotted}'"] = lambda n, d=dotted: n if n.startswith(d) else d + n
     best_rule, best_pairs = "identical names", {}
     for rule, rename in rules.items():
         pairs = {n: rename(n) for n in finetuned if rename(n) in available}
@@ -306,7 +305,7 @@ def open_pair(finetuned: str | os.PathLike, pretrained: str | os.PathLike) -> Ch
                 f"architectures differ: {key} is {ft_config[key]!r} in {ft_dir} but {pre_config[key]!r} in {pre_dir}"
             )
     ft_reader, pre_reader = TensorReader(ft_dir), TensorReader(pre_dir)
-    names = map_names(ft_reader.names(), pre_reader.names(), base_model_prefix(ft_config.get("model_type", "")))
+    names = map_names(ft_reader.names(), pre_reader.names(), prefix_candidates(ft_reader.names(), pre_reader.names()))
     _check_shapes(names, ft_reader, pre_reader)
     _check_not_swapped(names, ft_dir, pre_dir)
     return CheckpointPair(ft_dir, pre_dir, ft_reader, pre_reader, names, ft_config)
@@ -337,6 +336,18 @@ def _check_shapes(names: NameMap, ft: TensorReader, pre: TensorReader) -> None:
                 "(added or removed tokens; resize one model's embeddings first)"
             )
         raise FinemixError(f"tensor {ft_name} has shape {a} but the pre-trained {pre_name} has {b}")
+
+
+_VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
+                     "sentencepiece.bpe.model", "tokenizer.model")
+
+
+def same_tokenizer_files(a: Path, b: Path) -> bool:
+    """Both folders ship the same vocabulary files, byte for byte (so loading and comparing
+    the tokenizers can be skipped); False when unsure."""
+    shared = [name for name in _VOCABULARY_FILES if (a / name).is_file() and (b / name).is_file()]
+    only_one = [name for name in _VOCABULARY_FILES if (a / name).is_file() != (b / name).is_file()]
+    return bool(shared) and not only_one and all((a / n).read_bytes() == (b / n).read_bytes() for n in shared)
 
 
 def check_same_vocabulary(ft_tokenizer, pre_tokenizer) -> None:

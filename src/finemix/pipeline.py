@@ -537,14 +537,19 @@ def _accuracy_of(logits: "torch.Tensor", labels: Sequence[int]) -> float:
 
 def _load_tokenizers(pair: CheckpointPair, auto_tokenizer, required: bool = True):
     """The suspect model's tokenizer, checked against the pre-trained one when both exist."""
-    from .checkpoint import check_same_vocabulary
+    from .checkpoint import check_same_vocabulary, same_tokenizer_files
 
+    same_files = same_tokenizer_files(pair.finetuned_dir, pair.pretrained_dir)
+    if same_files and not required:
+        return None  # byte-identical vocabularies: nothing to check, nothing to load
     try:
         tokenizer = auto_tokenizer.from_pretrained(pair.finetuned_dir)
     except Exception as error:
         if not required:
             return None
         raise FinemixError(f"{pair.finetuned_dir}: tokenizer files missing or unreadable ({type(error).__name__})") from None
+    if same_files:
+        return tokenizer
     try:
         pre_tokenizer = auto_tokenizer.from_pretrained(pair.pretrained_dir)
     except Exception:
