@@ -238,12 +238,13 @@ def mix_checkpoint(
     timer = _Timer()
     pair = open_pair(backdoored, pretrained)
     _check_output(pair, output, force)
+    hashes = hash_inputs_in_background(pair)
     _load_tokenizers(pair, AutoTokenizer, required=False)
     stats: dict = {}
     with _atomic_output(pair, output, force) as folder:
         with timer("mix+write"):
             write_tensors(pair, finetuned_specs(pair), mixed_tensors(pair, config, None, stats), folder, max_shard_bytes)
-        report = _base_report("mix", pair, {"mix": dataclasses.asdict(config)})
+        report = _base_report("mix", hashes, {"mix": dataclasses.asdict(config)})
         report["mixing"] = mix_summary(pair, config, stats.get("kept_fraction", 0.0)).to_dict()
         report["timings_s"] = timer.values
         _write_report(folder, report)
@@ -265,6 +266,7 @@ def epur_checkpoint(
     timer = _Timer()
     pair = open_pair(backdoored, pretrained)
     _check_output(pair, output, force)
+    hashes = hash_inputs_in_background(pair)
     tokenizer = _load_tokenizers(pair, AutoTokenizer)
     with timer("epur"):
         plan = plan_epur(pair, tokenizer, texts, config)
@@ -272,7 +274,7 @@ def epur_checkpoint(
     with _atomic_output(pair, output, force) as folder:
         with timer("write"):
             write_tensors(pair, finetuned_specs(pair), mixed_tensors(pair, keep_all, plan), folder)
-        report = _base_report("epur", pair, {"epur": dataclasses.asdict(config)})
+        report = _base_report("epur", hashes, {"epur": dataclasses.asdict(config)})
         report["epur"] = plan.to_dict()
         report["frequency_text"] = text_sources or {}
         report["timings_s"] = timer.values
@@ -313,6 +315,7 @@ def purify(
     with timer("load"):
         pair = open_pair(backdoored, pretrained)
         _check_output(pair, output, force)
+        hashes = hash_inputs_in_background(pair)
         tokenizer = _load_tokenizers(pair, AutoTokenizer)
         model = load_classifier(pair.finetuned_dir)
     clean, clean_notes = check_clean_rows(clean, model.config.num_labels)
@@ -340,7 +343,7 @@ def purify(
             state = model.state_dict()
             names = [n for n in pair.finetuned.names() if n in state]
             write_tensors(pair, [TensorSpec.of(n, state[n]) for n in names], ((n, state[n]) for n in names), folder)
-        report = _base_report("purify", pair, _settings(config))
+        report = _base_report("purify", hashes, _settings(config))
         report["clean_data"] = {"rows": len(clean), "label_counts": _label_counts(clean), **clean_notes, **(sources or {})}
         report["unlabelled_text"] = {
             "rows": len(unlabelled_texts),
@@ -611,16 +614,22 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _base_report(command: str, pair: CheckpointPair, settings: dict) -> dict:
-    return {
-        "command": command,
-        "inputs": {
-            "backdoored": {"path": str(pair.finetuned_dir), "sha256": folder_sha256(pair.finetuned_dir)},
-            "pretrained": {"path": str(pair.pretrained_dir), "sha256": folder_sha256(pair.pretrained_dir)},
-        },
-        "settings": settings,
-        "versions": library_versions(),
-    }
+def hash_inputs_in_background(pair: CheckpointPair):
+    """Start hashing both input folders in a thread (hashlib releases the GIL), so the
+    report's SHA-256s cost little wall time next to the mix; ``.result()`` gives them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finemix-hash")
+    future = executor.submit(lambda: {
+        "backdoored": {"path": str(pair.finetuned_dir), "sha256": folder_sha256(pair.finetuned_dir)},
+        "pretrained": {"path": str(pair.pretrained_dir), "sha256": folder_sha256(pair.pretrained_dir)},
+    })
+    executor.shutdown(wait=False)
+    return future
+
+
+def _base_report(command: str, inputs, settings: dict) -> dict:
+    return {"command": command, "inputs": inputs.result(), "settings": settings, "versions": library_versions()}
 
 
 def _write_report(folder: Path, report: dict) -> None:
