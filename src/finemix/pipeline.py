@@ -121,15 +121,18 @@ def _mix_one(pair: CheckpointPair, config: MixConfig, epur_plan: Optional[EpurPl
     pretrained = pair.pretrained.get(pair.names.pairs[name])
     if epur_plan is not None and name == epur_plan.tensor:
         tensor = epur_math.reset_rows(tensor, pretrained, torch.as_tensor(epur_plan.rows, dtype=torch.long))
-    if not config.mix_embeddings and name == embedding:
+    if (not config.mix_embeddings and name == embedding) or (config.mode == "random" and config.ratio >= 1.0):
         return tensor, tensor.numel(), tensor.numel()
+    if config.mode == "random" and config.ratio <= 0.0:
+        return pretrained.to(tensor.dtype), 0, tensor.numel()
     if threshold is not None:
         keep = mixing.threshold_keep_mask(tensor, pretrained, threshold)
     elif config.mode == "sel":
         keep = mixing.sel_keep_mask(tensor, pretrained, config.ratio)
     else:
         keep = mixing.random_keep_mask(tensor.shape, config.ratio, config.seed, name)
-    return mixing.apply_mask(tensor, pretrained, keep), int(keep.count_nonzero()), keep.numel()
+    kept = int(keep.count_nonzero())
+    return mixing.apply_mask(tensor, pretrained, keep, reuse_pretrained=True), kept, keep.numel()
 
 
 def _ordered_map(function, items: Sequence, workers: int) -> Iterator:
