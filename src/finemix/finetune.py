@@ -83,10 +83,15 @@ def process_state():
 
 
 def _accelerator():
+    """split_batches: each batch of ``batch_size`` rows is shared out among the processes, so
+    the optimiser takes the same steps on the same global batches as one process would
+    (otherwise n processes train with n × the batch and 1/n of the steps, and a
+    small-budget repair ends up under-trained)."""
     from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
 
     process_state()
-    return Accelerator(cpu=no_accelerator())
+    return Accelerator(cpu=no_accelerator(), dataloader_config=DataLoaderConfiguration(split_batches=True))
 
 
 def finetune(
@@ -120,7 +125,7 @@ def finetune(
     sampler = _EpochBatches([len(f["input_ids"]) for f in features], config.batch_size, config.seed)
     loader = DataLoader(features, batch_sampler=sampler, collate_fn=make_collator(tokenizer))
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
-    steps_per_epoch = math.ceil(len(sampler) / accelerator.num_processes)
+    steps_per_epoch = len(sampler)  # global batches: the same count on any number of processes
     epochs = math.ceil(config.epochs)
     total_steps = max(1, int(round(config.epochs * steps_per_epoch)))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
