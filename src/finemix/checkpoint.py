@@ -342,6 +342,10 @@ _VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", 
                      "sentencepiece.bpe.model", "tokenizer.model")
 
 
+def has_tokenizer_files(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in _VOCABULARY_FILES)
+
+
 def same_tokenizer_files(a: Path, b: Path) -> bool:
     """Both folders ship the same vocabulary files, byte for byte (so loading and comparing
     the tokenizers can be skipped); False when unsure."""

@@ -236,13 +236,11 @@ def mix_checkpoint(
     max_shard_bytes: int = 2 * 1024**3,
 ) -> dict:
     """``finemix mix``: θ_Mix written as a model folder, streamed tensor by tensor."""
-    from transformers import AutoTokenizer
-
     timer = _Timer()
     pair = open_pair(backdoored, pretrained)
     _check_output(pair, output, force)
     hashes = hash_inputs_in_background(pair)
-    _load_tokenizers(pair, AutoTokenizer, required=False)
+    _load_tokenizers(pair, required=False)
     stats: dict = {}
     with _atomic_output(pair, output, force) as folder:
         with timer("mix+write"):
@@ -264,13 +262,11 @@ def epur_checkpoint(
     text_sources: Optional[dict] = None,
 ) -> dict:
     """``finemix epur``: only the top-N embedding rows reset, everything else θ_B."""
-    from transformers import AutoTokenizer
-
     timer = _Timer()
     pair = open_pair(backdoored, pretrained)
     _check_output(pair, output, force)
     hashes = hash_inputs_in_background(pair)
-    tokenizer = _load_tokenizers(pair, AutoTokenizer)
+    tokenizer = _load_tokenizers(pair)
     with timer("epur"):
         plan = plan_epur(pair, tokenizer, texts, config)
     keep_all = MixConfig(ratio=1.0)
@@ -304,8 +300,6 @@ def purify(
     ``config.distill``, distillation of θ_B's clean predictions; ``frequency_texts``
     serve only the token counts.
     """
-    from transformers import AutoTokenizer
-
     from .finetune import process_state
     from .ratio_search import choose_ratio
 
@@ -319,7 +313,7 @@ def purify(
         pair = open_pair(backdoored, pretrained)
         _check_output(pair, output, force)
         hashes = hash_inputs_in_background(pair)
-        tokenizer = _load_tokenizers(pair, AutoTokenizer)
+        tokenizer = _load_tokenizers(pair)
         model = load_classifier(pair.finetuned_dir)
     clean, clean_notes = check_clean_rows(clean, model.config.num_labels)
     plan = None
@@ -541,13 +535,19 @@ def _accuracy_of(logits: "torch.Tensor", labels: Sequence[int]) -> float:
     return round(float((logits.argmax(dim=-1) == torch.as_tensor(list(labels))).float().mean()), 4)
 
 
-def _load_tokenizers(pair: CheckpointPair, auto_tokenizer, required: bool = True):
-    """The suspect model's tokenizer, checked against the pre-trained one when both exist."""
-    from .checkpoint import check_same_vocabulary, same_tokenizer_files
+def _load_tokenizers(pair: CheckpointPair, required: bool = True):
+    """The suspect model's tokenizer, checked against the pre-trained one when both exist.
+
+    With ``required`` False (a mix needs no tokenizer, only the check), nothing is
+    imported or loaded when the vocabulary files are byte-identical or absent: importing
+    transformers' tokenizer classes alone takes over a second.
+    """
+    from .checkpoint import check_same_vocabulary, has_tokenizer_files, same_tokenizer_files
 
     same_files = same_tokenizer_files(pair.finetuned_dir, pair.pretrained_dir)
-    if same_files and not required:
-        return None  # byte-identical vocabularies: nothing to check, nothing to load
+    if not required and (same_files or not has_tokenizer_files(pair.finetuned_dir)):
+        return None
+    from transformers import AutoTokenizer as auto_tokenizer
     try:
         tokenizer = auto_tokenizer.from_pretrained(pair.finetuned_dir)
     except Exception as error:
