@@ -1,0 +1,86 @@
+"""Where a mix's time goes: every step of finemix's per-tensor pipeline timed on its own, in one
+thread, over a whole synthetic checkpoint (cProfile cannot see into the worker threads).
+
+    .venv/bin/python benchmarks/profile_mix_stages.py --hidden 1024 --layers 8
+
+Prints seconds per step summed over all tensors and each step as a multiple of the floor's own
+steps (read θ_B + read θ_Pre + write), and writes benchmarks/results/profile_mix_stages.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=common.default_workdir() if hasattr(common, "default_workdir")
+                        else Path("/tmp/finemix-bench"))
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--ratio", type=float, default=0.3)
+    args = parser.parse_args()
+
+    import torch
+    from safetensors import safe_open
+
+    from finemix import mixing
+    from finemix.checkpoint import ShardedWriter, TensorSpec, all_finite, open_pair
+
+    ft_dir, pre_dir = common.build_synthetic_pair(args.workdir, args.hidden, args.layers)
+    common.warm_files(common.folder_weight_files(ft_dir) + common.folder_weight_files(pre_dir))
+    pair = open_pair(ft_dir, pre_dir)
+    seconds: dict[str, float] = defaultdict(float)
+
+    def timed(step: str, function):
+        start = time.perf_counter()
+        value = function()
+        seconds[step] += time.perf_counter() - start
+        return value
+
+    def read(reader, name):
+        with safe_open(str(reader._where[name]), framework="pt") as handle:
+            return handle.get_tensor(name)
+
+    out = Path(tempfile.mkdtemp(dir=args.workdir))
+    specs = [TensorSpec(n, pair.finetuned.dtype(n), pair.finetuned.shape(n)) for n in pair.finetuned.names()]
+    writer = ShardedWriter(out, specs, 2 * 1024**3)
+    for name in pair.finetuned.names():
+        ft = timed("read θ_B (floor)", lambda: read(pair.finetuned, name))
+        timed("finite check θ_B", lambda: all_finite(ft))
+        if name in pair.names.pairs:
+            pre = timed("read θ_Pre (floor)", lambda: read(pair.pretrained, pair.names.pairs[name]))
+            timed("finite check θ_Pre", lambda: all_finite(pre))
+            keep = timed("random mask (SFC64 draws + compare)", lambda: mixing.random_keep_mask(ft.shape, args.ratio, 0, name))
+            timed("count kept", lambda: int(keep.count_nonzero()))
+            timed("sel mask (|Δ| + kthvalue), for comparison", lambda: mixing.sel_keep_mask(ft, pre, args.ratio))
+            ft = timed("torch.where", lambda: mixing.apply_mask(ft, pre, keep, reuse_pretrained=True))
+        timed("write (floor)", lambda: writer.add(name, ft))
+    writer.close()
+    shutil.rmtree(out, ignore_errors=True)
+
+    floor = sum(v for k, v in seconds.items() if "(floor)" in k)
+    rows = [(step, f"{value:.3f}", f"{value / floor:.2f}") for step, value in seconds.items()]
+    print(f"checkpoint: {common.checkpoint_bytes(ft_dir) / 1e9:.2f} GB, ρ = {args.ratio}, one thread, warm cache")
+    print(common.table(["step", "seconds", "× floor steps"], rows))
+    random_total = sum(v for k, v in seconds.items() if "sel" not in k)
+    print(f"random mix, all steps in one thread: {random_total:.2f} s = {random_total / floor:.2f} × the floor's steps")
+    common.write_results("profile_mix_stages", {
+        "machine": common.machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
+        "checkpoint_bytes": common.checkpoint_bytes(ft_dir), "seconds": dict(seconds),
+        "floor_steps_s": floor, "random_mix_one_thread_s": random_total,
+    })
+
+
+if __name__ == "__main__":
+    main()
