@@ -64,7 +64,7 @@ def main() -> None:
             keep = timed("random mask (SFC64 draws + compare)", lambda: mixing.random_keep_mask(ft.shape, args.ratio, 0, name))
             timed("count kept", lambda: int(keep.count_nonzero()))
             timed("sel mask (|Δ| + kthvalue), for comparison", lambda: mixing.sel_keep_mask(ft, pre, args.ratio))
-            ft = timed("torch.where", lambda: mixing.apply_mask(ft, pre, keep, reuse_pretrained=True))
+            ft = timed("torch.where", lambda: mixing.apply_mask(ft, pre, keep))
         timed("write (floor)", lambda: writer.add(name, ft))
     writer.close()
     shutil.rmtree(out, ignore_errors=True)

@@ -132,7 +132,7 @@ def _mix_one(pair: CheckpointPair, config: MixConfig, epur_plan: Optional[EpurPl
     else:
         keep = mixing.random_keep_mask(tensor.shape, config.ratio, config.seed, name)
     kept = int(keep.count_nonzero())
-    return mixing.apply_mask(tensor, pretrained, keep, reuse_pretrained=True), kept, keep.numel()
+    return mixing.apply_mask(tensor, pretrained, keep), kept, keep.numel()
 
 
 def _ordered_map(function, items: Sequence, workers: int) -> Iterator:
