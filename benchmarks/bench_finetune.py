@@ -259,11 +259,11 @@ def main() -> None:
 
     if args.profile:
         result = common.run_job("common", "job_finetune_finemix", {**base, "profile": True}, label="finemix (profiled)")
-        payload["profile_finemix_train"] = {"wall_s_with_profiler": result["wall_s"], **result["profile"]}
+        payload["profile_finemix_train"] = common.profile_record(result)
         common.print_profile("finemix trainer", result)
         if eval_runs:
             result = common.run_job("bench_finetune", "job_finemix_eval", {**eval_base, "profile": True}, label="eval (profiled)")
-            payload["profile_finemix_eval"] = {"wall_s_with_profiler": result["wall_s"], **result["profile"]}
+            payload["profile_finemix_eval"] = common.profile_record(result)
             common.print_profile("finemix predict_logits", result)
     path = common.write_results(args.results_name or "bench_finetune", payload)
     print(f"\nresults: {path}")

@@ -231,7 +231,7 @@ def main() -> None:
                        "rss_verdict_above_baseline": common.verdict(above / ckpt, RSS_TARGET, False)}
         payload["sizes"][size] = {"checkpoint_bytes": ckpt, "finetuned": str(ft), "pretrained": str(pre),
                                   "methods": rows, "derived": derived, "raw_runs": runs,
-                                  "profiles": {m: {"wall_s_with_profiler": r["wall_s"], **r["profile"]} for m, r in profiles.items()}}
+                                  "profiles": {m: common.profile_record(r) for m, r in profiles.items()}}
         print(f"\n{size}: one checkpoint = {ckpt / MB:.1f} MiB ({ckpt / 1e9:.3f} GB); median of {repeats} run(s)")
         table_rows = []
         for row in list(rows.values()) + ([derived] if derived else []):

@@ -115,7 +115,7 @@ def main() -> None:
         result = common.run_job("common", "job_purify", {**base, **methods["auto"], "profile": True}, clean=[out],
                                 timeout=args.timeout, label="auto (profiled)")
         shutil.rmtree(out, ignore_errors=True)
-        payload["profile_auto"] = {"wall_s_with_profiler": result["wall_s"], **result["profile"]}
+        payload["profile_auto"] = common.profile_record(result)
         common.print_profile("purify --ratio auto", result)
     path = common.write_results(args.results_name or "bench_ratio_search", payload)
     print(f"\nresults: {path}")

@@ -255,6 +255,11 @@ def profile_entries(profiler, thread_profilers: Sequence = (), top: int = 25) ->
             "by_cumtime": sorted(rows, key=lambda r: -r["cumtime_s"])[:top]}
 
 
+def profile_record(result: dict) -> dict:
+    """What a profiled run stores in the results JSON."""
+    return {"wall_s_with_profiler": result["wall_s"], **result["profile"]}
+
+
 def print_profile(label: str, result: dict, top: int = 12) -> None:
     profile = result.get("profile")
     if not profile:

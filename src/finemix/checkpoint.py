@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -362,20 +363,17 @@ def check_same_vocabulary(ft_tokenizer, pre_tokenizer) -> None:
 
 # --------------------------------------------------------------------------- writing
 
-# torch dtype -> safetensors dtype code (the format's names).
-SAFETENSORS_DTYPES: dict = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _dtype_tables() -> tuple[dict, dict]:
+    """(torch dtype -> safetensors dtype code, the reverse), built once on first use."""
     import torch
 
-    if not SAFETENSORS_DTYPES:
-        SAFETENSORS_DTYPES.update({
-            torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-            torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-            torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
-        })
-    return SAFETENSORS_DTYPES, {code: dtype for dtype, code in SAFETENSORS_DTYPES.items()}
+    to_code = {
+        torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+        torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+        torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
+    }
+    return to_code, {code: dtype for dtype, code in to_code.items()}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -98,7 +98,7 @@ def mixed_tensors(
     and the caller's writing overlap; results still come out in order.
     """
     threshold = _global_threshold(pair, config) if config.mode == "sel" and config.sel_scope == "global" else None
-    embedding = pair.embedding_name() if (epur_plan is not None or not config.mix_embeddings) else None
+    embedding = None if config.mix_embeddings else pair.embedding_name()  # kept whole when not mixed
     kept = total = 0
     mix_one = functools.partial(_mix_one, pair, config, epur_plan, threshold, embedding)
     for name, (tensor, kept_here, total_here) in _ordered_map(mix_one, pair.finetuned.names(), workers):
