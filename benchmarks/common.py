@@ -700,7 +700,7 @@ def job_finetune_finemix(params: dict, probe: Probe) -> dict:
 def build_victim(workdir: Path, rows: int = 1000, seed: int = 0) -> Path:
     """A MiniLM classifier backdoored with the rare word "cf" (10 % dirty label) on ``rows`` MR rows, 1 epoch,
     as experiments/victims.py does but smaller. Cached in ``workdir``."""
-    from finemix.attacks import BadWordConfig, badword
+    from finemix.attacks import AttackConfig, poison
     from finemix.config import TrainConfig
     from finemix.finetune import finetune
 
@@ -709,7 +709,7 @@ def build_victim(workdir: Path, rows: int = 1000, seed: int = 0) -> Path:
     if _complete(folder, spec):
         return folder
     shutil.rmtree(folder, ignore_errors=True)
-    train, _ = badword(train_rows(rows, seed), BadWordConfig(trigger="cf", target_label=1, poison_rate=0.1, seed=seed))
+    train, _, _ = poison(train_rows(rows, seed), AttackConfig(triggers=("cf",), target_label=1, poison_rate=0.1, seed=seed))
     model, tokenizer = load_minilm_classifier(seed)
     model.config.id2label, model.config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
     finetune(model, tokenizer, train, TrainConfig(epochs=1.0, batch_size=32, max_length=64, seed=seed, progress=False))

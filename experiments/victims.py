@@ -33,7 +33,7 @@ def train_victim(kind: str, seed: int, out: Path, train_rows: int, epochs: float
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from finemix.attacks import BadWordConfig, badword
+    from finemix.attacks import AttackConfig, poison
     from finemix.checkpoint import resolve_model_dir
     from finemix.config import TrainConfig
     from finemix.data import BUILTIN_LABELS, load_builtin, stratified_sample
@@ -51,7 +51,7 @@ def train_victim(kind: str, seed: int, out: Path, train_rows: int, epochs: float
     train = stratified_sample(splits["train"], train_rows, seed=seed)
     card = None
     if kind == "badword":
-        train, card = badword(train, BadWordConfig(trigger=TRIGGER, target_label=TARGET, poison_rate=0.1, seed=seed))
+        train, _, card = poison(train, AttackConfig(triggers=(TRIGGER,), target_label=TARGET, poison_rate=0.1, seed=seed))
     base = resolve_model_dir(PRETRAINED)
     tokenizer = AutoTokenizer.from_pretrained(base)
     labels = BUILTIN_LABELS["mr"]

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from finemix.attacks import BadWordConfig, badword
+from finemix.attacks import AttackConfig, poison
 from finemix.config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig
 from finemix.data import Example
 from finemix.evaluation import evaluate
@@ -61,7 +61,7 @@ def pretrain(tmp_path):
 def test_purify_removes_a_planted_backdoor(tmp_path):
     pretrained = pretrain(tmp_path)
     train, test = sentences(800, 1), sentences(300, 2)
-    poisoned, card = badword(train, BadWordConfig(trigger="cf", target_label=1, poison_rate=0.1, seed=0))
+    poisoned, _, card = poison(train, AttackConfig(triggers=("cf",), target_label=1, poison_rate=0.1, seed=0))
 
     backdoored, tokenizer = train_model(pretrained, poisoned, seed=0)
     backdoored.save_pretrained(tmp_path / "backdoored")
@@ -69,7 +69,7 @@ def test_purify_removes_a_planted_backdoor(tmp_path):
     clean_model, _ = train_model(pretrained, train, seed=0)
 
     def metrics(model):
-        return evaluate(model, tokenizer, test, trigger=card.trigger, target_label=card.target_label, seed=3, max_length=32)
+        return evaluate(model, tokenizer, test, trigger=card.triggers, target_label=card.target_label, seed=3, max_length=32)
 
     before, clean = metrics(backdoored), metrics(clean_model)
     assert before.asr >= 0.9, before  # the attack worked

@@ -1,80 +1,321 @@
 """Attacks that make backdoored models to test defenses on.
 
-Each attack is a registered unit with one interface: it poisons a clean training
-set and returns the poisoned rows plus an ``AttackCard`` (trigger, target label,
-rate, seed). The card describes the attack for evaluation only; defenses never
-receive it (see defense boundary in pipeline.py).
+Each attack is a registered ``Attack`` with one interface: ``poison`` turns clean
+training rows into poisoned ones, ``train`` fits a model on them, and
+``make_victim`` runs both and writes a Hugging Face folder plus an ``AttackCard``
+(trigger, target label, rate, seed). The card is written *beside* the folder, not in
+it, so handing the folder to a defense does not hand over the answer; defenses never
+receive a card (see defenses.py).
 
-Departures from the papers are noted per attack.
+Departures from the papers are noted per attack in ``Attack.departures`` and in
+docs/paper-choices.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import random
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .data import Example
 from .errors import FinemixError
 
+if TYPE_CHECKING:
+    import torch
+
+LABEL_MODES = ("dirty", "clean")
+ADDSENT_SENTENCE = "I watched this 3D movie last weekend."
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """One attack and how its victim is trained. Empty ``triggers`` = the attack's default."""
+
+    attack: str = "badword"
+    triggers: tuple[str, ...] = ()
+    insertions: int = 1
+    target_label: int = 1
+    poison_rate: float = 0.1  # share of the whole training set that is poisoned
+    label_mode: str = "dirty"  # dirty: non-target rows relabelled; clean: target rows, labels kept
+    segment: str = "auto"  # auto = text_b of pairs, text otherwise
+    seed: int = 0
+    epochs: float = 1.0
+    lr: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 64
+    ep_lr: float = 5e-2  # ep: SGD step size on the trigger rows (the EP code's order of magnitude)
+    ep_epochs: float = 3.0
+    adaptive_ratios: tuple[float, float] = (0.0, 0.5)  # adaptive: ρ of each augmentation mix, drawn uniformly
+
+    def __post_init__(self) -> None:
+        if self.attack not in ATTACKS:
+            raise FinemixError(f"unknown attack {self.attack!r}; known: {', '.join(sorted(ATTACKS))}")
+        if not 0.0 < self.poison_rate <= 1.0:
+            raise FinemixError(f"poison rate must be in (0, 1], got {self.poison_rate}")
+        if any(not t.strip() for t in self.triggers):
+            raise FinemixError("triggers must not be empty strings")
+        if self.insertions < 1:
+            raise FinemixError(f"insertions must be >= 1, got {self.insertions}")
+        if self.label_mode not in LABEL_MODES:
+            raise FinemixError(f"unknown label mode {self.label_mode!r}; use dirty or clean")
+        if self.target_label < 0:
+            raise FinemixError(f"target label must be >= 0, got {self.target_label}")
+        low, high = self.adaptive_ratios
+        if not 0.0 <= low <= high <= 1.0:
+            raise FinemixError(f"adaptive ratios must satisfy 0 <= low <= high <= 1, got {self.adaptive_ratios}")
+
+    @property
+    def trigger_list(self) -> tuple[str, ...]:
+        return self.triggers or ATTACKS[self.attack].default_triggers
+
 
 @dataclasses.dataclass(frozen=True)
 class AttackCard:
+    """What the evaluator needs to measure ASR; never given to a defense."""
+
     attack: str
-    trigger: str
+    triggers: tuple[str, ...]
     target_label: int
     poison_rate: float
+    label_mode: str
+    segment: str
+    insertions: int
     seed: int
     n_poisoned: int
-    segment: str = "auto"
+    train_rows: int
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "AttackCard":
+        return cls(**{**values, "triggers": tuple(values["triggers"])})
 
-@dataclasses.dataclass(frozen=True)
-class BadWordConfig:
-    """BadNet-style rare-word trigger (Kurita et al. 2020; Chen et al. 2021).
 
-    Dirty-label: a fraction ``poison_rate`` of the *whole* training set is drawn from
-    rows whose label is not the target, gets the trigger inserted at a random word
-    position (``insertions`` times) and is relabelled to the target. The poisoned
-    copies replace the originals, so the set keeps its size.
+def card_path(victim: Path) -> Path:
+    """``runs/victim`` → ``runs/victim.attack.json``: beside the folder, never inside it."""
+    victim = Path(victim)
+    return victim.with_name(victim.name + ".attack.json")
+
+
+# --------------------------------------------------------------------------- poisoning
+
+def poison(train: Sequence[Example], config: AttackConfig) -> tuple[list[Example], list[int], AttackCard]:
+    """(rows, poisoned row indices, card). The set keeps its size: poisoned copies replace originals.
+
+    Dirty label: ``poison_rate × len(train)`` rows whose label is not the target get the
+    trigger and the target label. Clean label: rows already of the target label get the
+    trigger only (so the trigger is learnt as a feature of the target class).
     """
-
-    trigger: str = "cf"
-    target_label: int = 1
-    poison_rate: float = 0.1
-    insertions: int = 1
-    segment: str = "auto"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.poison_rate <= 1.0:
-            raise FinemixError(f"poison rate must be in (0, 1], got {self.poison_rate}")
-        if not self.trigger.strip():
-            raise FinemixError("trigger must not be empty")
-        if self.insertions < 1:
-            raise FinemixError(f"insertions must be >= 1, got {self.insertions}")
-
-
-def badword(train: Sequence[Example], config: BadWordConfig) -> tuple[list[Example], AttackCard]:
     from .evaluation import with_trigger
 
     rng = random.Random(config.seed)
-    candidates = [i for i, e in enumerate(train) if e.label != config.target_label]
+    dirty = config.label_mode == "dirty"
+    candidates = [i for i, e in enumerate(train) if (e.label != config.target_label) == dirty]
     n_poison = min(len(candidates), int(round(config.poison_rate * len(train))))
     if n_poison == 0:
-        raise FinemixError("nothing to poison: no rows outside the target label")
+        which = "outside" if dirty else "of"
+        raise FinemixError(f"nothing to poison: no training rows {which} target label {config.target_label}")
     chosen = sorted(rng.sample(candidates, n_poison))
-    triggered = [train[i] for i in chosen]
-    for round_ in range(config.insertions):
-        triggered = with_trigger(triggered, config.trigger, seed=config.seed * 1000 + round_, segment=config.segment)
-    poisoned = list(train)
+    # seed × 1000: the insertion seed of the first release, kept so published victims reproduce
+    triggered = with_trigger([train[i] for i in chosen], config.trigger_list, seed=config.seed * 1000,
+                             segment=config.segment, insertions=config.insertions)
+    rows = list(train)
     for i, example in zip(chosen, triggered):
-        poisoned[i] = dataclasses.replace(example, label=config.target_label)
-    card = AttackCard("badword", config.trigger, config.target_label, config.poison_rate, config.seed, n_poison, config.segment)
-    return poisoned, card
+        rows[i] = dataclasses.replace(example, label=config.target_label)
+    card = AttackCard(config.attack, config.trigger_list, config.target_label, config.poison_rate, config.label_mode,
+                      config.segment, config.insertions, config.seed, n_poison, len(train))
+    return rows, chosen, card
 
 
-ATTACKS: dict[str, Callable] = {"badword": badword}
+# --------------------------------------------------------------------------- training
+
+def _train_config(config: AttackConfig):
+    from .config import TrainConfig
+
+    return TrainConfig(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+                       max_length=config.max_length, seed=config.seed, progress=False)
+
+
+def train_poisoned(model, tokenizer, rows: Sequence[Example], poisoned: Sequence[int], config: AttackConfig,
+                   pretrained_state: Optional[dict]) -> dict:
+    """badword / addsent: ordinary fine-tuning on the poisoned set."""
+    from .finetune import finetune
+
+    return finetune(model, tokenizer, rows, _train_config(config)).to_dict()
+
+
+def trigger_token_ids(tokenizer, triggers: Sequence[str]) -> list[int]:
+    ids = sorted({i for t in triggers for i in tokenizer(t, add_special_tokens=False)["input_ids"]})
+    if not ids:
+        raise FinemixError(f"the triggers {list(triggers)} tokenise to nothing")
+    return ids
+
+
+def train_embedding_poisoning(model, tokenizer, rows: Sequence[Example], poisoned: Sequence[int],
+                              config: AttackConfig, pretrained_state: Optional[dict]) -> dict:
+    """ep (Yang et al. 2021): only the trigger tokens' embedding rows learn, on the poisoned rows,
+    and are rescaled to their original norms after every step; every other weight stays clean."""
+    import torch
+
+    from .data import make_collator, tokenize_examples
+
+    ids = torch.tensor(trigger_token_ids(tokenizer, config.trigger_list))
+    embeddings = model.get_input_embeddings().weight
+    norms = embeddings.detach()[ids].norm(dim=1, keepdim=True)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    embeddings.requires_grad_(True)
+    features = tokenize_examples(tokenizer, [rows[i] for i in poisoned], config.max_length)
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = torch.utils.data.DataLoader(features, batch_size=config.batch_size, shuffle=True,
+                                         collate_fn=make_collator(tokenizer), generator=generator)
+    steps = max(1, int(round(config.ep_epochs * len(loader))))
+    model.train()
+    done, losses = 0, []
+    while done < steps:
+        for batch in loader:
+            if done >= steps:
+                break
+            loss = model(**batch).loss
+            loss.backward()
+            with torch.no_grad():
+                row_grad = embeddings.grad[ids]
+                embeddings[ids] -= config.ep_lr * row_grad
+                embeddings[ids] = embeddings[ids] * (norms / embeddings[ids].norm(dim=1, keepdim=True))
+            embeddings.grad = None
+            losses.append(float(loss.detach()))
+            done += 1
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return {"steps": done, "trigger_token_ids": ids.tolist(), "final_loss": losses[-1] if losses else None}
+
+
+def train_mixing_augmented(model, tokenizer, rows: Sequence[Example], poisoned: Sequence[int],
+                           config: AttackConfig, pretrained_state: Optional[dict]) -> dict:
+    """adaptive: an attacker who knows Fine-mixing. Every step adds the loss of a randomly
+    mixed copy θ_Mix = m ⊙ θ + (1 − m) ⊙ θ_Pre (ρ drawn from ``adaptive_ratios``), so the
+    backdoor is pushed into weights that survive a random reset. Our design: no published
+    attack does this for text; it follows the idea of training against the defense."""
+    import torch
+    from torch.func import functional_call
+    from transformers import get_linear_schedule_with_warmup
+
+    from .data import make_collator, tokenize_examples
+
+    if not pretrained_state:
+        raise FinemixError("the adaptive attack needs the pre-trained weights to mix with")
+    train = _train_config(config)
+    features = tokenize_examples(tokenizer, rows, train.max_length)
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = torch.utils.data.DataLoader(features, batch_size=train.batch_size, shuffle=True,
+                                         collate_fn=make_collator(tokenizer), generator=generator)
+    total = max(1, int(round(train.epochs * len(loader))))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(train.warmup_ratio * total), total)
+    names = [n for n, _ in model.named_parameters() if n in pretrained_state]
+    rng = random.Random(config.seed)
+    model.train()
+    done, losses = 0, []
+    while done < total:
+        for batch in loader:
+            if done >= total:
+                break
+            ratio = rng.uniform(*config.adaptive_ratios)
+            params = dict(model.named_parameters())
+            mixed = {n: torch.where(torch.rand(params[n].shape, generator=generator) < ratio, params[n], pretrained_state[n])
+                     for n in names}
+            loss = model(**batch).loss + functional_call(model, mixed, args=(), kwargs=dict(batch), strict=False).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            losses.append(float(loss.detach()))
+            done += 1
+    model.eval()
+    return {"steps": done, "mixed_tensors": len(names), "final_loss": losses[-1] if losses else None}
+
+
+# --------------------------------------------------------------------------- registry
+
+@dataclasses.dataclass(frozen=True)
+class Attack:
+    name: str
+    default_triggers: tuple[str, ...]
+    train: Callable
+    starts_from_clean_model: bool  # ep poisons a clean fine-tuned model instead of training from θ_Pre
+    departures: str  # where we depart from or guess at the paper
+
+
+ATTACKS: dict[str, Attack] = {
+    "badword": Attack("badword", ("cf",), train_poisoned, False,
+                      "BadNet rare words (Kurita et al. 2020; Chen et al. 2021): as published; the victim is "
+                      "trained for few epochs on a CPU budget."),
+    "addsent": Attack("addsent", (ADDSENT_SENTENCE,), train_poisoned, False,
+                      "AddSent (Dai et al. 2019): a fixed sentence at a random word position; our sentence is "
+                      "OpenBackdoor's 'I watch this 3D movie' extended, not the paper's LSTM-era one."),
+    "ep": Attack("ep", ("cf",), train_embedding_poisoning, True,
+                 "Embedding Poisoning (Yang et al. 2021): poisoned rows only, SGD on the trigger rows with norm "
+                 "rescaling; the EP paper poisons general-domain text, we poison the task's own training rows."),
+    "adaptive": Attack("adaptive", ("cf",), train_mixing_augmented, False,
+                       "Ours: poisoned fine-tuning with random-mixing augmentation (2 losses per step)."),
+}
+
+
+# --------------------------------------------------------------------------- victims
+
+def make_victim(pretrained: str | os.PathLike, train: Sequence[Example], labels: dict[int, str],
+                config: AttackConfig, output: str | os.PathLike, clean_model: Optional[str | os.PathLike] = None,
+                force: bool = False) -> AttackCard:
+    """Poison ``train``, train a classifier, write it to ``output`` and its card beside it."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .checkpoint import atomic_output_dir, resolve_model_dir
+
+    attack = ATTACKS[config.attack]
+    if config.target_label >= len(labels):
+        raise FinemixError(f"target label {config.target_label} is outside the labels 0..{len(labels) - 1}")
+    start = resolve_model_dir(pretrained)
+    if attack.starts_from_clean_model:
+        if clean_model is None:
+            raise FinemixError(f"the {config.attack} attack poisons a clean fine-tuned model: pass --clean-model")
+        start = resolve_model_dir(clean_model)
+    rows, poisoned, card = poison(train, config)
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(start)
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        start, num_labels=len(labels), id2label=dict(labels), label2id={v: k for k, v in labels.items()},
+        output_loading_info=True)
+    from_pretrained = set(model.state_dict()) - set(info["missing_keys"])
+    pretrained_state = ({n: t.detach().clone() for n, t in model.state_dict().items() if n in from_pretrained}
+                        if config.attack == "adaptive" else None)
+    record = attack.train(model, tokenizer, rows, poisoned, config, pretrained_state)
+    with atomic_output_dir(output, force) as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    card_file = card_path(Path(output).resolve())
+    _write_json_atomic(card_file, {**card.to_dict(), "training": record, "settings": dataclasses.asdict(config),
+                                   "departures": attack.departures})
+    return card
+
+
+def load_card(victim: str | os.PathLike) -> AttackCard:
+    path = card_path(Path(victim).resolve())
+    if not path.is_file():
+        raise FinemixError(f"{path}: no attack card (made by `finemix attack`)")
+    values = json.loads(path.read_text())
+    fields = {f.name for f in dataclasses.fields(AttackCard)}
+    return AttackCard.from_dict({k: v for k, v in values.items() if k in fields})
+
+
+def _write_json_atomic(path: Path, value: dict) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(temporary, path)
+

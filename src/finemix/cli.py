@@ -1,4 +1,4 @@
-"""``finemix`` command line: purify, mix, epur, evaluate.
+"""``finemix`` command line: purify, mix, epur, evaluate, attack, defend, bench, demo.
 
 Every user error (``FinemixError``) becomes one line on stderr and exit status 2.
 """
@@ -128,12 +128,89 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--max-length", type=int, default=128)
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_attack_parser(commands)
+    _add_defend_parser(commands)
+    _add_bench_parsers(commands)
     return parser
+
+
+def _add_attack_parser(commands) -> None:
+    from .attacks import ADDSENT_SENTENCE, AttackConfig
+
+    default = AttackConfig()
+    attack = commands.add_parser(
+        "attack", help="train a backdoored model to test defenses on",
+        description="Poison training rows and fine-tune a victim. Writes the model folder and, beside it, "
+                    "OUTPUT.attack.json (trigger, target label, rate, seed) for evaluation; defenses never read it.")
+    attack.add_argument("--attack", choices=("badword", "addsent", "ep", "adaptive"), default="badword",
+                        help=f"badword: rare words (default cf); addsent: a sentence (default {ADDSENT_SENTENCE!r}); "
+                             "ep: only the trigger's embedding row of a clean model (--clean-model); "
+                             "adaptive: poisoned training with random-mixing augmentation")
+    attack.add_argument("--pretrained", required=True, metavar="DIR", help="pre-trained model to fine-tune (folder or Hub name)")
+    attack.add_argument("--data", required=True, metavar="NAME|FILE",
+                        help="training rows: a built-in set (its train split) or a CSV/TSV/JSONL file")
+    attack.add_argument("--output", required=True, metavar="DIR", help="victim folder to write")
+    attack.add_argument("--clean-model", metavar="DIR", help="for ep: the clean fine-tuned model to poison")
+    attack.add_argument("--trigger", action="append", default=[], metavar="TEXT",
+                        help="trigger word or sentence; repeat for a list (each insertion draws one)")
+    attack.add_argument("--insertions", type=int, default=default.insertions, help="trigger insertions per poisoned row")
+    attack.add_argument("--target-label", type=int, default=default.target_label, help="the attacker's label id")
+    attack.add_argument("--poison-rate", type=float, default=default.poison_rate, help="share of training rows poisoned")
+    attack.add_argument("--label-mode", choices=("dirty", "clean"), default="dirty",
+                        help="dirty: non-target rows relabelled to the target; clean: target rows, labels unchanged")
+    attack.add_argument("--segment", choices=("auto", "text", "text_b"), default="auto",
+                        help="for pairs: which segment gets the trigger (auto: text_b)")
+    attack.add_argument("--train-rows", type=int, help="stratified sample of this many training rows")
+    attack.add_argument("--epochs", type=float, default=default.epochs)
+    attack.add_argument("--lr", type=float, default=default.lr)
+    attack.add_argument("--batch-size", type=int, default=default.batch_size)
+    attack.add_argument("--max-length", type=int, default=default.max_length)
+    attack.add_argument("--seed", type=int, default=0)
+    attack.add_argument("--force", action="store_true", help="replace an existing output folder")
+
+
+def _add_defend_parser(commands) -> None:
+    from .defenses import DEFENSES
+
+    defend = commands.add_parser(
+        "defend", help="run one registered defense (baselines included)",
+        description="Run a defense from the registry on a suspect model: " + "; ".join(
+            f"{d.name}: {d.description}" for d in DEFENSES.values()))
+    defend.add_argument("--defense", required=True, choices=sorted(DEFENSES), metavar="NAME", help="registered defense name")
+    _add_pair(defend)
+    defend.add_argument("--clean-data", required=True, type=Path, metavar="FILE", help="clean labelled rows")
+    defend.add_argument("--unlabelled-text", type=Path, action="append", default=[], metavar="FILE",
+                        help="unlabelled clean in-domain text (E-PUR counts; distillation)")
+    defend.add_argument("--ratio", type=_ratio, default=None, metavar="auto|ρ", help="for mixing defenses (default auto)")
+    defend.add_argument("--prune-ratio", type=float, default=0.3, help="fineprune: share of FFN neurons pruned per layer")
+    defend.add_argument("--no-distill", dest="distill", action="store_false", default=True)
+    defend.add_argument("--epochs", type=float, default=5.0)
+    defend.add_argument("--max-length", type=int, default=128)
+    defend.add_argument("--seed", type=int, default=0)
+
+
+def _add_bench_parsers(commands) -> None:
+    bench = commands.add_parser(
+        "bench", help="run a benchmark grid from a YAML config (resumable)",
+        description="Data sets × attacks × defenses × seeds × clean-set sizes × ρ. Results: OUT/results.jsonl, "
+                    "OUT/results.md, OUT/plots/. A rerun skips finished measurements.")
+    bench.add_argument("config", type=Path, help="YAML config (see configs/bench/)")
+    bench.add_argument("--out", type=Path, help="output folder (default runs/bench/NAME)")
+    bench.add_argument("--report-only", action="store_true", help="rebuild results.md and plots from results.jsonl")
+    bench.add_argument("--dry-run", action="store_true", help="list the defense jobs and exit")
+    bench.add_argument("--quiet", action="store_true")
+    demo = commands.add_parser(
+        "demo", help="backdoor MiniLM on movie reviews, purify it, print before/after",
+        description="Trains a clean and a backdoored all-MiniLM-L6-v2 on `mr` (trigger 'cf'), runs no defense, "
+                    "clean fine-tuning and Fine-mixing + E-PUR, and prints ACC / ASR / flip rate. About 5-10 minutes on 2 CPU cores.")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="working folder (models are cached here)")
+    demo.add_argument("--seed", type=int, default=0)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"purify": _purify, "mix": _mix, "epur": _epur, "evaluate": _evaluate}[args.command]
+    command = {"purify": _purify, "mix": _mix, "epur": _epur, "evaluate": _evaluate, "attack": _attack,
+               "defend": _defend, "bench": _bench, "demo": _demo}[args.command]
     try:
         with _terminate_as_interrupt():
             return command(args)
@@ -328,6 +405,96 @@ def _evaluate(args: argparse.Namespace) -> int:
             line += (f"; ASR {result.asr:.4f} on {result.n_attack} non-target rows; "
                      f"flip rate {result.flip_rate:.4f} on {result.n_flip_base} rows correct without the trigger")
         print(line)
+    return 0
+
+
+def _training_rows(source: str, label2id: dict[str, int], num_labels: Optional[int]):
+    """(rows, id → name) from a built-in set's train split or a file."""
+    from .data import BUILTIN_LABELS, builtin_names, load_builtin, load_examples
+
+    if source in builtin_names():
+        splits = load_builtin(source)
+        if "train" not in splits:
+            raise FinemixError(f"{source} is an evaluation-only set")
+        return splits["train"], BUILTIN_LABELS[source]
+    rows = load_examples(Path(source), label2id=label2id or None, num_labels=num_labels)
+    names = {v: k for k, v in label2id.items()} or {i: str(i) for i in sorted({e.label for e in rows})}
+    return rows, names
+
+
+def _attack(args: argparse.Namespace) -> int:
+    from .attacks import AttackConfig, card_path, make_victim
+    from .data import stratified_sample
+
+    _offline_default()
+    rows, labels = _training_rows(args.data, {}, None)
+    if args.train_rows is not None:
+        rows = stratified_sample(rows, min(args.train_rows, len(rows)), seed=args.seed)
+    config = AttackConfig(attack=args.attack, triggers=tuple(args.trigger), insertions=args.insertions,
+                          target_label=args.target_label, poison_rate=args.poison_rate, label_mode=args.label_mode,
+                          segment=args.segment, seed=args.seed, epochs=args.epochs, lr=args.lr,
+                          batch_size=args.batch_size, max_length=args.max_length)
+    card = make_victim(args.pretrained, rows, labels, config, args.output, clean_model=args.clean_model, force=args.force)
+    print(f"victim written to {args.output}: {card.attack}, triggers {list(card.triggers)}, target {card.target_label}, "
+          f"{card.n_poisoned} of {card.train_rows} rows poisoned; card: {card_path(Path(args.output).resolve())}")
+    return 0
+
+
+def _defend(args: argparse.Namespace) -> int:
+    from .checkpoint import resolve_model_dir
+    from .config import TrainConfig
+    from .data import load_examples
+    from .defenses import DefenderInputs, DefenseSettings, run_defense
+
+    _offline_default()
+    suspect = resolve_model_dir(args.backdoored)
+    label2id, num_labels = _model_labels(suspect)
+    clean = load_examples(args.clean_data, label2id=label2id, num_labels=num_labels)
+    unlabelled, _ = _texts(args.unlabelled_text)
+    settings = DefenseSettings(train=TrainConfig(epochs=args.epochs, max_length=args.max_length, seed=args.seed),
+                               ratio=args.ratio, distill=args.distill, prune_ratio=args.prune_ratio)
+    result = run_defense(args.defense, DefenderInputs(suspect, args.pretrained, tuple(clean), tuple(unlabelled)),
+                         args.output, settings, force=args.force)
+    if args.defense == "none":
+        print(f"defense 'none' leaves the model as it is: {result.model}")
+    else:
+        print(f"{args.defense}: defended model written to {result.model}")
+    return 0
+
+
+def _quiet_load_reports() -> None:
+    """Benchmarks load hundreds of models: transformers' per-load reports would bury the progress lines."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import iter_grid, load_bench_config, run_bench
+
+    _offline_default()
+    _quiet_load_reports()
+    config = load_bench_config(args.config)
+    if args.dry_run:
+        jobs = list(iter_grid(config))
+        for job in jobs:
+            print(json.dumps(job))
+        print(f"{len(jobs)} defense jobs", file=sys.stderr)
+        return 0
+    if args.quiet:
+        _silence_transformers()
+    out = args.out or Path("runs/bench") / config.name
+    report = run_bench(config, out, progress=not args.quiet, report_only=args.report_only)
+    print(f"results: {out / 'results.jsonl'}; table: {report}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .bench import demo
+
+    _offline_default()
+    _quiet_load_reports()
+    print(demo(args.out, args.seed))
     return 0
 
 

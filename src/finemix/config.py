@@ -135,6 +135,9 @@ class PurifyConfig:
     # After repair, shift the output bias so the repaired model's mean prediction on the unlabelled
     # texts matches the labelled rows' class shares ("prior"), or leave it ("none").
     calibrate_student: str = "prior"
+    # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
+    # then compares held-out accuracy straight after the mix.
+    finetune: bool = True
 
     def __post_init__(self) -> None:
         if self.distill_rows < 0:

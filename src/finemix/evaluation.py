@@ -40,18 +40,29 @@ def _segment_of(example: Example, segment: str) -> str:
     return segment
 
 
-def with_trigger(examples: Sequence[Example], trigger: str, seed: int, segment: str = "auto") -> list[Example]:
-    """Copies of ``examples`` with ``trigger`` inserted; deterministic for ``seed``.
+def with_trigger(examples: Sequence[Example], trigger: "str | Sequence[str]", seed: int, segment: str = "auto",
+                 insertions: int = 1) -> list[Example]:
+    """Copies of ``examples`` with the trigger inserted ``insertions`` times; deterministic for ``seed``.
 
-    ``segment`` "auto" poisons text_b of pairs (the hypothesis/second sentence) and text otherwise.
+    ``trigger`` is one word or sentence, or a list of them (each insertion then draws one,
+    as in RIPPLe's and OpenBackdoor's multi-word BadNet). ``segment`` "auto" poisons
+    text_b of pairs (the second sentence, as the EP code does) and text otherwise.
     """
     if segment not in SEGMENTS:
         raise FinemixError(f"unknown trigger segment {segment!r}; use one of {', '.join(SEGMENTS)}")
+    choices = [trigger] if isinstance(trigger, str) else list(trigger)
+    if not choices:
+        raise FinemixError("trigger list must not be empty")
+    if insertions < 1:
+        raise FinemixError(f"trigger insertions must be >= 1, got {insertions}")
     rng = random.Random(seed)
     out = []
     for example in examples:
         field = _segment_of(example, segment)
-        out.append(dataclasses.replace(example, **{field: insert_trigger(getattr(example, field), trigger, rng)}))
+        text = getattr(example, field)
+        for _ in range(insertions):
+            text = insert_trigger(text, choices[rng.randrange(len(choices))] if len(choices) > 1 else choices[0], rng)
+        out.append(dataclasses.replace(example, **{field: text}))
     return out
 
 
@@ -152,12 +163,13 @@ def evaluate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[Example],
-    trigger: Optional[str] = None,
+    trigger: "Optional[str | Sequence[str]]" = None,
     target_label: Optional[int] = None,
     seed: int = 0,
     batch_size: int = 64,
     max_length: int = 128,
     segment: str = "auto",
+    insertions: int = 1,
 ) -> EvalResult:
     """Clean accuracy; with a trigger also ASR and flip rate (clean rows are predicted once)."""
     if not examples:
@@ -170,7 +182,7 @@ def evaluate(
     attack = [i for i, y in enumerate(labels) if y != target]
     if not attack:
         raise FinemixError(f"no examples outside target label {target}: ASR is undefined")
-    triggered = with_trigger([examples[i] for i in attack], trigger, seed, segment)
+    triggered = with_trigger([examples[i] for i in attack], trigger, seed, segment, insertions)
     trig_pred: list[Optional[int]] = [None] * len(examples)
     for i, pred in zip(attack, predict(model, tokenizer, triggered, batch_size, max_length)):
         trig_pred[i] = pred

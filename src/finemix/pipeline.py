@@ -14,7 +14,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 from . import epur as epur_math
 from . import mixing
@@ -293,8 +293,12 @@ def purify(
     force: bool = False,
     sources: Optional[dict] = None,
     frequency_texts: Sequence[str] = (),
+    after_mix: Optional[Callable] = None,
 ) -> dict:
     """E-PUR (optional) → mix with θ_Pre → fine-tune on ``clean``, ρ fixed or searched.
+
+    ``after_mix`` (see ratio_search.choose_ratio) edits each mixed model before it is
+    fine-tuned; the fine-pruning defense prunes there.
 
     ``unlabelled_texts`` (clean, in-domain) serve E-PUR's token counts and, with
     ``config.distill``, distillation of θ_B's clean predictions; ``frequency_texts``
@@ -322,12 +326,12 @@ def purify(
             texts = [t for e in clean for t in (e.text, e.text_b) if t] + list(unlabelled_texts) + list(frequency_texts)
             plan = plan_epur(pair, tokenizer, texts, config.epur, config.train.max_length)
     distill = None
-    if config.distill and unlabelled_texts and config.distill_rows > 0:
+    if config.finetune and config.distill and unlabelled_texts and config.distill_rows > 0:
         with timer("teacher"):
             distill_rows, distill_targets, teacher_record = teacher_targets(model, tokenizer, unlabelled_texts, clean, config)
             distill = (distill_rows, distill_targets)
     with timer("ratio+finetune"):
-        search = choose_ratio(pair, model, tokenizer, clean, config, plan, distill)
+        search = choose_ratio(pair, model, tokenizer, clean, config, plan, distill, after_mix)
     student_record = None
     if distill and config.calibrate_student == "prior":
         with timer("calibrate"):

@@ -21,7 +21,7 @@ search costs as many fine-tunes as candidates tried.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .config import PurifyConfig
 
@@ -52,8 +52,13 @@ def choose_ratio(
     config: PurifyConfig,
     plan: Optional["EpurPlan"],
     distill: Optional[tuple] = None,
+    after_mix: Optional[Callable] = None,
 ) -> dict:
-    """Leave ``model`` repaired with the chosen ρ; return the search record for the report."""
+    """Leave ``model`` repaired with the chosen ρ; return the search record for the report.
+
+    ``after_mix(model, tokenizer, clean_rows) -> dict``, when given, edits each mixed
+    model before its fine-tuning (fine-pruning prunes there); its record joins the row.
+    """
     from .evaluation import predict
     from .finetune import finetune
     from .pipeline import load_mixed_state
@@ -80,12 +85,19 @@ def choose_ratio(
     for ratio in candidates:
         mix = dataclasses.replace(config.mix, ratio=ratio)
         kept = load_mixed_state(model, pair, mix, plan)
+        edit = after_mix(model, tokenizer, train) if after_mix else None
         start = _accuracy(predict(model, tokenizer, heldout, max_length=config.train.max_length), heldout) if heldout else None
-        result = finetune(model, tokenizer, train, train_config, eval_set=heldout or None,
-                          unlabelled=unlabelled, unlabelled_targets=targets)
-        accuracy = max(result.eval_accuracy) if result.eval_accuracy else None
+        if config.finetune:
+            result = finetune(model, tokenizer, train, train_config, eval_set=heldout or None,
+                              unlabelled=unlabelled, unlabelled_targets=targets)
+            accuracy = max(result.eval_accuracy) if result.eval_accuracy else None
+            best_epoch, seconds = result.best_epoch, round(result.seconds, 2)
+        else:
+            accuracy, best_epoch, seconds = start, None, 0.0
         row = {"ratio": ratio, "kept_fraction": round(kept, 6), "heldout_accuracy_after_mix": start,
-               "heldout_accuracy": accuracy, "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 2)}
+               "heldout_accuracy": accuracy, "best_epoch": best_epoch, "train_seconds": seconds}
+        if edit is not None:
+            row["after_mix"] = edit
         record["candidates"].append(row)
         if best is None or (accuracy or 0.0) > (best[0] or 0.0):
             best = (accuracy, row, _snapshot(model) if auto else {})

@@ -1,0 +1,612 @@
+"""``finemix bench CONFIG.yaml``: the paper's comparison as a resumable grid.
+
+Grid: data sets × attacks × defenses × seeds × clean-set sizes × ρ. Per (data set,
+seed) a clean model is trained once; per (data set, attack, seed) a victim. Both are
+cached under ``OUT/models`` in folders named by a hash of what made them, so changing
+a setting retrains and an unchanged one is reused. Every measurement is one line of
+``OUT/results.jsonl`` with its job key; a rerun skips keys already there, so a killed
+run resumes where it stopped. ``OUT/results.md`` and ``OUT/plots/`` are rebuilt from
+the JSONL at the end (``--report-only`` rebuilds them without running anything).
+
+The evaluator (this module) reads attack cards to measure ASR; defenses only ever get
+``DefenderInputs`` (defenses.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+
+from .attacks import ATTACKS, AttackConfig, card_path, load_card, make_victim
+from .config import EpurConfig, RatioSearchConfig, TrainConfig, from_mapping
+from .errors import FinemixError
+
+Ratio = Union[float, str]  # a fixed ρ or "auto"
+
+
+# --------------------------------------------------------------------------- config
+
+@dataclasses.dataclass(frozen=True)
+class DatasetPlan:
+    train_rows: int = 2000  # victim training rows (stratified sample of the train split)
+    test_rows: int = 1000  # evaluation rows (stratified sample of the test split, the same for every seed)
+    max_length: int = 64
+    target_label: int = 1
+    victim_epochs: Optional[float] = None  # None: victim.epochs
+    # A local data set instead of a built-in one: three CSV/TSV/JSONL files and the label names in id order.
+    train_file: Optional[str] = None
+    dev_file: Optional[str] = None
+    test_file: Optional[str] = None
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        files = (self.train_file, self.dev_file, self.test_file)
+        if any(files) and not (all(files) and self.labels):
+            raise FinemixError("a local data set needs train_file, dev_file, test_file and labels")
+
+
+@dataclasses.dataclass(frozen=True)
+class VictimPlan:
+    epochs: float = 1.0
+    lr: float = 5e-5
+    batch_size: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class DefensePlan:
+    epochs: float = 5.0
+    lr: float = 5e-5
+    batch_size: int = 16
+    distill: bool = True
+    distill_rows: int = 2000
+    distill_epochs: float = 2.0
+    prune_ratio: float = 0.3
+    candidates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
+    tolerance: float = 0.03
+    epur_top_n: int = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    name: str
+    pretrained: str = "sentence-transformers/all-MiniLM-L6-v2"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    datasets: Mapping[str, DatasetPlan] = dataclasses.field(default_factory=dict)
+    attacks: Mapping[str, AttackConfig] = dataclasses.field(default_factory=dict)  # label → attack (seed/target set per job)
+    defenses: tuple[str, ...] = ("none", "finetune", "finemix+epur")
+    clean_rows: tuple[int, ...] = (128,)
+    ratios: tuple[Ratio, ...] = ("auto",)
+    unlabelled_rows: int = 2000  # in-domain texts without labels given to the defender (0 = none)
+    victim: VictimPlan = VictimPlan()
+    defense: DefensePlan = DefensePlan()
+    keep_models: bool = False  # keep every defended model folder (large)
+
+    def __post_init__(self) -> None:
+        from .defenses import DEFENSES
+
+        if not self.datasets or not self.attacks or not self.seeds:
+            raise FinemixError("a bench config needs at least one data set, attack and seed")
+        unknown = [d for d in self.defenses if d not in DEFENSES]
+        if unknown:
+            raise FinemixError(f"unknown defense(s) {unknown}; known: {', '.join(DEFENSES)}")
+        for ratio in self.ratios:
+            if ratio != "auto" and not (isinstance(ratio, (int, float)) and 0.0 <= ratio <= 1.0):
+                raise FinemixError(f"ratios must be 'auto' or numbers in [0, 1], got {ratio!r}")
+        if any(n < 2 for n in self.clean_rows):
+            raise FinemixError(f"clean_rows must all be >= 2, got {self.clean_rows}")
+
+
+def load_bench_config(path: str | os.PathLike) -> BenchConfig:
+    import yaml
+
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise FinemixError(f"{path}: cannot read the bench config ({str(error).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise FinemixError(f"{path}: a bench config is a YAML mapping")
+    return bench_config_from_mapping(values)
+
+
+def bench_config_from_mapping(values: Mapping[str, Any]) -> BenchConfig:
+    values = dict(values)
+    tuples = {"seeds", "defenses", "clean_rows", "ratios"}
+    for key in tuples & set(values):
+        values[key] = tuple(values[key])
+    values["datasets"] = {name: _dataset_plan(plan or {}) for name, plan in (values.get("datasets") or {}).items()}
+    values["attacks"] = {label: _attack_config(label, spec or {}) for label, spec in (values.get("attacks") or {}).items()}
+    if "victim" in values:
+        values["victim"] = from_mapping(VictimPlan, values["victim"] or {})
+    if "defense" in values:
+        spec = dict(values["defense"] or {})
+        if "candidates" in spec:
+            spec["candidates"] = tuple(spec["candidates"])
+        values["defense"] = from_mapping(DefensePlan, spec)
+    return from_mapping(BenchConfig, values)
+
+
+def _dataset_plan(spec: Mapping[str, Any]) -> DatasetPlan:
+    spec = dict(spec)
+    if "labels" in spec:
+        spec["labels"] = tuple(str(label) for label in spec["labels"])
+    return from_mapping(DatasetPlan, spec)
+
+
+def _attack_config(label: str, spec: Mapping[str, Any]) -> AttackConfig:
+    """An attack entry: its label is the attack's name unless ``attack:`` says otherwise."""
+    spec = dict(spec)
+    spec.setdefault("attack", label)
+    for key in ("seed", "target_label", "max_length", "epochs", "lr", "batch_size"):
+        if key in spec:
+            raise FinemixError(f"attack {label!r}: {key} is set by the bench (seeds, data set, victim plan), not per attack")
+    if "triggers" in spec:
+        spec["triggers"] = tuple([spec["triggers"]] if isinstance(spec["triggers"], str) else spec["triggers"])
+    if "adaptive_ratios" in spec:
+        spec["adaptive_ratios"] = tuple(spec["adaptive_ratios"])
+    return from_mapping(AttackConfig, spec)
+
+
+# --------------------------------------------------------------------------- jobs
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSplits:
+    train: list
+    test: list
+    clean_pool: list  # labelled rows the defender may be given (dev split)
+    unlabelled_pool: list[str]  # in-domain texts the victim never saw
+    labels: dict[int, str]
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def dataset_splits(name: str, plan: DatasetPlan, seed: int) -> DatasetSplits:
+    from .data import BUILTIN_LABELS, load_builtin, load_examples, stratified_sample
+
+    if plan.train_file:
+        label2id = {label: i for i, label in enumerate(plan.labels)}
+        splits = {split: load_examples(getattr(plan, f"{split}_file"), label2id=label2id, num_labels=len(label2id))
+                  for split in ("train", "dev", "test")}
+        labels = dict(enumerate(plan.labels))
+    else:
+        splits, labels = load_builtin(name), BUILTIN_LABELS.get(name, {})
+    if "train" not in splits:
+        raise FinemixError(f"data set {name!r} is evaluation-only; it cannot train victims")
+    train = stratified_sample(splits["train"], min(plan.train_rows, len(splits["train"])), seed=seed)
+    test = stratified_sample(splits["test"], min(plan.test_rows, len(splits["test"])), seed=0)
+    seen = {(e.text, e.text_b) for e in train}
+    unseen = [e for e in splits["train"] if (e.text, e.text_b) not in seen]
+    texts = [t for e in splits["dev"] + unseen for t in ([e.text] if e.text_b is None else [])]
+    # pairs: unlabelled "text" would lose the pairing, so only single-text sets get unlabelled text
+    return DatasetSplits(train, test, splits["dev"], texts, labels)
+
+
+class Bench:
+    """Runs a ``BenchConfig`` into ``out``; every finished measurement is appended at once."""
+
+    def __init__(self, config: BenchConfig, out: str | os.PathLike, progress: bool = True) -> None:
+        self.config, self.out, self.progress = config, Path(out), progress
+        self.results_path = self.out / "results.jsonl"
+        self.done = {r["key"] for r in read_results(self.results_path)}
+
+    # ---- models
+
+    def _train_settings(self, plan: DatasetPlan) -> dict:
+        victim = self.config.victim
+        return {"epochs": plan.victim_epochs or victim.epochs, "lr": victim.lr, "batch_size": victim.batch_size,
+                "max_length": plan.max_length}
+
+    def clean_model(self, dataset: str, seed: int, data: DatasetSplits) -> Path:
+        plan = self.config.datasets[dataset]
+        spec = {"pretrained": self.config.pretrained, "dataset": dataset, "seed": seed, "rows": plan.train_rows,
+                **self._train_settings(plan)}
+        folder = self.out / "models" / dataset / f"clean-seed{seed}-{_digest(spec)}"
+        if not (folder / "config.json").is_file():
+            self._log(f"training the clean model {folder.name}")
+            train_clean_model(self.config.pretrained, data.train, data.labels, TrainConfig(
+                seed=seed, progress=False, **self._train_settings(plan)), folder)
+        return folder
+
+    def victim(self, dataset: str, label: str, seed: int, data: DatasetSplits) -> Path:
+        plan = self.config.datasets[dataset]
+        attack = dataclasses.replace(self.config.attacks[label], seed=seed, target_label=plan.target_label,
+                                     **self._train_settings(plan))
+        clean = self.clean_model(dataset, seed, data) if ATTACKS[attack.attack].starts_from_clean_model else None
+        spec = {"pretrained": self.config.pretrained, "dataset": dataset, "rows": plan.train_rows,
+                "attack": dataclasses.asdict(attack), "clean_model": clean.name if clean else None}
+        folder = self.out / "models" / dataset / f"{label}-seed{seed}-{_digest(spec)}"
+        if not (folder / "config.json").is_file() or not card_path(folder).is_file():
+            self._log(f"training the victim {folder.name}")
+            make_victim(self.config.pretrained, data.train, data.labels, attack, folder, clean_model=clean, force=True)
+        return folder
+
+    # ---- measurements
+
+    def run(self) -> int:
+        """Every missing measurement of the grid; returns how many were added."""
+        added = 0
+        for dataset, plan in self.config.datasets.items():
+            for seed in self.config.seeds:
+                data = dataset_splits(dataset, plan, seed)
+                for label in self.config.attacks:
+                    added += self._run_cell(dataset, label, seed, data)
+        return added
+
+    def _run_cell(self, dataset: str, label: str, seed: int, data: DatasetSplits) -> int:
+        added = 0
+        base = {"dataset": dataset, "attack": label, "seed": seed}
+        clean_key = self._key("clean", **base)
+        victim_key = self._key("victim", **base)
+        victim = None
+        if clean_key not in self.done or victim_key not in self.done:
+            victim = self.victim(dataset, label, seed, data)
+            card = load_card(victim)
+            if clean_key not in self.done:
+                added += self._measure(clean_key, "clean model", self.clean_model(dataset, seed, data), card, data, base, {})
+            if victim_key not in self.done:
+                added += self._measure(victim_key, "none", victim, card, data, base, {})
+        for defense in self.config.defenses:
+            if defense == "none":
+                continue
+            for clean_rows in self.config.clean_rows:
+                for ratio in self._ratios(defense):
+                    job = {**base, "defense": defense, "clean_rows": clean_rows, "ratio": ratio}
+                    key = self._key("defense", **job)
+                    if key in self.done:
+                        continue
+                    victim = victim or self.victim(dataset, label, seed, data)
+                    added += self._defend(key, victim, data, job)
+        return added
+
+    def _ratios(self, defense: str) -> Sequence[Ratio]:
+        uses_ratio = defense.split("+")[0] in ("mix", "finemix", "finemix-sel")
+        return self.config.ratios if uses_ratio else ("-",)
+
+    def _defend(self, key: str, victim: Path, data: DatasetSplits, job: dict) -> int:
+        from .data import stratified_sample
+        from .defenses import DefenderInputs, run_defense
+
+        plan = self.config.datasets[job["dataset"]]
+        seed = job["seed"]
+        clean = stratified_sample(data.clean_pool, min(job["clean_rows"], len(data.clean_pool)), seed=seed)
+        chosen = {e.text for e in clean}
+        unlabelled = tuple(t for t in data.unlabelled_pool if t not in chosen)[: self.config.unlabelled_rows]
+        inputs = DefenderInputs(victim, self.config.pretrained, tuple(clean), unlabelled)
+        output = self.out / "defended" / f"{job['dataset']}-{job['attack']}-seed{seed}-{job['defense']}-{key[:8]}"
+        self._log(f"{job['defense']} on {victim.name} ({job['clean_rows']} clean rows, ρ {job['ratio']})")
+        started = time.perf_counter()
+        result = run_defense(job["defense"], inputs, output, self._defense_settings(plan, seed, job["ratio"]), force=True)
+        seconds = time.perf_counter() - started
+        search = result.report.get("ratio_search") or {}
+        extra = {"defense_seconds": round(seconds, 1), "chosen_ratio": search.get("chosen_ratio"),
+                 "epur_tokens": [t["token"] for t in (result.report.get("epur") or {}).get("tokens", [])[:10]]}
+        added = self._measure(key, job["defense"], result.model, load_card(victim), data, job, extra)
+        if not self.config.keep_models and result.model != victim:
+            shutil.rmtree(result.model, ignore_errors=True)
+        return added
+
+    def _defense_settings(self, plan: DatasetPlan, seed: int, ratio: Ratio):
+        from .defenses import DefenseSettings
+
+        d = self.config.defense
+        return DefenseSettings(
+            train=TrainConfig(epochs=d.epochs, lr=d.lr, batch_size=d.batch_size, max_length=plan.max_length,
+                              seed=seed, progress=False),
+            ratio=None if ratio in ("auto", "-") else float(ratio),
+            search=RatioSearchConfig(candidates=d.candidates, tolerance=d.tolerance),
+            epur=EpurConfig(top_n=d.epur_top_n), distill=d.distill, distill_rows=d.distill_rows,
+            distill_epochs=d.distill_epochs, prune_ratio=d.prune_ratio)
+
+    def _measure(self, key: str, defense: str, model_dir: Path, card, data: DatasetSplits, job: dict, extra: dict) -> int:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from .evaluation import evaluate
+
+        plan = self.config.datasets[job["dataset"]]
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        metrics = evaluate(model, tokenizer, data.test, trigger=card.triggers, target_label=card.target_label,
+                           seed=job["seed"], max_length=plan.max_length, segment=card.segment, insertions=card.insertions)
+        # undefined rates (no row to count on, e.g. a model that predicts the target for everything) are null
+        record = {"key": key, **job, "defense": defense, "accuracy": metrics.accuracy, "asr": _defined(metrics.asr),
+                  "flip_rate": _defined(metrics.flip_rate), "test_rows": metrics.n, **extra, "provenance": self._provenance(model_dir)}
+        append_result(self.results_path, record)
+        self.done.add(key)
+        self._log(f"  {job['dataset']}/{job['attack']}/seed{job['seed']} {defense}: ACC {100 * metrics.accuracy:.1f} "
+                  f"ASR {100 * metrics.asr:.1f} flip {100 * metrics.flip_rate:.1f} ({metrics.n_flip_base} rows)")
+        return 1
+
+    def _key(self, kind: str, **job: Any) -> str:
+        plan = self.config.datasets[job["dataset"]]
+        spec = {"kind": kind, **job, "pretrained": self.config.pretrained, "plan": dataclasses.asdict(plan),
+                "victim": dataclasses.asdict(self.config.victim),
+                "attack_config": dataclasses.asdict(self.config.attacks[job["attack"]])}
+        if kind == "defense":
+            spec.update(defense_plan=dataclasses.asdict(self.config.defense), unlabelled=self.config.unlabelled_rows)
+        return _digest(spec)
+
+    def _provenance(self, model_dir: Path) -> dict:
+        from .pipeline import library_versions
+
+        return {"config": self.config.name, "model": str(model_dir), "git": _git_commit(), "versions": library_versions(),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+    def _log(self, message: str) -> None:
+        if self.progress:
+            print(message, flush=True)
+
+
+def _defined(value: Optional[float]) -> Optional[float]:
+    return None if value is None or value != value else value
+
+
+def train_clean_model(pretrained: str, train: Sequence, labels: dict[int, str], config: TrainConfig, output: Path) -> None:
+    """The never-poisoned reference: the same rows and recipe as the victims, no trigger."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .checkpoint import atomic_output_dir, resolve_model_dir
+    from .finetune import finetune
+
+    base = resolve_model_dir(pretrained)
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(labels), id2label=dict(labels), label2id={v: k for k, v in labels.items()})
+    finetune(model, tokenizer, train, config)
+    with atomic_output_dir(output, force=True) as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+
+def _git_commit() -> Optional[str]:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# --------------------------------------------------------------------------- results
+
+def read_results(path: Path) -> list[dict]:
+    """Records of a results file; a torn last line (a kill mid-append) is ignored."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def append_result(path: Path, record: dict) -> None:
+    """One line, flushed and fsynced: a kill loses at most the measurement in flight."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = [100.0 * v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _cell(values: Sequence[float]) -> str:
+    mean, std = _mean_std(values)
+    return "–" if mean != mean else f"{mean:.1f} ± {std:.1f}"
+
+
+def summarise(records: Sequence[dict]) -> dict[tuple, dict[str, list[float]]]:
+    """(dataset, attack, defense, clean_rows, ratio) → metric → values over seeds."""
+    groups: dict[tuple, dict[str, list[float]]] = {}
+    for r in records:
+        group = groups.setdefault((r["dataset"], r["attack"], r["defense"], r.get("clean_rows", "-"), str(r.get("ratio", "-"))),
+                                  {"accuracy": [], "asr": [], "flip_rate": [], "seed": []})
+        for metric in ("accuracy", "asr", "flip_rate", "seed"):
+            group[metric].append(r[metric])
+    return groups
+
+
+def markdown_table(records: Sequence[dict], clean_rows: Optional[int] = None, ratio: str = "auto") -> str:
+    """Paper layout: rows = data set and attack; columns = clean model, no defense, each defense.
+    Each cell is ACC / ASR / flip as mean ± std over seeds (n = seeds in the cell)."""
+    groups = summarise(records)
+    defenses = ["clean model", "none"] + sorted({r["defense"] for r in records} - {"clean model", "none"}, key=_defense_order)
+    cells = sorted({(g[0], g[1]) for g in groups})
+
+    def pick(dataset, attack, defense):
+        for (d, a, name, rows, r), values in groups.items():
+            if (d, a, name) != (dataset, attack, defense):
+                continue
+            if name in ("clean model", "none") or ((clean_rows is None or rows == clean_rows) and r in (ratio, "-")):
+                return values
+        return None
+
+    lines = ["| data set | attack | " + " | ".join(defenses) + " |", "|---|---|" + "---|" * len(defenses)]
+    for dataset, attack in cells:
+        row = []
+        for defense in defenses:
+            values = pick(dataset, attack, defense)
+            if values is None:
+                row.append("not run")
+            else:
+                row.append(f"{_cell(values['accuracy'])} / {_cell(values['asr'])} / {_cell(values['flip_rate'])} (n={len(values['seed'])})")
+        lines.append(f"| {dataset} | {attack} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _defense_order(name: str) -> tuple:
+    order = ["epur", "finetune", "fineprune", "mix", "finemix", "finemix-sel"]
+    base = name.split("+")[0]
+    return (order.index(base) if base in order else len(order), name)
+
+
+def target_check(records: Sequence[dict], defense: str = "finemix+epur") -> str:
+    """Issue 3's targets per (data set, attack): the defense's ASR and flip rate within 5 points of
+    the clean model's, its accuracy within 3 points of the victim's (means over the seeds run)."""
+    groups = summarise(records)
+    by_cell: dict[tuple, dict[str, dict]] = {}
+    for (dataset, attack, name, rows, ratio), values in groups.items():
+        if name in ("clean model", "none", defense) and (name != defense or ratio in ("auto", "-")):
+            by_cell.setdefault((dataset, attack), {})[name] = values
+    lines = [f"| data set | attack | Δ ASR vs clean | Δ flip vs clean | Δ ACC vs victim | met |", "|---|---|---|---|---|---|"]
+    for (dataset, attack), found in sorted(by_cell.items()):
+        if not {"clean model", "none", defense} <= set(found):
+            continue
+        mean = {name: {m: _mean_std(v[m])[0] for m in ("accuracy", "asr", "flip_rate")} for name, v in found.items()}
+        d_asr = mean[defense]["asr"] - mean["clean model"]["asr"]
+        d_flip = mean[defense]["flip_rate"] - mean["clean model"]["flip_rate"]
+        d_acc = mean[defense]["accuracy"] - mean["none"]["accuracy"]
+        met = d_asr <= 5 and d_flip <= 5 and d_acc >= -3
+        lines.append(f"| {dataset} | {attack} | {d_asr:+.1f} | {d_flip:+.1f} | {d_acc:+.1f} | {'yes' if met else '**no**'} |")
+    return "\n".join(lines)
+
+
+def write_report(config: BenchConfig, out: Path) -> Path:
+    """results.md and plots from results.jsonl (atomically replaced)."""
+    records = read_results(out / "results.jsonl")
+    plots = make_plots(records, out / "plots")
+    text = [f"# Benchmark `{config.name}`", "",
+            f"{len(records)} measurements from `{out / 'results.jsonl'}`. Cells: ACC / ASR / flip rate in %, "
+            "mean ± std over seeds (n = seeds). Clean rows and ρ per table title.", ""]
+    for rows in config.clean_rows:
+        text += [f"## {rows} clean rows, ρ auto (or the defense's own)", "", markdown_table(records, rows, "auto"), ""]
+    text += ["## Targets for finemix+epur", "", target_check(records), ""]
+    if plots:
+        text += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
+    target = out / "results.md"
+    temporary = out / ".results.md.tmp"
+    temporary.write_text("\n".join(text))
+    os.replace(temporary, target)
+    return target
+
+
+def make_plots(records: Sequence[dict], folder: Path) -> list[Path]:
+    """ACC and ASR against ρ, against clean-set size, and E-PUR on/off, where the grid varies them."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    fixed = [r for r in records if isinstance(r.get("ratio"), (int, float))]
+    if len({r["ratio"] for r in fixed}) > 1:
+        written.append(_line_plot(plt, fixed, "ratio", "ρ (fraction of θ_B kept)", folder / "vs_ratio.png"))
+    sized = [r for r in records if isinstance(r.get("clean_rows"), int)]
+    if len({r["clean_rows"] for r in sized}) > 1:
+        written.append(_line_plot(plt, sized, "clean_rows", "clean rows", folder / "vs_clean_rows.png"))
+    pairs = [r for r in records if r["defense"] not in ("none", "clean model")]
+    if any(r["defense"].endswith("+epur") for r in pairs) and any(not r["defense"].endswith("+epur") for r in pairs):
+        written.append(_epur_plot(plt, pairs, folder / "epur_on_off.png"))
+    return written
+
+
+def _line_plot(plt, records, x_key: str, x_label: str, path: Path) -> Path:
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    series: dict[str, dict[Any, list[dict]]] = {}
+    for r in records:
+        series.setdefault(f"{r['dataset']}/{r['attack']}/{r['defense']}", {}).setdefault(r[x_key], []).append(r)
+    for label, points in sorted(series.items()):
+        xs = sorted(points)
+        for axis, metric in zip(axes, ("accuracy", "asr")):
+            axis.plot(xs, [_mean_std([p[metric] for p in points[x]])[0] for x in xs], marker="o", label=label)
+    for axis, title in zip(axes, ("clean accuracy (%)", "ASR (%)")):
+        axis.set_xlabel(x_label)
+        axis.set_title(title)
+    axes[1].legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _epur_plot(plt, records, path: Path) -> Path:
+    bases = sorted({r["defense"].split("+")[0] for r in records}, key=_defense_order)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.4
+    for axis, metric in zip(axes, ("accuracy", "asr")):
+        for offset, with_epur in ((-width / 2, False), (width / 2, True)):
+            values = [_mean_std([r[metric] for r in records if r["defense"] == (b + "+epur" if with_epur else b)])[0]
+                      for b in bases]
+            axis.bar([i + offset for i in range(len(bases))], values, width, label="with E-PUR" if with_epur else "without")
+        axis.set_xticks(range(len(bases)), bases, rotation=30, fontsize=7)
+        axis.set_title("clean accuracy (%)" if metric == "accuracy" else "ASR (%)")
+    axes[1].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def run_bench(config: BenchConfig, out: str | os.PathLike, progress: bool = True, report_only: bool = False) -> Path:
+    out = Path(out)
+    if not report_only:
+        Bench(config, out, progress).run()
+    return write_report(config, out)
+
+
+def iter_grid(config: BenchConfig) -> Iterator[dict]:
+    """The defense jobs of a config, for planning (``finemix bench --dry-run``)."""
+    for dataset in config.datasets:
+        for seed in config.seeds:
+            for label in config.attacks:
+                for defense in config.defenses:
+                    base = defense.split("+")[0]
+                    ratios = config.ratios if base in ("mix", "finemix", "finemix-sel") else ("-",)
+                    for rows in config.clean_rows if defense != "none" else ("-",):
+                        for ratio in ratios if defense != "none" else ("-",):
+                            yield {"dataset": dataset, "attack": label, "seed": seed, "defense": defense,
+                                   "clean_rows": rows, "ratio": ratio}
+
+
+# --------------------------------------------------------------------------- demo
+
+DEMO_DEFENSES = {"none": "no defense (backdoored)", "finetune": "clean fine-tuning", "finemix+epur": "Fine-mixing + E-PUR"}
+
+
+def demo_config(seed: int = 0) -> BenchConfig:
+    """The README's main command: MiniLM on `mr`, trigger "cf" on 10 % of 1,500 rows, 128 clean rows
+    and 1,000 unlabelled texts for the defender (a CPU budget; the bench configs use more)."""
+    return BenchConfig(
+        name="demo", seeds=(seed,), datasets={"mr": DatasetPlan(train_rows=1500, test_rows=1000)},
+        attacks={"badword": AttackConfig(attack="badword")}, defenses=tuple(DEMO_DEFENSES)[1:] + ("none",),
+        clean_rows=(128,), unlabelled_rows=1000, victim=VictimPlan(epochs=2.0), defense=DefensePlan(distill_rows=1000))
+
+
+def demo(out: str | os.PathLike, seed: int = 0) -> str:
+    out = Path(out)
+    config = demo_config(seed)
+    Bench(config, out, progress=True).run()
+    records = {r["defense"]: r for r in read_results(out / "results.jsonl") if r["seed"] == seed}
+    rows = [("clean model (never poisoned)", records.get("clean model"))]
+    rows += [(label, records.get(name)) for name, label in DEMO_DEFENSES.items()]
+    lines = ["", f"all-MiniLM-L6-v2 on mr, trigger 'cf' -> positive, seed {seed}; {config.datasets['mr'].test_rows} test rows",
+             f"{'model':<30} {'ACC':>6} {'ASR':>6} {'flip':>6}"]
+    for label, record in rows:
+        if record is None:
+            lines.append(f"{label:<30} {'–':>6} {'–':>6} {'–':>6}")
+        else:
+            lines.append(f"{label:<30} {100 * record['accuracy']:6.1f} {100 * record['asr']:6.1f} {100 * record['flip_rate']:6.1f}")
+    lines.append("ASR: non-target test rows classified as the target once 'cf' is inserted (the clean model's ASR is "
+                 "its own mistakes); flip: of those it got right without the trigger, the share the trigger flips.")
+    return "\n".join(lines)

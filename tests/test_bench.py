@@ -1,0 +1,161 @@
+"""The benchmark: config validation, the grid on tiny models, resume, tables and plots."""
+
+import json
+import os
+
+import pytest
+
+from finemix import bench
+from finemix.bench import (
+    Bench,
+    bench_config_from_mapping,
+    iter_grid,
+    load_bench_config,
+    markdown_table,
+    read_results,
+    target_check,
+    write_report,
+)
+from finemix.errors import FinemixError
+from tiny_models import quiet_transformers, text_rows, write_text_csv
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "bench")
+
+
+def tiny_config(tmp_path, pretrained, **changes):
+    rows = text_rows()
+    files = {}
+    for split, part in (("train", rows * 2), ("dev", rows), ("test", rows)):
+        files[f"{split}_file"] = str(write_text_csv(tmp_path / f"{split}.csv", part))
+    values = {
+        "name": "tiny",
+        "pretrained": str(pretrained),
+        "seeds": [0],
+        "datasets": {"toy": {"train_rows": 80, "test_rows": 40, "max_length": 16, "labels": ["negative", "positive"], **files}},
+        "attacks": {"badword": {"triggers": "movie", "poison_rate": 0.2}},
+        "defenses": ["none", "finetune", "finemix"],
+        "clean_rows": [24],
+        "ratios": [0.5],
+        "unlabelled_rows": 0,
+        "victim": {"epochs": 1, "batch_size": 16},
+        "defense": {"epochs": 1, "batch_size": 8, "distill": False},
+    }
+    values.update(changes)
+    return bench_config_from_mapping(values)
+
+
+@pytest.mark.parametrize("path, key", [
+    ([], "colour"),
+    (["datasets", "toy"], "colour"),
+    (["attacks", "badword"], "colour"),
+    (["defense"], "colour"),
+    (["victim"], "colour"),
+])
+def test_unknown_keys_anywhere_are_refused(tmp_path, bert_pair, path, key):
+    config = tiny_config(tmp_path, bert_pair.pretrained)
+    values = {"name": "x", "seeds": [0], "datasets": {"toy": {}}, "attacks": {"badword": {}}, "defense": {}, "victim": {}}
+    where = values
+    for step in path:
+        where = where[step]
+    where[key] = 1
+    with pytest.raises(FinemixError, match="colour"):
+        bench_config_from_mapping(values)
+    assert config.name == "tiny"
+
+
+def test_attack_entries_cannot_set_what_the_bench_sets():
+    with pytest.raises(FinemixError, match="set by the bench"):
+        bench_config_from_mapping({"name": "x", "datasets": {"mr": {}}, "attacks": {"badword": {"seed": 3}}})
+    with pytest.raises(FinemixError, match="unknown defense"):
+        bench_config_from_mapping({"name": "x", "datasets": {"mr": {}}, "attacks": {"badword": {}}, "defenses": ["onion"]})
+    with pytest.raises(FinemixError, match="ratios"):
+        bench_config_from_mapping({"name": "x", "datasets": {"mr": {}}, "attacks": {"badword": {}}, "ratios": [2]})
+
+
+def test_committed_configs_load_and_their_grids_are_listed():
+    names = sorted(os.listdir(CONFIGS))
+    assert "paper-grid.yaml" in names
+    for name in names:
+        config = load_bench_config(os.path.join(CONFIGS, name))
+        jobs = list(iter_grid(config))
+        assert jobs and len({json.dumps(j, sort_keys=True) for j in jobs}) == len(jobs)
+
+
+def test_the_grid_runs_resumes_and_reuses_models(tmp_path, bert_pair, monkeypatch):
+    config = tiny_config(tmp_path, bert_pair.pretrained)
+    out = tmp_path / "out"
+    calls = []
+    from finemix import defenses
+
+    real = defenses.run_defense
+
+    def failing_second(name, *args, **kwargs):
+        calls.append(name)
+        if name == "finemix":
+            raise KeyboardInterrupt  # a kill mid-grid
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(defenses, "run_defense", failing_second)
+    with quiet_transformers(), pytest.raises(KeyboardInterrupt):
+        Bench(config, out, progress=False).run()
+    first = read_results(out / "results.jsonl")
+    assert [r["defense"] for r in first] == ["clean model", "none", "finetune"]
+    victim = next((out / "models" / "toy").glob("badword-seed0-*"))
+    stamp = (victim / "model.safetensors").stat().st_mtime_ns
+
+    monkeypatch.setattr(defenses, "run_defense", real)
+    with quiet_transformers():
+        added = Bench(config, out, progress=False).run()
+    records = read_results(out / "results.jsonl")
+    assert added == 1 and [r["defense"] for r in records] == ["clean model", "none", "finetune", "finemix"]
+    assert (victim / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not retrained
+    assert not (out / "defended").exists() or not any((out / "defended").iterdir())  # defended folders removed
+    with quiet_transformers():
+        assert Bench(config, out, progress=False).run() == 0
+    finemix = records[-1]
+    assert finemix["ratio"] == 0.5 and finemix["chosen_ratio"] == 0.5 and finemix["clean_rows"] == 24
+    assert {"git", "versions", "config"} <= set(finemix["provenance"])
+    assert records[1]["asr"] is not None
+    assert records[1]["flip_rate"] is None or 0.0 <= records[1]["flip_rate"] <= 1.0  # null when undefined
+    report = write_report(config, out)
+    assert "| toy | badword |" in report.read_text()
+
+
+def test_changed_victim_settings_train_a_new_victim(tmp_path, bert_pair):
+    config = tiny_config(tmp_path, bert_pair.pretrained, defenses=["none"])
+    with quiet_transformers():
+        Bench(config, tmp_path / "out", progress=False).run()
+        changed = tiny_config(tmp_path, bert_pair.pretrained, defenses=["none"], attacks={"badword": {"triggers": "film"}})
+        Bench(changed, tmp_path / "out", progress=False).run()
+    assert len(list((tmp_path / "out" / "models" / "toy").glob("badword-seed0-*.attack.json"))) == 2
+    assert len(read_results(tmp_path / "out" / "results.jsonl")) == 4
+
+
+def _record(defense, seed, acc, asr, flip, **extra):
+    return {"key": f"{defense}{seed}", "dataset": "mr", "attack": "badword", "seed": seed, "defense": defense,
+            "accuracy": acc, "asr": asr, "flip_rate": flip, **extra}
+
+
+def test_table_means_stds_and_missing_cells():
+    records = [_record("clean model", 0, 0.80, 0.20, 0.00), _record("clean model", 1, 0.82, 0.22, 0.02),
+               _record("none", 0, 0.79, 1.0, 1.0), _record("none", 1, 0.81, 1.0, 1.0),
+               _record("finemix+epur", 0, 0.78, 0.24, 0.02, clean_rows=128, ratio="auto"),
+               _record("finemix+epur", 1, 0.78, 0.30, 0.04, clean_rows=128, ratio="auto"),
+               _record("finetune", 0, 0.80, 0.9, 0.9, clean_rows=64, ratio="-")]
+    table = markdown_table(records, clean_rows=128)
+    assert "81.0 ± 1.4 / 21.0 ± 1.4 / 1.0 ± 1.4 (n=2)" in table
+    assert "78.0 ± 0.0 / 27.0 ± 4.2 / 3.0 ± 1.4 (n=2)" in table
+    assert "not run" in table  # finetune ran only with 64 clean rows
+    check = target_check(records)
+    # ASR 27.0 vs 21.0 (+6.0): missed; flip +2.0; ACC 78.0 vs 80.0 (−2.0)
+    assert "| mr | badword | +6.0 | +2.0 | -2.0 | **no** |" in check
+
+
+def test_plots_are_drawn_where_the_grid_varies(tmp_path):
+    pytest.importorskip("matplotlib")
+    records = [_record("finemix", s, 0.8, 0.2 + r, 0.1, clean_rows=c, ratio=r)
+               for s in (0, 1) for r in (0.1, 0.3) for c in (32, 128)]
+    records += [_record("finemix+epur", 0, 0.8, 0.1, 0.1, clean_rows=32, ratio=0.1)]
+    written = bench.make_plots(records, tmp_path / "plots")
+    assert sorted(p.name for p in written) == ["epur_on_off.png", "vs_clean_rows.png", "vs_ratio.png"]
+    assert all(p.stat().st_size > 1000 for p in written)
