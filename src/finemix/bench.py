@@ -103,6 +103,14 @@ class BenchConfig:
             raise FinemixError(f"clean_rows must all be >= 2, got {self.clean_rows}")
 
 
+def select_datasets(config: BenchConfig, names: Sequence[str]) -> BenchConfig:
+    """The config restricted to some data sets; job keys do not change, so results stay shareable."""
+    unknown = sorted(set(names) - set(config.datasets))
+    if unknown:
+        raise FinemixError(f"data set(s) {unknown} are not in the config; it has {', '.join(config.datasets)}")
+    return dataclasses.replace(config, datasets={name: config.datasets[name] for name in names})
+
+
 def load_bench_config(path: str | os.PathLike) -> BenchConfig:
     import yaml
 
@@ -587,12 +595,12 @@ DEMO_DEFENSES = {"none": "no defense (backdoored)", "finetune": "clean fine-tuni
 
 
 def demo_config(seed: int = 0) -> BenchConfig:
-    """The README's main command: MiniLM on `mr`, trigger "cf" on 10 % of 1,500 rows, 128 clean rows
+    """The README's main command: MiniLM on `mr`, trigger "cf" on 10 % of 4,000 rows, 128 clean rows
     and 1,000 unlabelled texts for the defender (a CPU budget; the bench configs use more)."""
     return BenchConfig(
-        name="demo", seeds=(seed,), datasets={"mr": DatasetPlan(train_rows=1500, test_rows=1000)},
+        name="demo", seeds=(seed,), datasets={"mr": DatasetPlan(train_rows=4000, test_rows=1000)},
         attacks={"badword": AttackConfig(attack="badword")}, defenses=tuple(DEMO_DEFENSES)[1:] + ("none",),
-        clean_rows=(128,), unlabelled_rows=1000, victim=VictimPlan(epochs=2.0), defense=DefensePlan(distill_rows=1000))
+        clean_rows=(128,), unlabelled_rows=1000, defense=DefensePlan(distill_rows=1000))
 
 
 def demo(out: str | os.PathLike, seed: int = 0) -> str:

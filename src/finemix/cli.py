@@ -198,6 +198,9 @@ def _add_bench_parsers(commands) -> None:
     bench.add_argument("--out", type=Path, help="output folder (default runs/bench/NAME)")
     bench.add_argument("--report-only", action="store_true", help="rebuild results.md and plots from results.jsonl")
     bench.add_argument("--dry-run", action="store_true", help="list the defense jobs and exit")
+    bench.add_argument("--datasets", nargs="+", metavar="NAME",
+                       help="run only these data sets of the config (several processes can share one --out, one data set each)")
+    bench.add_argument("--threads", type=int, help="torch threads for this process (default: torch's choice)")
     bench.add_argument("--quiet", action="store_true")
     demo = commands.add_parser(
         "demo", help="backdoor MiniLM on movie reviews, purify it, print before/after",
@@ -473,11 +476,17 @@ def _quiet_load_reports() -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import iter_grid, load_bench_config, run_bench
+    from .bench import iter_grid, load_bench_config, run_bench, select_datasets
 
     _offline_default()
     _quiet_load_reports()
     config = load_bench_config(args.config)
+    if args.datasets:
+        config = select_datasets(config, args.datasets)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.dry_run:
         jobs = list(iter_grid(config))
         for job in jobs:
@@ -487,7 +496,8 @@ def _bench(args: argparse.Namespace) -> int:
     if args.quiet:
         _silence_transformers()
     out = args.out or Path("runs/bench") / config.name
-    report = run_bench(config, out, progress=not args.quiet, report_only=args.report_only)
+    report = run_bench(load_bench_config(args.config) if args.report_only else config, out,
+                       progress=not args.quiet, report_only=args.report_only)
     print(f"results: {out / 'results.jsonl'}; table: {report}")
     return 0
 
