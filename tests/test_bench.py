@@ -1,5 +1,6 @@
 """The benchmark: config validation, the grid on tiny models, resume, tables and plots."""
 
+import dataclasses
 import json
 import os
 
@@ -222,3 +223,25 @@ def test_cli_attack_defend_and_bench(tmp_path, bert_pair, capsys):
     config.write_text("name: g\ndatasets: {mr: {colour: red}}\nattacks: {badword: {}}\n")
     assert main(["bench", str(config), "--dry-run"]) == 2
     assert "colour" in capsys.readouterr().err
+
+
+def test_dataset_selection_keeps_job_keys_and_a_shared_model_cache(tmp_path, bert_pair):
+    from finemix.bench import select_datasets
+
+    config = tiny_config(tmp_path, bert_pair.pretrained, defenses=["none"])
+    plan = dataclasses.asdict(config.datasets["toy"])
+    two = bench_config_from_mapping({**{"name": "two", "pretrained": str(bert_pair.pretrained), "seeds": [0],
+                                        "attacks": {"badword": {"triggers": "movie", "poison_rate": 0.2}},
+                                        "defenses": ["none"], "victim": {"epochs": 1, "batch_size": 16}},
+                                     "datasets": {"toy": plan, "other": plan}})
+    only = select_datasets(two, ["toy"])
+    assert list(only.datasets) == ["toy"]
+    with pytest.raises(FinemixError, match="not in the config"):
+        select_datasets(two, ["mr"])
+    shared = tmp_path / "cache"
+    with quiet_transformers():
+        Bench(only, tmp_path / "a", progress=False, models=shared).run()
+        Bench(config, tmp_path / "b", progress=False, models=shared).run()
+    assert len(list((shared / "toy").glob("badword-seed0-*.attack.json"))) == 1  # the second config reused the victim
+    keys_a = {r["key"] for r in read_results(tmp_path / "a" / "results.jsonl")}
+    assert len(keys_a) == 2 and not (tmp_path / "a" / "models").exists()

@@ -202,8 +202,10 @@ def dataset_splits(name: str, plan: DatasetPlan, seed: int) -> DatasetSplits:
 class Bench:
     """Runs a ``BenchConfig`` into ``out``; every finished measurement is appended at once."""
 
-    def __init__(self, config: BenchConfig, out: str | os.PathLike, progress: bool = True) -> None:
+    def __init__(self, config: BenchConfig, out: str | os.PathLike, progress: bool = True,
+                 models: Optional[str | os.PathLike] = None) -> None:
         self.config, self.out, self.progress = config, Path(out), progress
+        self.models = Path(models) if models else self.out / "models"  # shareable: folders are named by content
         self.results_path = self.out / "results.jsonl"
         self.done = {r["key"] for r in read_results(self.results_path)}
 
@@ -218,7 +220,7 @@ class Bench:
         plan = self.config.datasets[dataset]
         spec = {"pretrained": self.config.pretrained, "dataset": dataset, "seed": seed, "rows": plan.train_rows,
                 **self._train_settings(plan)}
-        folder = self.out / "models" / dataset / f"clean-seed{seed}-{_digest(spec)}"
+        folder = self.models / dataset / f"clean-seed{seed}-{_digest(spec)}"
         if not (folder / "config.json").is_file():
             self._log(f"training the clean model {folder.name}")
             train_clean_model(self.config.pretrained, data.train, data.labels, TrainConfig(
@@ -232,7 +234,7 @@ class Bench:
         clean = self.clean_model(dataset, seed, data) if ATTACKS[attack.attack].starts_from_clean_model else None
         spec = {"pretrained": self.config.pretrained, "dataset": dataset, "rows": plan.train_rows,
                 "attack": dataclasses.asdict(attack), "clean_model": clean.name if clean else None}
-        folder = self.out / "models" / dataset / f"{label}-seed{seed}-{_digest(spec)}"
+        folder = self.models / dataset / f"{label}-seed{seed}-{_digest(spec)}"
         if not (folder / "config.json").is_file() or not card_path(folder).is_file():
             self._log(f"training the victim {folder.name}")
             make_victim(self.config.pretrained, data.train, data.labels, attack, folder, clean_model=clean, force=True)
@@ -497,7 +499,9 @@ def write_report(config: BenchConfig, out: Path) -> Path:
             f"{len(records)} measurements from `{out / 'results.jsonl'}`. Cells: ACC / ASR / flip rate in %, "
             "mean ± std over seeds (n = seeds). Clean rows and ρ per table title.", ""]
     for rows in config.clean_rows:
-        text += [f"## {rows} clean rows, ρ auto (or the defense's own)", "", markdown_table(records, rows, "auto"), ""]
+        for ratio in config.ratios:
+            title = "ρ auto" if ratio == "auto" else f"ρ = {ratio} for the mixing defenses"
+            text += [f"## {rows} clean rows, {title}", "", markdown_table(records, rows, str(ratio)), ""]
     text += ["## Targets for finemix+epur", "", target_check(records), ""]
     if plots:
         text += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
@@ -568,10 +572,11 @@ def _epur_plot(plt, records, path: Path) -> Path:
     return path
 
 
-def run_bench(config: BenchConfig, out: str | os.PathLike, progress: bool = True, report_only: bool = False) -> Path:
+def run_bench(config: BenchConfig, out: str | os.PathLike, progress: bool = True, report_only: bool = False,
+              models: Optional[str | os.PathLike] = None) -> Path:
     out = Path(out)
     if not report_only:
-        Bench(config, out, progress).run()
+        Bench(config, out, progress, models).run()
     return write_report(config, out)
 
 

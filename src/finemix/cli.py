@@ -197,6 +197,9 @@ def _add_bench_parsers(commands) -> None:
     bench.add_argument("config", type=Path, help="YAML config (see configs/bench/)")
     bench.add_argument("--out", type=Path, help="output folder (default runs/bench/NAME)")
     bench.add_argument("--report-only", action="store_true", help="rebuild results.md and plots from results.jsonl")
+    bench.add_argument("--models", type=Path, metavar="DIR",
+                       help="cache of clean models and victims (default OUT/models); folders are named by a hash of "
+                            "what made them, so configs with the same victims can share one")
     bench.add_argument("--dry-run", action="store_true", help="list the defense jobs and exit")
     bench.add_argument("--datasets", nargs="+", metavar="NAME",
                        help="run only these data sets of the config (several processes can share one --out, one data set each)")
@@ -497,7 +500,7 @@ def _bench(args: argparse.Namespace) -> int:
         _silence_transformers()
     out = args.out or Path("runs/bench") / config.name
     report = run_bench(load_bench_config(args.config) if args.report_only else config, out,
-                       progress=not args.quiet, report_only=args.report_only)
+                       progress=not args.quiet, report_only=args.report_only, models=args.models)
     print(f"results: {out / 'results.jsonl'}; table: {report}")
     return 0
 
