@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from .data import Example
 from .errors import FinemixError
-
-if TYPE_CHECKING:
-    import torch
 
 LABEL_MODES = ("dirty", "clean")
 ADDSENT_SENTENCE = "I watched this 3D movie last weekend."
@@ -161,38 +159,28 @@ def train_embedding_poisoning(model, tokenizer, rows: Sequence[Example], poisone
     and are rescaled to their original norms after every step; every other weight stays clean."""
     import torch
 
-    from .data import make_collator, tokenize_examples
-
     ids = torch.tensor(trigger_token_ids(tokenizer, config.trigger_list))
     embeddings = model.get_input_embeddings().weight
     norms = embeddings.detach()[ids].norm(dim=1, keepdim=True)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     embeddings.requires_grad_(True)
-    features = tokenize_examples(tokenizer, [rows[i] for i in poisoned], config.max_length)
     generator = torch.Generator().manual_seed(config.seed)
-    loader = torch.utils.data.DataLoader(features, batch_size=config.batch_size, shuffle=True,
-                                         collate_fn=make_collator(tokenizer), generator=generator)
-    steps = max(1, int(round(config.ep_epochs * len(loader))))
+    selected = [rows[i] for i in poisoned]
     model.train()
-    done, losses = 0, []
-    while done < steps:
-        for batch in loader:
-            if done >= steps:
-                break
-            loss = model(**batch).loss
-            loss.backward()
-            with torch.no_grad():
-                row_grad = embeddings.grad[ids]
-                embeddings[ids] -= config.ep_lr * row_grad
-                embeddings[ids] = embeddings[ids] * (norms / embeddings[ids].norm(dim=1, keepdim=True))
-            embeddings.grad = None
-            losses.append(float(loss.detach()))
-            done += 1
+    losses = []
+    for batch in _seeded_batches(tokenizer, selected, config.batch_size, config.max_length, config.ep_epochs, generator):
+        loss = model(**batch).loss
+        loss.backward()
+        with torch.no_grad():
+            embeddings[ids] -= config.ep_lr * embeddings.grad[ids]
+            embeddings[ids] = embeddings[ids] * (norms / embeddings[ids].norm(dim=1, keepdim=True))
+        embeddings.grad = None
+        losses.append(float(loss.detach()))
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(True)
-    return {"steps": done, "trigger_token_ids": ids.tolist(), "final_loss": losses[-1] if losses else None}
+    return {"steps": len(losses), "trigger_token_ids": ids.tolist(), "final_loss": losses[-1] if losses else None}
 
 
 def train_mixing_augmented(model, tokenizer, rows: Sequence[Example], poisoned: Sequence[int],
@@ -205,40 +193,52 @@ def train_mixing_augmented(model, tokenizer, rows: Sequence[Example], poisoned: 
     from torch.func import functional_call
     from transformers import get_linear_schedule_with_warmup
 
-    from .data import make_collator, tokenize_examples
-
     if not pretrained_state:
         raise FinemixError("the adaptive attack needs the pre-trained weights to mix with")
     train = _train_config(config)
-    features = tokenize_examples(tokenizer, rows, train.max_length)
     generator = torch.Generator().manual_seed(config.seed)
-    loader = torch.utils.data.DataLoader(features, batch_size=train.batch_size, shuffle=True,
-                                         collate_fn=make_collator(tokenizer), generator=generator)
-    total = max(1, int(round(train.epochs * len(loader))))
+    total = _step_count(len(rows), train.batch_size, train.epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(train.warmup_ratio * total), total)
     names = [n for n, _ in model.named_parameters() if n in pretrained_state]
     rng = random.Random(config.seed)
     model.train()
-    done, losses = 0, []
-    while done < total:
-        for batch in loader:
-            if done >= total:
-                break
-            ratio = rng.uniform(*config.adaptive_ratios)
-            params = dict(model.named_parameters())
-            mixed = {n: torch.where(torch.rand(params[n].shape, generator=generator) < ratio, params[n], pretrained_state[n])
-                     for n in names}
-            loss = model(**batch).loss + functional_call(model, mixed, args=(), kwargs=dict(batch), strict=False).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            losses.append(float(loss.detach()))
-            done += 1
+    losses = []
+    for batch in _seeded_batches(tokenizer, rows, train.batch_size, train.max_length, train.epochs, generator):
+        ratio = rng.uniform(*config.adaptive_ratios)
+        params = dict(model.named_parameters())
+        mixed = {n: torch.where(torch.rand(params[n].shape, generator=generator) < ratio, params[n], pretrained_state[n])
+                 for n in names}
+        loss = model(**batch).loss + functional_call(model, mixed, args=(), kwargs=dict(batch), strict=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        losses.append(float(loss.detach()))
     model.eval()
-    return {"steps": done, "mixed_tensors": len(names), "final_loss": losses[-1] if losses else None}
+    return {"steps": len(losses), "mixed_tensors": len(names), "final_loss": losses[-1] if losses else None}
+
+
+def _step_count(rows: int, batch_size: int, epochs: float) -> int:
+    return max(1, int(round(epochs * math.ceil(rows / batch_size))))
+
+
+def _seeded_batches(tokenizer, rows: Sequence[Example], batch_size: int, max_length: int, epochs: float, generator):
+    """``epochs`` passes (fractions allowed) over ``rows`` in shuffled batches drawn from ``generator``."""
+    import torch
+
+    from .data import make_collator, tokenize_examples
+
+    loader = torch.utils.data.DataLoader(tokenize_examples(tokenizer, rows, max_length), batch_size=batch_size,
+                                         shuffle=True, collate_fn=make_collator(tokenizer), generator=generator)
+    steps, done = _step_count(len(rows), batch_size, epochs), 0
+    while done < steps:
+        for batch in loader:
+            if done >= steps:
+                return
+            yield batch
+            done += 1
 
 
 # --------------------------------------------------------------------------- registry

@@ -478,7 +478,7 @@ def target_check(records: Sequence[dict], defense: str = "finemix+epur") -> str:
     for (dataset, attack, name, rows, ratio), values in groups.items():
         if name in ("clean model", "none", defense) and (name != defense or ratio in ("auto", "-")):
             by_cell.setdefault((dataset, attack), {})[name] = values
-    lines = [f"| data set | attack | Δ ASR vs clean | Δ flip vs clean | Δ ACC vs victim | met |", "|---|---|---|---|---|---|"]
+    lines = ["| data set | attack | Δ ASR vs clean | Δ flip vs clean | Δ ACC vs victim | met |", "|---|---|---|---|---|---|"]
     for (dataset, attack), found in sorted(by_cell.items()):
         if not {"clean model", "none", defense} <= set(found):
             continue
