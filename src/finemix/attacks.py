@@ -47,6 +47,7 @@ class AttackConfig:
     ep_lr: float = 5e-2  # ep: SGD step size on the trigger rows (the EP code's order of magnitude)
     ep_epochs: float = 3.0
     adaptive_ratios: tuple[float, float] = (0.0, 0.5)  # adaptive: ρ of each augmentation mix, drawn uniformly
+    progress: bool = False  # progress bars while training (not part of what the victim is)
 
     def __post_init__(self) -> None:
         if self.attack not in ATTACKS:
@@ -135,7 +136,7 @@ def _train_config(config: AttackConfig):
     from .config import TrainConfig
 
     return TrainConfig(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
-                       max_length=config.max_length, seed=config.seed, progress=False)
+                       max_length=config.max_length, seed=config.seed, progress=config.progress)
 
 
 def train_poisoned(model, tokenizer, rows: Sequence[Example], poisoned: Sequence[int], config: AttackConfig,
@@ -191,6 +192,7 @@ def train_mixing_augmented(model, tokenizer, rows: Sequence[Example], poisoned: 
     attack does this for text; it follows the idea of training against the defense."""
     import torch
     from torch.func import functional_call
+    from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     if not pretrained_state:
@@ -204,7 +206,8 @@ def train_mixing_augmented(model, tokenizer, rows: Sequence[Example], poisoned: 
     rng = random.Random(config.seed)
     model.train()
     losses = []
-    for batch in _seeded_batches(tokenizer, rows, train.batch_size, train.max_length, train.epochs, generator):
+    batches = _seeded_batches(tokenizer, rows, train.batch_size, train.max_length, train.epochs, generator)
+    for batch in tqdm(batches, total=total, desc="adaptive attack", disable=not config.progress):
         ratio = rng.uniform(*config.adaptive_ratios)
         params = dict(model.named_parameters())
         mixed = {n: torch.where(torch.rand(params[n].shape, generator=generator) < ratio, params[n], pretrained_state[n])

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
@@ -205,6 +206,7 @@ class Bench:
     def __init__(self, config: BenchConfig, out: str | os.PathLike, progress: bool = True,
                  models: Optional[str | os.PathLike] = None) -> None:
         self.config, self.out, self.progress = config, Path(out), progress
+        self.bars = progress and sys.stderr.isatty()  # training bars for people watching, not for log files
         self.models = Path(models) if models else self.out / "models"  # shareable: folders are named by content
         self.results_path = self.out / "results.jsonl"
         self.done = {r["key"] for r in read_results(self.results_path)}
@@ -224,16 +226,17 @@ class Bench:
         if not (folder / "config.json").is_file():
             self._log(f"training the clean model {folder.name}")
             train_clean_model(self.config.pretrained, data.train, data.labels, TrainConfig(
-                seed=seed, progress=False, **self._train_settings(plan)), folder)
+                seed=seed, progress=self.bars, **self._train_settings(plan)), folder)
         return folder
 
     def victim(self, dataset: str, label: str, seed: int, data: DatasetSplits) -> Path:
         plan = self.config.datasets[dataset]
         attack = dataclasses.replace(self.config.attacks[label], seed=seed, target_label=plan.target_label,
-                                     **self._train_settings(plan))
+                                     progress=self.bars, **self._train_settings(plan))
         clean = self.clean_model(dataset, seed, data) if ATTACKS[attack.attack].starts_from_clean_model else None
+        recipe = {k: v for k, v in dataclasses.asdict(attack).items() if k != "progress"}
         spec = {"pretrained": self.config.pretrained, "dataset": dataset, "rows": plan.train_rows,
-                "attack": dataclasses.asdict(attack), "clean_model": clean.name if clean else None}
+                "attack": recipe, "clean_model": clean.name if clean else None}
         folder = self.models / dataset / f"{label}-seed{seed}-{_digest(spec)}"
         if not (folder / "config.json").is_file() or not card_path(folder).is_file():
             self._log(f"training the victim {folder.name}")
@@ -311,7 +314,7 @@ class Bench:
         d = self.config.defense
         return DefenseSettings(
             train=TrainConfig(epochs=d.epochs, lr=d.lr, batch_size=d.batch_size, max_length=plan.max_length,
-                              seed=seed, progress=False),
+                              seed=seed, progress=self.bars),
             ratio=None if ratio in ("auto", "-") else float(ratio),
             search=RatioSearchConfig(candidates=d.candidates, tolerance=d.tolerance),
             epur=EpurConfig(top_n=d.epur_top_n), distill=d.distill, distill_rows=d.distill_rows,
@@ -338,9 +341,9 @@ class Bench:
 
     def _key(self, kind: str, **job: Any) -> str:
         plan = self.config.datasets[job["dataset"]]
+        attack = {k: v for k, v in dataclasses.asdict(self.config.attacks[job["attack"]]).items() if k != "progress"}
         spec = {"kind": kind, **job, "pretrained": self.config.pretrained, "plan": dataclasses.asdict(plan),
-                "victim": dataclasses.asdict(self.config.victim),
-                "attack_config": dataclasses.asdict(self.config.attacks[job["attack"]])}
+                "victim": dataclasses.asdict(self.config.victim), "attack_config": attack}
         if kind == "defense":
             spec.update(defense_plan=dataclasses.asdict(self.config.defense), unlabelled=self.config.unlabelled_rows)
         return _digest(spec)
