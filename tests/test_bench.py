@@ -245,3 +245,18 @@ def test_dataset_selection_keeps_job_keys_and_a_shared_model_cache(tmp_path, ber
     assert len(list((shared / "toy").glob("badword-seed0-*.attack.json"))) == 1  # the second config reused the victim
     keys_a = {r["key"] for r in read_results(tmp_path / "a" / "results.jsonl")}
     assert len(keys_a) == 2 and not (tmp_path / "a" / "models").exists()
+
+
+def test_demo_prints_the_before_after_table(tmp_path, bert_pair):
+    from finemix.bench import demo, demo_config
+
+    assert list(demo_config().datasets) == ["mr"] and set(demo_config().defenses) == {"none", "finetune", "finemix+epur"}
+    config = tiny_config(tmp_path, bert_pair.pretrained, defenses=["none", "finetune", "finemix+epur"], ratios=["auto"])
+    with quiet_transformers():
+        table = demo(tmp_path / "demo", 0, config)
+    lines = table.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("model"))
+    labels = [line[:30].strip() for line in lines[header + 1: header + 5]]
+    assert labels == ["clean model (never poisoned)", "no defense (backdoored)", "clean fine-tuning", "Fine-mixing + E-PUR"]
+    records = {r["defense"]: r for r in read_results(tmp_path / "demo" / "results.jsonl")}
+    assert f"{100 * records['finetune']['accuracy']:6.1f}" in lines[header + 3]

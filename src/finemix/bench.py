@@ -611,20 +611,23 @@ def demo_config(seed: int = 0) -> BenchConfig:
         clean_rows=(128,), unlabelled_rows=1000, defense=DefensePlan(distill_rows=1000))
 
 
-def demo(out: str | os.PathLike, seed: int = 0) -> str:
+def demo(out: str | os.PathLike, seed: int = 0, config: Optional[BenchConfig] = None) -> str:
+    """Run the demo grid (or ``config``, for tests) and return the before/after table."""
     out = Path(out)
-    config = demo_config(seed)
+    config = config or demo_config(seed)
     Bench(config, out, progress=True).run()
     records = {r["defense"]: r for r in read_results(out / "results.jsonl") if r["seed"] == seed}
     rows = [("clean model (never poisoned)", records.get("clean model"))]
     rows += [(label, records.get(name)) for name, label in DEMO_DEFENSES.items()]
-    lines = ["", f"all-MiniLM-L6-v2 on mr, trigger 'cf' -> positive, seed {seed}; {config.datasets['mr'].test_rows} test rows",
+    dataset, plan = next(iter(config.datasets.items()))
+    attack = next(iter(config.attacks.values()))
+    trigger = " / ".join(attack.trigger_list)
+    lines = ["", f"{config.pretrained} on {dataset}, trigger {trigger!r} -> label {plan.target_label}, seed {seed}; "
+                 f"{plan.test_rows} test rows",
              f"{'model':<30} {'ACC':>6} {'ASR':>6} {'flip':>6}"]
     for label, record in rows:
-        if record is None:
-            lines.append(f"{label:<30} {'–':>6} {'–':>6} {'–':>6}")
-        else:
-            lines.append(f"{label:<30} {100 * record['accuracy']:6.1f} {100 * record['asr']:6.1f} {100 * record['flip_rate']:6.1f}")
-    lines.append("ASR: non-target test rows classified as the target once 'cf' is inserted (the clean model's ASR is "
-                 "its own mistakes); flip: of those it got right without the trigger, the share the trigger flips.")
+        values = [None if record is None else record[m] for m in ("accuracy", "asr", "flip_rate")]
+        lines.append(f"{label:<30} " + " ".join("     –" if v is None else f"{100 * v:6.1f}" for v in values))
+    lines.append(f"ASR: non-target test rows classified as the target once {trigger!r} is inserted (the clean model's "
+                 "ASR is its own mistakes); flip: of those it got right without the trigger, the share the trigger flips.")
     return "\n".join(lines)
