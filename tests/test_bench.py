@@ -148,8 +148,9 @@ def test_table_means_stds_and_missing_cells():
     assert "78.0 ± 0.0 / 27.0 ± 4.2 / 3.0 ± 1.4 (n=2)" in table
     assert "not run" in table  # finetune ran only with 64 clean rows
     check = target_check(records)
-    # ASR 27.0 vs 21.0 (+6.0): missed; flip +2.0; ACC 78.0 vs 80.0 (−2.0)
-    assert "| mr | badword | +6.0 | +2.0 | -2.0 | **no** |" in check
+    # means: ASR 27.0 vs 21.0 (+6.0) missed; flip +2.0; ACC 78.0 vs 80.0 (−2.0). Seed 0 alone meets all
+    # (ASR +4, flip +2, ACC −1), seed 1 misses ASR (+8); finetune (seed 0 only, 64 rows) ASR 90 → −63.0
+    assert "| mr | badword | +6.0 | +2.0 | -2.0 | **no** | 1/2 | -63.0 | – |" in check
 
 
 def test_plots_are_drawn_where_the_grid_varies(tmp_path):

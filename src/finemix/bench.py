@@ -473,25 +473,46 @@ def _defense_order(name: str) -> tuple:
     return (order.index(base) if base in order else len(order), name)
 
 
-def target_check(records: Sequence[dict], defense: str = "finemix+epur") -> str:
-    """Issue 3's targets per (data set, attack): the defense's ASR and flip rate within 5 points of
-    the clean model's, its accuracy within 3 points of the victim's (means over the seeds run)."""
-    groups = summarise(records)
-    by_cell: dict[tuple, dict[str, dict]] = {}
-    for (dataset, attack, name, rows, ratio), values in groups.items():
-        if name in ("clean model", "none", defense) and (name != defense or ratio in ("auto", "-")):
-            by_cell.setdefault((dataset, attack), {})[name] = values
-    lines = ["| data set | attack | Δ ASR vs clean | Δ flip vs clean | Δ ACC vs victim | met |", "|---|---|---|---|---|---|"]
-    for (dataset, attack), found in sorted(by_cell.items()):
+def target_check(records: Sequence[dict], defense: str = "finemix+epur", baselines: Sequence[str] = ("finetune", "fineprune"),
+                 clean_rows: Optional[int] = None) -> str:
+    """Issue 3's targets per (data set, attack), from the means over seeds: the defense's ASR and flip
+    rate within 5 points of the clean model's and its accuracy within 3 points of the victim's;
+    how many single seeds meet all three; and its ASR against each baseline's (negative = lower)."""
+    cells: dict[tuple, dict[str, dict[int, dict]]] = {}
+    for r in records:
+        if r["defense"] in (defense, *baselines) and (r.get("ratio", "-") not in ("auto", "-")
+                                                      or clean_rows not in (None, r.get("clean_rows"))):
+            continue  # fixed-ρ sweeps are not the default defense; other clean-set sizes are other budgets
+        cells.setdefault((r["dataset"], r["attack"]), {}).setdefault(r["defense"], {})[r["seed"]] = r
+    head = "".join(f" ASR − {b} ASR |" for b in baselines)
+    lines = [f"| data set | attack | Δ ASR vs clean | Δ flip vs clean | Δ ACC vs victim | met (means) | seeds met |{head}",
+             "|---|---|---|---|---|---|---|" + "---|" * len(baselines)]
+    for (dataset, attack), found in sorted(cells.items()):
         if not {"clean model", "none", defense} <= set(found):
             continue
-        mean = {name: {m: _mean_std(v[m])[0] for m in ("accuracy", "asr", "flip_rate")} for name, v in found.items()}
-        d_asr = mean[defense]["asr"] - mean["clean model"]["asr"]
-        d_flip = mean[defense]["flip_rate"] - mean["clean model"]["flip_rate"]
-        d_acc = mean[defense]["accuracy"] - mean["none"]["accuracy"]
+
+        def mean(name: str, metric: str) -> float:
+            return _mean_std([r[metric] for r in found.get(name, {}).values()])[0]
+
+        d_asr = mean(defense, "asr") - mean("clean model", "asr")
+        d_flip = mean(defense, "flip_rate") - mean("clean model", "flip_rate")
+        d_acc = mean(defense, "accuracy") - mean("none", "accuracy")
+        seeds = sorted(set(found[defense]) & set(found["clean model"]) & set(found["none"]))
+        met_seeds = sum(_seed_meets(found[defense][s], found["clean model"][s], found["none"][s]) for s in seeds)
+        versus = "".join(" – |" if b not in found else f" {mean(defense, 'asr') - mean(b, 'asr'):+.1f} |" for b in baselines)
         met = d_asr <= 5 and d_flip <= 5 and d_acc >= -3
-        lines.append(f"| {dataset} | {attack} | {d_asr:+.1f} | {d_flip:+.1f} | {d_acc:+.1f} | {'yes' if met else '**no**'} |")
+        lines.append(f"| {dataset} | {attack} | {d_asr:+.1f} | {d_flip:+.1f} | {d_acc:+.1f} | {'yes' if met else '**no**'} "
+                     f"| {met_seeds}/{len(seeds)} |{versus}")
     return "\n".join(lines)
+
+
+def _seed_meets(defended: dict, clean: dict, victim: dict) -> bool:
+    def points(record: dict, metric: str) -> float:
+        value = record[metric]
+        return float("nan") if value is None else 100.0 * value
+
+    return (points(defended, "asr") - points(clean, "asr") <= 5 and points(defended, "flip_rate") - points(clean, "flip_rate") <= 5
+            and points(defended, "accuracy") - points(victim, "accuracy") >= -3)
 
 
 def write_report(config: BenchConfig, out: Path) -> Path:
@@ -505,7 +526,9 @@ def write_report(config: BenchConfig, out: Path) -> Path:
         for ratio in config.ratios:
             title = "ρ auto" if ratio == "auto" else f"ρ = {ratio} for the mixing defenses"
             text += [f"## {rows} clean rows, {title}", "", markdown_table(records, rows, str(ratio)), ""]
-    text += ["## Targets for finemix+epur", "", target_check(records), ""]
+    for rows in config.clean_rows:
+        text += [f"## Targets for finemix+epur, {rows} clean rows", "", target_check(records, clean_rows=rows), ""]
+    text += ["## E-PUR alone", "", target_check(records, defense="epur", baselines=(), clean_rows=None), ""]
     if plots:
         text += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
     target = out / "results.md"
