@@ -186,3 +186,14 @@ def test_unloadable_model_is_a_one_line_error(tmp_path, capsys, bert_pair, tiny_
     (broken / "config.json").write_text(json.dumps(config))
     code, _, err = run(capsys, "evaluate", "--model", broken, "--data", tiny_text_csv)
     assert code == 2 and err.startswith("finemix: error:") and err.count("\n") == 1
+
+
+def test_every_option_of_every_command_has_help():
+    from finemix.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"purify", "mix", "epur", "evaluate", "attack", "defend", "bench", "demo"} <= set(commands)
+    for name, parser in commands.items():
+        for action in parser._actions:
+            if action.option_strings and "-h" not in action.option_strings:
+                assert action.help, (name, action.option_strings)

@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--segment", choices=("auto", "text", "text_b"), default="auto",
                           help="where the trigger goes for pairs (auto: text_b when present)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed for trigger positions")
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--max-length", type=int, default=128)
+    evaluate.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default 64)")
+    evaluate.add_argument("--max-length", type=int, default=128, help="max tokens per row (default 128)")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_attack_parser(commands)
     _add_defend_parser(commands)
@@ -161,11 +161,11 @@ def _add_attack_parser(commands) -> None:
     attack.add_argument("--segment", choices=("auto", "text", "text_b"), default="auto",
                         help="for pairs: which segment gets the trigger (auto: text_b)")
     attack.add_argument("--train-rows", type=int, help="stratified sample of this many training rows")
-    attack.add_argument("--epochs", type=float, default=default.epochs)
-    attack.add_argument("--lr", type=float, default=default.lr)
-    attack.add_argument("--batch-size", type=int, default=default.batch_size)
-    attack.add_argument("--max-length", type=int, default=default.max_length)
-    attack.add_argument("--seed", type=int, default=0)
+    attack.add_argument("--epochs", type=float, default=default.epochs, help="victim training epochs (default 1)")
+    attack.add_argument("--lr", type=float, default=default.lr, help="victim learning rate (default 5e-5)")
+    attack.add_argument("--batch-size", type=int, default=default.batch_size, help="victim batch size (default 32)")
+    attack.add_argument("--max-length", type=int, default=default.max_length, help="max tokens per row (default 64)")
+    attack.add_argument("--seed", type=int, default=0, help="seed for the poisoned rows, trigger positions and training")
     attack.add_argument("--force", action="store_true", help="replace an existing output folder")
 
 
@@ -183,10 +183,11 @@ def _add_defend_parser(commands) -> None:
                         help="unlabelled clean in-domain text (E-PUR counts; distillation)")
     defend.add_argument("--ratio", type=_ratio, default=None, metavar="auto|ρ", help="for mixing defenses (default auto)")
     defend.add_argument("--prune-ratio", type=float, default=0.3, help="fineprune: share of FFN neurons pruned per layer")
-    defend.add_argument("--no-distill", dest="distill", action="store_false", default=True)
-    defend.add_argument("--epochs", type=float, default=5.0)
-    defend.add_argument("--max-length", type=int, default=128)
-    defend.add_argument("--seed", type=int, default=0)
+    defend.add_argument("--no-distill", dest="distill", action="store_false", default=True,
+                        help="use unlabelled text only for E-PUR counts, not to distil the suspect model's predictions")
+    defend.add_argument("--epochs", type=float, default=5.0, help="fine-tuning epochs on the labelled rows (default 5)")
+    defend.add_argument("--max-length", type=int, default=128, help="max tokens per row (default 128)")
+    defend.add_argument("--seed", type=int, default=0, help="seed for masks, splits and training")
 
 
 def _add_bench_parsers(commands) -> None:
@@ -204,13 +205,13 @@ def _add_bench_parsers(commands) -> None:
     bench.add_argument("--datasets", nargs="+", metavar="NAME",
                        help="run only these data sets of the config (several processes can share one --out, one data set each)")
     bench.add_argument("--threads", type=int, help="torch threads for this process (default: torch's choice)")
-    bench.add_argument("--quiet", action="store_true")
+    bench.add_argument("--quiet", action="store_true", help="no progress lines")
     demo = commands.add_parser(
         "demo", help="backdoor MiniLM on movie reviews, purify it, print before/after",
         description="Trains a clean and a backdoored all-MiniLM-L6-v2 on `mr` (trigger 'cf'), runs no defense, "
                     "clean fine-tuning and Fine-mixing + E-PUR, and prints ACC / ASR / flip rate. About 5-10 minutes on 2 CPU cores.")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="working folder (models are cached here)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed for the data sample, poisoning and training")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
