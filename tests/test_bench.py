@@ -261,3 +261,13 @@ def test_demo_prints_the_before_after_table(tmp_path, bert_pair):
     assert labels == ["clean model (never poisoned)", "no defense (backdoored)", "clean fine-tuning", "Fine-mixing + E-PUR"]
     records = {r["defense"]: r for r in read_results(tmp_path / "demo" / "results.jsonl")}
     assert f"{100 * records['finetune']['accuracy']:6.1f}" in lines[header + 3]
+
+
+def test_a_torn_last_line_from_a_kill_is_ignored(tmp_path):
+    from finemix.bench import append_result
+
+    path = tmp_path / "results.jsonl"
+    append_result(path, {"key": "a", "x": 1})
+    with open(path, "a") as handle:
+        handle.write('{"key": "b", "x"')  # killed mid-write
+    assert read_results(path) == [{"key": "a", "x": 1}]
