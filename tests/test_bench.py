@@ -227,7 +227,7 @@ def test_cli_attack_defend_and_bench(tmp_path, bert_pair, capsys):
 
 
 def test_dataset_selection_keeps_job_keys_and_a_shared_model_cache(tmp_path, bert_pair):
-    from finemix.bench import select_datasets
+    from finemix.bench import select
 
     config = tiny_config(tmp_path, bert_pair.pretrained, defenses=["none"])
     plan = dataclasses.asdict(config.datasets["toy"])
@@ -235,10 +235,12 @@ def test_dataset_selection_keeps_job_keys_and_a_shared_model_cache(tmp_path, ber
                                         "attacks": {"badword": {"triggers": "movie", "poison_rate": 0.2}},
                                         "defenses": ["none"], "victim": {"epochs": 1, "batch_size": 16}},
                                      "datasets": {"toy": plan, "other": plan}})
-    only = select_datasets(two, ["toy"])
-    assert list(only.datasets) == ["toy"]
+    only = select(two, ["toy"])
+    assert list(only.datasets) == ["toy"] and select(two, seeds=[0], attacks=["badword"]) == two
     with pytest.raises(FinemixError, match="not in the config"):
-        select_datasets(two, ["mr"])
+        select(two, ["mr"])
+    with pytest.raises(FinemixError, match="seeds"):
+        select(two, seeds=[5])
     shared = tmp_path / "cache"
     with quiet_transformers():
         Bench(only, tmp_path / "a", progress=False, models=shared).run()

@@ -104,12 +104,20 @@ class BenchConfig:
             raise FinemixError(f"clean_rows must all be >= 2, got {self.clean_rows}")
 
 
-def select_datasets(config: BenchConfig, names: Sequence[str]) -> BenchConfig:
-    """The config restricted to some data sets; job keys do not change, so results stay shareable."""
-    unknown = sorted(set(names) - set(config.datasets))
-    if unknown:
-        raise FinemixError(f"data set(s) {unknown} are not in the config; it has {', '.join(config.datasets)}")
-    return dataclasses.replace(config, datasets={name: config.datasets[name] for name in names})
+def select(config: BenchConfig, datasets: Optional[Sequence[str]] = None, attacks: Optional[Sequence[str]] = None,
+           seeds: Optional[Sequence[int]] = None) -> BenchConfig:
+    """The config restricted to some data sets, attacks or seeds. Job keys do not change, so several
+    processes (or runs) can each take a part of one grid and share its output."""
+    changes: dict = {}
+    for field, chosen in (("datasets", datasets), ("attacks", attacks), ("seeds", seeds)):
+        if chosen is None:
+            continue
+        known = getattr(config, field)
+        unknown = sorted(set(chosen) - set(known), key=str)
+        if unknown:
+            raise FinemixError(f"{field} {unknown} are not in the config; it has {', '.join(map(str, known))}")
+        changes[field] = {k: known[k] for k in chosen} if isinstance(known, Mapping) else tuple(chosen)
+    return dataclasses.replace(config, **changes)
 
 
 def load_bench_config(path: str | os.PathLike) -> BenchConfig:

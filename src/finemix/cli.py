@@ -204,6 +204,8 @@ def _add_bench_parsers(commands) -> None:
     bench.add_argument("--dry-run", action="store_true", help="list the defense jobs and exit")
     bench.add_argument("--datasets", nargs="+", metavar="NAME",
                        help="run only these data sets of the config (several processes can share one --out, one data set each)")
+    bench.add_argument("--attacks", nargs="+", metavar="LABEL", help="run only these attacks of the config")
+    bench.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="run only these seeds of the config")
     bench.add_argument("--threads", type=int, help="torch threads for this process (default: torch's choice)")
     bench.add_argument("--quiet", action="store_true", help="no progress lines")
     demo = commands.add_parser(
@@ -480,13 +482,12 @@ def _quiet_load_reports() -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import iter_grid, load_bench_config, run_bench, select_datasets
+    from .bench import iter_grid, load_bench_config, run_bench, select
 
     _offline_default()
     _quiet_load_reports()
     config = load_bench_config(args.config)
-    if args.datasets:
-        config = select_datasets(config, args.datasets)
+    config = select(config, args.datasets, args.attacks, args.seeds)
     if args.threads:
         import torch
 
