@@ -13,8 +13,11 @@ Rows:
 * ``fixed``       ``--ratio 0.3`` (one fine-tune)  — baseline;
 * ``auto``        ``--ratio auto``, default candidates 0, 0.1, 0.2, 0.3: stops at the first acceptable ρ,
                   so its cost depends on the data (the candidates it trained are listed);
-* ``auto-all``    the search's worst case: ``ratio_search.acceptance_margin`` monkeypatched to −1 so no
-                  candidate is accepted and all four are trained (benchmark-only patch; skip with --no-worst-case).
+* ``auto-all``    no candidate can be accepted: ``ratio_search.acceptance_margin`` monkeypatched to −1
+                  (benchmark-only patch; skip with --no-worst-case). Every candidate is then hopeless, so early
+                  stopping ends each after its first epoch: the best case of early stopping.
+* ``auto-all-no-stop``  the same with early stopping off (``--no-early-stop``): all four trained to the end,
+                  the cost of a search whose candidates all stay within reach of the line until their last epoch.
 Target: auto ≤ 3 × fixed (the worst case gets a verdict too).
 """
 
@@ -69,10 +72,11 @@ def main() -> None:
     methods = {"fixed": {"ratio": 0.3}, "auto": {"ratio": "auto"}}
     if not args.no_worst_case:
         methods["auto-all"] = {"ratio": "auto", "force_all_candidates": True}
+        methods["auto-all-no-stop"] = {"ratio": "auto", "force_all_candidates": True, "stop_hopeless": False}
     runs = {m: [] for m in methods}
     for repeat in range(max(args.repeats, args.worst_case_repeats if "auto-all" in methods else 0)):
         for name, extra in methods.items():
-            if repeat >= (args.worst_case_repeats if name == "auto-all" else args.repeats):
+            if repeat >= (args.worst_case_repeats if name.startswith("auto-all") else args.repeats):
                 continue
             result = common.run_job("common", "job_purify", {**base, **extra}, clean=[out], timeout=args.timeout, label=name)
             runs[name].append(result)

@@ -745,7 +745,8 @@ def job_purify(params: dict, probe: Probe) -> dict:
 
     clean, unlabelled = purify_inputs(params["clean_rows"], params["unlabelled_rows"], params.get("seed", 0))
     train = TrainConfig(seed=0, progress=False, **({"epochs": params["epochs"]} if params.get("epochs") else {}))
-    search = RatioSearchConfig(candidates=tuple(params["candidates"])) if params.get("candidates") else RatioSearchConfig()
+    search = RatioSearchConfig(stop_hopeless=params.get("stop_hopeless", True),
+                               **({"candidates": tuple(params["candidates"])} if params.get("candidates") else {}))
     auto = params["ratio"] == "auto"
     config = PurifyConfig(
         mix=MixConfig(ratio=0.3 if auto else float(params["ratio"]), mode="random", seed=0),
@@ -766,6 +767,7 @@ def job_purify(params: dict, probe: Probe) -> dict:
         "mode": search_record["mode"],
         "candidates_trained": [c["ratio"] for c in search_record["candidates"]],
         "candidate_train_seconds": [c["train_seconds"] for c in search_record["candidates"]],
+        "candidates_stopped_early": [c.get("stopped_early", False) for c in search_record["candidates"]],
         "chosen_ratio": search_record["chosen_ratio"],
         "reason": search_record["reason"],
         "reference_heldout_accuracy": search_record["reference_heldout_accuracy"],

@@ -1,6 +1,7 @@
 """Pipeline pieces: teacher calibration, distillation, pairs end to end, the defense boundary."""
 
 import ast
+import dataclasses
 import inspect
 import json
 from pathlib import Path
@@ -10,7 +11,7 @@ import torch
 
 import finemix.pipeline as pipeline
 import finemix.ratio_search as ratio_search
-from finemix.config import MixConfig, PurifyConfig, TrainConfig
+from finemix.config import MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig
 from finemix.data import Example
 from finemix.pipeline import fit_class_bias, purify
 from tiny_models import text_rows
@@ -142,3 +143,31 @@ def test_output_calibration_shifts_the_head_bias_only(tmp_path, tiny_pair):
     on_state, off_state = load_state(tmp_path / "on"), load_state(tmp_path / "off")
     differing = [n for n in on_state if not torch.equal(on_state[n], off_state[n])]
     assert differing == [record["tensor"]]
+
+
+@pytest.mark.parametrize("start, accuracies, epochs, line, expected", [
+    (0.50, [0.55], 5, 0.80, True),  # 0.55 + 4 more epochs x 0.05 = 0.75 < 0.80
+    (0.50, [0.60], 5, 0.80, False),  # 0.60 + 4 * 0.10 = 1.00: can still make it
+    (0.50, [0.52, 0.53], 5, 0.80, True),  # best gain 0.02: 0.53 + 3 * 0.02 = 0.59
+    (0.70, [0.60], 2, 0.80, True),  # got worse: no gain to project
+    (0.50, [0.70], 1, 0.80, False),  # last epoch: nothing left to stop
+    (0.50, [0.79, 0.78], 3, 0.80, False),  # 0.79 + 1 * 0.29
+])
+def test_hopeless_projects_the_best_gain_so_far(start, accuracies, epochs, line, expected):
+    from finemix.ratio_search import hopeless
+
+    assert hopeless(start, accuracies, epochs, line) is expected
+
+
+def test_hopeless_candidates_stop_early_and_the_search_records_it(tmp_path, bert_pair, monkeypatch):
+    # Nothing can be accepted (line above 100 %): every candidate is hopeless after its first epoch.
+    monkeypatch.setattr(ratio_search, "acceptance_margin", lambda reference, rows, tolerance: -1.0)
+    config = PurifyConfig(train=TrainConfig(epochs=3, batch_size=8, max_length=32, progress=False, min_eval_rows=4),
+                          epur=None, search=RatioSearchConfig(candidates=(0.1, 0.5)))
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "a", config)
+    candidates = report["ratio_search"]["candidates"]
+    assert [c["stopped_early"] for c in candidates] == [True, True]
+    assert all(c["best_epoch"] == 1 for c in candidates)
+    full = dataclasses.replace(config, search=dataclasses.replace(config.search, stop_hopeless=False))
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "b", full)
+    assert [c["stopped_early"] for c in report["ratio_search"]["candidates"]] == [False, False]

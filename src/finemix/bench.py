@@ -218,6 +218,7 @@ class Bench:
         self.models = Path(models) if models else self.out / "models"  # shareable: folders are named by content
         self.results_path = self.out / "results.jsonl"
         self.done = {r["key"] for r in read_results(self.results_path)}
+        self.commit = _git_commit()  # the code this process loaded, not whatever is checked out later
 
     # ---- models
 
@@ -324,7 +325,9 @@ class Bench:
             train=TrainConfig(epochs=d.epochs, lr=d.lr, batch_size=d.batch_size, max_length=plan.max_length,
                               seed=seed, progress=self.bars),
             ratio=None if ratio in ("auto", "-") else float(ratio),
-            search=RatioSearchConfig(candidates=d.candidates, tolerance=d.tolerance),
+            # The committed grid predates early stopping of hopeless candidates; off here so every cell
+            # of it ran the same search (it only saves time when no candidate is accepted early).
+            search=RatioSearchConfig(candidates=d.candidates, tolerance=d.tolerance, stop_hopeless=False),
             epur=EpurConfig(top_n=d.epur_top_n), distill=d.distill, distill_rows=d.distill_rows,
             distill_epochs=d.distill_epochs, prune_ratio=d.prune_ratio)
 
@@ -359,7 +362,7 @@ class Bench:
     def _provenance(self, model_dir: Path) -> dict:
         from .pipeline import library_versions
 
-        return {"config": self.config.name, "model": str(model_dir), "git": _git_commit(), "versions": library_versions(),
+        return {"config": self.config.name, "model": str(model_dir), "git": self.commit, "versions": library_versions(),
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     def _log(self, message: str) -> None:
@@ -394,8 +397,12 @@ def _git_commit() -> Optional[str]:
     import subprocess
 
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent).stdout.strip() or None
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip()
+
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "src"))
+        return (commit + ("+local-changes" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):
         return None
 

@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     purify.add_argument("--tolerance", type=float, default=RatioSearchConfig().tolerance,
                         help="held-out accuracy drop accepted by --ratio auto, or the held-out estimate's standard error "
                              "if larger (default 0.03)")
+    purify.add_argument("--no-early-stop", dest="stop_hopeless", action="store_false", default=True,
+                        help="train every ρ candidate to the end, even one that can no longer reach the acceptance line")
     purify.add_argument("--epur", dest="epur", action="store_true", default=True, help="run E-PUR first (default)")
     purify.add_argument("--no-epur", dest="epur", action="store_false", help="skip E-PUR")
     _add_mix_options(purify)
@@ -314,7 +316,7 @@ def _purify(args: argparse.Namespace) -> int:
         mix=MixConfig(ratio=args.ratio if args.ratio is not None else 0.3, mode=args.mix, sel_scope=args.sel_scope,
                       head=args.head, seed=args.seed),
         ratio_auto=args.ratio is None,
-        search=RatioSearchConfig(candidates=args.ratio_candidates, tolerance=args.tolerance),
+        search=RatioSearchConfig(candidates=args.ratio_candidates, tolerance=args.tolerance, stop_hopeless=args.stop_hopeless),
         epur=EpurConfig(top_n=args.epur_top_n, min_frequency=args.epur_min_frequency) if args.epur else None,
         train=train,
         distill=args.distill,

@@ -105,6 +105,9 @@ class RatioSearchConfig:
 
     candidates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     tolerance: float = 0.03  # accepted drop in held-out clean accuracy vs the unrepaired model
+    # Stop training a candidate after an epoch when even its best per-epoch gain so far, repeated
+    # for every remaining epoch, would leave it below the acceptance line (ratio_search.hopeless).
+    stop_hopeless: bool = True
 
     def __post_init__(self) -> None:
         if not self.candidates:

@@ -12,7 +12,7 @@ import dataclasses
 import math
 import random
 import time
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .config import TrainConfig
 
@@ -29,6 +29,7 @@ class TrainResult:
     seconds: float
     best_epoch: Optional[int] = None
     eval_accuracy: list[float] = dataclasses.field(default_factory=list)
+    stopped_early: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -102,8 +103,12 @@ def finetune(
     eval_set: Optional[Sequence["Example"]] = None,
     unlabelled: Sequence["Example"] = (),
     unlabelled_targets: Optional["torch.Tensor"] = None,
+    stop_early: Optional[Callable[[list[float]], bool]] = None,
 ) -> TrainResult:
     """Fine-tune ``model`` in place on ``train``; keep the best epoch on ``eval_set``.
+
+    ``stop_early(held-out accuracies so far)`` is asked after each epoch's evaluation; True
+    ends training there (the best epoch so far is kept, ``result.stopped_early`` is set).
 
     With ``unlabelled`` rows and their ``unlabelled_targets`` (class probabilities,
     e.g. a teacher's), training minimises soft cross-entropy over both sets:
@@ -159,6 +164,9 @@ def finetune(
             if accuracy > best_accuracy:
                 best_accuracy, result.best_epoch = accuracy, epoch + 1
                 best_state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+            if stop_early is not None and epoch + 1 < epochs and stop_early(result.eval_accuracy):
+                result.stopped_early = True
+                break
     bar.close()
     unwrapped = accelerator.unwrap_model(model)
     if best_state is not None and result.best_epoch != len(result.eval_accuracy):

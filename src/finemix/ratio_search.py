@@ -21,6 +21,7 @@ search costs as many fine-tunes as candidates tried.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .config import PurifyConfig
@@ -87,15 +88,21 @@ def choose_ratio(
         kept = load_mixed_state(model, pair, mix, plan)
         edit = after_mix(model, tokenizer, train) if after_mix else None
         start = _accuracy(predict(model, tokenizer, heldout, max_length=config.train.max_length), heldout) if heldout else None
+        stopped = False
         if config.finetune:
+            stop = None
+            if auto and config.search.stop_hopeless:
+                line = reference - margin
+                epochs = math.ceil(train_config.epochs)
+                stop = lambda accuracies, s=start: hopeless(s, accuracies, epochs, line)  # noqa: E731
             result = finetune(model, tokenizer, train, train_config, eval_set=heldout or None,
-                              unlabelled=unlabelled, unlabelled_targets=targets)
+                              unlabelled=unlabelled, unlabelled_targets=targets, stop_early=stop)
             accuracy = max(result.eval_accuracy) if result.eval_accuracy else None
-            best_epoch, seconds = result.best_epoch, round(result.seconds, 2)
+            best_epoch, seconds, stopped = result.best_epoch, round(result.seconds, 2), result.stopped_early
         else:
             accuracy, best_epoch, seconds = start, None, 0.0
         row = {"ratio": ratio, "kept_fraction": round(kept, 6), "heldout_accuracy_after_mix": start,
-               "heldout_accuracy": accuracy, "best_epoch": best_epoch, "train_seconds": seconds}
+               "heldout_accuracy": accuracy, "best_epoch": best_epoch, "train_seconds": seconds, "stopped_early": stopped}
         if edit is not None:
             row["after_mix"] = edit
         record["candidates"].append(row)
@@ -113,6 +120,19 @@ def choose_ratio(
     record.update(chosen_ratio=row["ratio"], kept_fraction=row["kept_fraction"],
                   reason=f"no candidate within {margin:.3f} of the unrepaired {reference:.3f}; took the most accurate ({accuracy:.3f})")
     return record
+
+
+def hopeless(start: float, accuracies: Sequence[float], epochs: int, line: float) -> bool:
+    """True when a candidate cannot reach ``line``: its best held-out accuracy so far plus its best
+    per-epoch gain so far (from ``start``, the accuracy right after mixing) for every remaining epoch
+    stays below. Learning curves flatten, so the projection is optimistic and a stop is safe in
+    all but odd curves; a stopped candidate still counts, with its best epoch, if none is accepted."""
+    remaining = epochs - len(accuracies)
+    if remaining <= 0 or not accuracies:
+        return False
+    points = [start, *accuracies]
+    best_gain = max(0.0, max(b - a for a, b in zip(points, points[1:])))
+    return max(accuracies) + remaining * best_gain < line - 1e-9
 
 
 def acceptance_margin(reference: float, rows: int, tolerance: float) -> float:
