@@ -273,3 +273,17 @@ def test_a_torn_last_line_from_a_kill_is_ignored(tmp_path):
     with open(path, "a") as handle:
         handle.write('{"key": "b", "x"')  # killed mid-write
     assert read_results(path) == [{"key": "a", "x": 1}]
+
+
+def test_the_report_leaves_out_records_of_other_settings(tmp_path, bert_pair):
+    config = tiny_config(tmp_path, bert_pair.pretrained, defenses=["none"])
+    out = tmp_path / "out"
+    with quiet_transformers():
+        Bench(config, out, progress=False).run()
+        old = read_results(out / "results.jsonl")
+        changed = tiny_config(tmp_path, bert_pair.pretrained, defenses=["none"], attacks={"badword": {"triggers": "film"}})
+        Bench(changed, out, progress=False).run()
+    assert len(read_results(out / "results.jsonl")) == 4
+    text = write_report(changed, out).read_text()
+    assert "2 of 2 measurements of the grid" in text and "2 records there belong to other settings" in text
+    assert Bench(config, out, progress=False).expected_keys() == {r["key"] for r in old}

@@ -252,6 +252,21 @@ class Bench:
             make_victim(self.config.pretrained, data.train, data.labels, attack, folder, clean_model=clean, force=True)
         return folder
 
+    def expected_keys(self) -> set[str]:
+        """The job keys of this config's grid (a record with another key came from other settings)."""
+        keys = set()
+        for dataset in self.config.datasets:
+            for seed in self.config.seeds:
+                for label in self.config.attacks:
+                    base = {"dataset": dataset, "attack": label, "seed": seed}
+                    keys |= {self._key("clean", **base), self._key("victim", **base)}
+                    for defense in self.config.defenses:
+                        for clean_rows in self.config.clean_rows:
+                            for ratio in self._ratios(defense):
+                                job = {**base, "defense": defense, "clean_rows": clean_rows, "ratio": ratio}
+                                keys.add(self._key("defense", **job))
+        return keys
+
     # ---- measurements
 
     def run(self) -> int:
@@ -531,12 +546,16 @@ def _seed_meets(defended: dict, clean: dict, victim: dict) -> bool:
 
 
 def write_report(config: BenchConfig, out: Path) -> Path:
-    """results.md and plots from results.jsonl (atomically replaced)."""
-    records = read_results(out / "results.jsonl")
+    """results.md and plots from the records of results.jsonl that belong to ``config``'s grid
+    (records made under other settings are left out and counted), atomically replaced."""
+    every = read_results(out / "results.jsonl")
+    expected = Bench(config, out, progress=False).expected_keys()
+    records = [r for r in every if r["key"] in expected]
     plots = make_plots(records, out / "plots")
     text = [f"# Benchmark `{config.name}`", "",
-            f"{len(records)} measurements from `{out / 'results.jsonl'}`. Cells: ACC / ASR / flip rate in %, "
-            "mean ± std over seeds (n = seeds). Clean rows and ρ per table title.", ""]
+            f"{len(records)} of {len(expected)} measurements of the grid, from `{out / 'results.jsonl'}` "
+            f"({len(every) - len(records)} records there belong to other settings and are left out). Cells: "
+            "ACC / ASR / flip rate in %, mean ± std over seeds (n = seeds). Clean rows and ρ per table title.", ""]
     for rows in config.clean_rows:
         for ratio in config.ratios:
             title = "ρ auto" if ratio == "auto" else f"ρ = {ratio} for the mixing defenses"
