@@ -262,7 +262,7 @@ class Bench:
                     keys |= {self._key("clean", **base), self._key("victim", **base)}
                     for defense in self.config.defenses:
                         for clean_rows in self.config.clean_rows:
-                            for ratio in self._ratios(defense):
+                            for ratio in self._ratios(defense) if defense != "none" else ():  # none: the victim's record
                                 job = {**base, "defense": defense, "clean_rows": clean_rows, "ratio": ratio}
                                 keys.add(self._key("defense", **job))
         return keys
