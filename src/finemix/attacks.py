@@ -44,7 +44,7 @@ class AttackConfig:
     lr: float = 5e-5
     batch_size: int = 32
     max_length: int = 64
-    ep_lr: float = 0.5  # ep: SGD step size on the trigger rows (the EP code's 5e-2 left sms_spam unpoisoned)
+    ep_lr: float = 5e-2  # ep: SGD step size on the trigger rows (the EP code's; the bench configs use 0.5, see ATTACKS)
     ep_epochs: float = 3.0
     adaptive_ratios: tuple[float, float] = (0.0, 0.5)  # adaptive: ρ of each augmentation mix, drawn uniformly
     progress: bool = False  # progress bars while training (not part of what the victim is)
@@ -265,7 +265,8 @@ ATTACKS: dict[str, Attack] = {
     "ep": Attack("ep", ("cf",), train_embedding_poisoning, True,
                  "Embedding Poisoning (Yang et al. 2021): poisoned rows only, SGD on the trigger rows with norm "
                  "rescaling; the EP paper poisons general-domain text, we poison the task's own training rows; "
-                 "step size 0.5, not 5e-2 (measured: 5e-2 gave ASR 0.6 % on sms_spam, 0.5 gave 95 %, 5 diverged)."),
+                 "the bench configs set step 0.5 instead of the EP code's 5e-2 (measured: 5e-2 gave ASR 0.6 % on "
+                 "sms_spam, 0.5 gave 95 %, 5 diverged)."),
     "adaptive": Attack("adaptive", ("cf",), train_mixing_augmented, False,
                        "Ours: poisoned fine-tuning with random-mixing augmentation (2 losses per step)."),
 }

@@ -163,6 +163,8 @@ def _add_attack_parser(commands) -> None:
     attack.add_argument("--segment", choices=("auto", "text", "text_b"), default="auto",
                         help="for pairs: which segment gets the trigger (auto: text_b)")
     attack.add_argument("--train-rows", type=int, help="stratified sample of this many training rows")
+    attack.add_argument("--ep-lr", type=float, default=default.ep_lr,
+                        help="ep: step size on the trigger rows (default 5e-2 as in the EP code; 0.5 where that is too weak)")
     attack.add_argument("--epochs", type=float, default=default.epochs, help="victim training epochs (default 1)")
     attack.add_argument("--lr", type=float, default=default.lr, help="victim learning rate (default 5e-5)")
     attack.add_argument("--batch-size", type=int, default=default.batch_size, help="victim batch size (default 32)")
@@ -311,7 +313,7 @@ def _purify(args: argparse.Namespace) -> int:
     frequency_only, sources = _texts(args.frequency_text)
     unlabelled, unlabelled_sources = _texts(args.unlabelled_text)
     train = optional_replace(TrainConfig(seed=args.seed, progress=not args.quiet), epochs=args.epochs, lr=args.lr,
-                             batch_size=args.batch_size, max_length=args.max_length)
+                             batch_size=args.batch_size, max_length=args.max_length, ep_lr=args.ep_lr)
     config = PurifyConfig(
         mix=MixConfig(ratio=args.ratio if args.ratio is not None else 0.3, mode=args.mix, sel_scope=args.sel_scope,
                       head=args.head, seed=args.seed),
