@@ -313,7 +313,7 @@ def _purify(args: argparse.Namespace) -> int:
     frequency_only, sources = _texts(args.frequency_text)
     unlabelled, unlabelled_sources = _texts(args.unlabelled_text)
     train = optional_replace(TrainConfig(seed=args.seed, progress=not args.quiet), epochs=args.epochs, lr=args.lr,
-                             batch_size=args.batch_size, max_length=args.max_length, ep_lr=args.ep_lr)
+                             batch_size=args.batch_size, max_length=args.max_length)
     config = PurifyConfig(
         mix=MixConfig(ratio=args.ratio if args.ratio is not None else 0.3, mode=args.mix, sel_scope=args.sel_scope,
                       head=args.head, seed=args.seed),
@@ -449,7 +449,7 @@ def _attack(args: argparse.Namespace) -> int:
     config = AttackConfig(attack=args.attack, triggers=tuple(args.trigger), insertions=args.insertions,
                           target_label=args.target_label, poison_rate=args.poison_rate, label_mode=args.label_mode,
                           segment=args.segment, seed=args.seed, epochs=args.epochs, lr=args.lr,
-                          batch_size=args.batch_size, max_length=args.max_length)
+                          batch_size=args.batch_size, max_length=args.max_length, ep_lr=args.ep_lr)
     card = make_victim(args.pretrained, rows, labels, config, args.output, clean_model=args.clean_model, force=args.force)
     print(f"victim written to {args.output}: {card.attack}, triggers {list(card.triggers)}, target {card.target_label}, "
           f"{card.n_poisoned} of {card.train_rows} rows poisoned; card: {card_path(Path(args.output).resolve())}")
