@@ -589,9 +589,10 @@ def make_plots(records: Sequence[dict], folder: Path) -> list[Path]:
     sized = [r for r in records if isinstance(r.get("clean_rows"), int)]
     if len({r["clean_rows"] for r in sized}) > 1:
         written.append(_line_plot(plt, sized, "clean_rows", "clean rows", folder / "vs_clean_rows.png"))
-    pairs = [r for r in records if r["defense"] not in ("none", "clean model")]
-    if any(r["defense"].endswith("+epur") for r in pairs) and any(not r["defense"].endswith("+epur") for r in pairs):
-        written.append(_epur_plot(plt, pairs, folder / "epur_on_off.png"))
+    names = {r["defense"] for r in records}
+    paired = [r for r in records if r["defense"].removesuffix("+epur") in _epur_pairs(names)]
+    if paired:
+        written.append(_epur_plot(plt, paired, folder / "epur_on_off.png"))
     return written
 
 
@@ -614,8 +615,13 @@ def _line_plot(plt, records, x_key: str, x_label: str, path: Path) -> Path:
     return path
 
 
+def _epur_pairs(names: set) -> list[str]:
+    """Defenses that ran both without and with E-PUR (only those can show what E-PUR adds)."""
+    return sorted((n for n in names if not n.endswith("+epur") and f"{n}+epur" in names), key=_defense_order)
+
+
 def _epur_plot(plt, records, path: Path) -> Path:
-    bases = sorted({r["defense"].split("+")[0] for r in records}, key=_defense_order)
+    bases = _epur_pairs({r["defense"] for r in records})
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     width = 0.4
     for axis, metric in zip(axes, ("accuracy", "asr")):
