@@ -208,6 +208,25 @@ def dataset_splits(name: str, plan: DatasetPlan, seed: int) -> DatasetSplits:
     return DatasetSplits(train, test, splits["dev"], texts, labels)
 
 
+MIXING_DEFENSES = ("mix", "finemix", "finemix-sel")  # the defenses that take ρ, with or without +epur
+
+
+def defense_jobs(config: BenchConfig, base: dict, defense: str) -> Iterator[dict]:
+    """The jobs of one defense in one (data set, attack, seed) cell; none for "none", which is the
+    victim's own measurement."""
+    if defense == "none":
+        return
+    ratios = config.ratios if defense.removesuffix("+epur") in MIXING_DEFENSES else ("-",)
+    for clean_rows in config.clean_rows:
+        for ratio in ratios:
+            yield {**base, "defense": defense, "clean_rows": clean_rows, "ratio": ratio}
+
+
+def _recipe(attack: AttackConfig) -> dict:
+    """What makes a victim: the attack's settings without the progress-bar switch (cache names, job keys)."""
+    return {k: v for k, v in dataclasses.asdict(attack).items() if k != "progress"}
+
+
 class Bench:
     """Runs a ``BenchConfig`` into ``out``; every finished measurement is appended at once."""
 
@@ -243,9 +262,8 @@ class Bench:
         attack = dataclasses.replace(self.config.attacks[label], seed=seed, target_label=plan.target_label,
                                      progress=self.bars, **self._train_settings(plan))
         clean = self.clean_model(dataset, seed, data) if ATTACKS[attack.attack].starts_from_clean_model else None
-        recipe = {k: v for k, v in dataclasses.asdict(attack).items() if k != "progress"}
         spec = {"pretrained": self.config.pretrained, "dataset": dataset, "rows": plan.train_rows,
-                "attack": recipe, "clean_model": clean.name if clean else None}
+                "attack": _recipe(attack), "clean_model": clean.name if clean else None}
         folder = self.models / dataset / f"{label}-seed{seed}-{_digest(spec)}"
         if not (folder / "config.json").is_file() or not card_path(folder).is_file():
             self._log(f"training the victim {folder.name}")
@@ -260,11 +278,8 @@ class Bench:
                 for label in self.config.attacks:
                     base = {"dataset": dataset, "attack": label, "seed": seed}
                     keys |= {self._key("clean", **base), self._key("victim", **base)}
-                    for defense in self.config.defenses:
-                        for clean_rows in self.config.clean_rows:
-                            for ratio in self._ratios(defense) if defense != "none" else ():  # none: the victim's record
-                                job = {**base, "defense": defense, "clean_rows": clean_rows, "ratio": ratio}
-                                keys.add(self._key("defense", **job))
+                    keys |= {self._key("defense", **job) for defense in self.config.defenses
+                             for job in defense_jobs(self.config, base, defense)}
         return keys
 
     # ---- measurements
@@ -293,21 +308,13 @@ class Bench:
             if victim_key not in self.done:
                 added += self._measure(victim_key, "none", victim, card, data, base, {})
         for defense in self.config.defenses:
-            if defense == "none":
-                continue
-            for clean_rows in self.config.clean_rows:
-                for ratio in self._ratios(defense):
-                    job = {**base, "defense": defense, "clean_rows": clean_rows, "ratio": ratio}
-                    key = self._key("defense", **job)
-                    if key in self.done:
-                        continue
-                    victim = victim or self.victim(dataset, label, seed, data)
-                    added += self._defend(key, victim, data, job)
+            for job in defense_jobs(self.config, base, defense):
+                key = self._key("defense", **job)
+                if key in self.done:
+                    continue
+                victim = victim or self.victim(dataset, label, seed, data)
+                added += self._defend(key, victim, data, job)
         return added
-
-    def _ratios(self, defense: str) -> Sequence[Ratio]:
-        uses_ratio = defense.split("+")[0] in ("mix", "finemix", "finemix-sel")
-        return self.config.ratios if uses_ratio else ("-",)
 
     def _defend(self, key: str, victim: Path, data: DatasetSplits, job: dict) -> int:
         from .data import stratified_sample
@@ -367,9 +374,8 @@ class Bench:
 
     def _key(self, kind: str, **job: Any) -> str:
         plan = self.config.datasets[job["dataset"]]
-        attack = {k: v for k, v in dataclasses.asdict(self.config.attacks[job["attack"]]).items() if k != "progress"}
         spec = {"kind": kind, **job, "pretrained": self.config.pretrained, "plan": dataclasses.asdict(plan),
-                "victim": dataclasses.asdict(self.config.victim), "attack_config": attack}
+                "victim": dataclasses.asdict(self.config.victim), "attack_config": _recipe(self.config.attacks[job["attack"]])}
         if kind == "defense":
             spec.update(defense_plan=dataclasses.asdict(self.config.defense), unlabelled=self.config.unlabelled_rows)
         return _digest(spec)
@@ -651,13 +657,11 @@ def iter_grid(config: BenchConfig) -> Iterator[dict]:
     for dataset in config.datasets:
         for seed in config.seeds:
             for label in config.attacks:
+                base = {"dataset": dataset, "attack": label, "seed": seed}
                 for defense in config.defenses:
-                    base = defense.split("+")[0]
-                    ratios = config.ratios if base in ("mix", "finemix", "finemix-sel") else ("-",)
-                    for rows in config.clean_rows if defense != "none" else ("-",):
-                        for ratio in ratios if defense != "none" else ("-",):
-                            yield {"dataset": dataset, "attack": label, "seed": seed, "defense": defense,
-                                   "clean_rows": rows, "ratio": ratio}
+                    if defense == "none":
+                        yield {**base, "defense": "none", "clean_rows": "-", "ratio": "-"}
+                    yield from defense_jobs(config, base, defense)
 
 
 # --------------------------------------------------------------------------- demo
