@@ -287,3 +287,25 @@ def test_the_report_leaves_out_records_of_other_settings(tmp_path, bert_pair):
     text = write_report(changed, out).read_text()
     assert "2 of 2 measurements of the grid" in text and "2 records there belong to other settings" in text
     assert Bench(config, out, progress=False).expected_keys() == {r["key"] for r in old}
+
+
+def test_a_data_set_can_choose_the_trigger_segment_without_renaming_other_jobs(tmp_path, bert_pair):
+    from finemix.attacks import load_card
+
+    config = tiny_config(tmp_path, bert_pair.pretrained, defenses=["none"])
+    plan = dataclasses.asdict(config.datasets["toy"])
+    chosen = tiny_config(tmp_path, bert_pair.pretrained, defenses=["none"], datasets={"toy": {**plan, "trigger_segment": "text"}})
+    job = {"dataset": "toy", "attack": "badword", "seed": 0}
+    default_key = Bench(config, tmp_path / "a", progress=False)._key("victim", **job)
+    # the field left out at its default: the key is the one made before the field existed
+    old_spec = {"kind": "victim", **job, "pretrained": config.pretrained,
+                "plan": {k: v for k, v in plan.items() if k != "trigger_segment"},
+                "victim": dataclasses.asdict(config.victim), "attack_config": bench._recipe(config.attacks["badword"])}
+    assert default_key == bench._digest(old_spec)
+    assert Bench(chosen, tmp_path / "a", progress=False)._key("victim", **job) != default_key
+    with quiet_transformers():
+        runner = Bench(chosen, tmp_path / "b", progress=False)
+        data = bench.dataset_splits("toy", chosen.datasets["toy"], 0)
+        assert load_card(runner.victim("toy", "badword", 0, data)).segment == "text"
+    with pytest.raises(FinemixError, match="unknown trigger_segment 'question'"):
+        tiny_config(tmp_path, bert_pair.pretrained, datasets={"toy": {**plan, "trigger_segment": "question"}})

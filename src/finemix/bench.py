@@ -28,6 +28,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 from .attacks import ATTACKS, AttackConfig, card_path, load_card, make_victim
 from .config import EpurConfig, RatioSearchConfig, TrainConfig, from_mapping
 from .errors import FinemixError
+from .evaluation import SEGMENTS
 
 Ratio = Union[float, str]  # a fixed ρ or "auto"
 
@@ -41,6 +42,9 @@ class DatasetPlan:
     max_length: int = 64
     target_label: int = 1
     victim_epochs: Optional[float] = None  # None: victim.epochs
+    # Which segment of a pair gets the trigger (None: the attack's own, "auto" = text_b). A long
+    # passage is truncated at max_length, cutting a trigger placed in it; the question never is.
+    trigger_segment: Optional[str] = None
     # A local data set instead of a built-in one: three CSV/TSV/JSONL files and the label names in id order.
     train_file: Optional[str] = None
     dev_file: Optional[str] = None
@@ -51,6 +55,8 @@ class DatasetPlan:
         files = (self.train_file, self.dev_file, self.test_file)
         if any(files) and not (all(files) and self.labels):
             raise FinemixError("a local data set needs train_file, dev_file, test_file and labels")
+        if self.trigger_segment is not None and self.trigger_segment not in SEGMENTS:
+            raise FinemixError(f"unknown trigger_segment {self.trigger_segment!r}; use one of {', '.join(SEGMENTS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +228,15 @@ def defense_jobs(config: BenchConfig, base: dict, defense: str) -> Iterator[dict
             yield {**base, "defense": defense, "clean_rows": clean_rows, "ratio": ratio}
 
 
+def _plan_spec(plan: DatasetPlan) -> dict:
+    """A data set plan as job keys see it: fields added later are left out while at their default,
+    so records made before they existed keep their keys."""
+    spec = dataclasses.asdict(plan)
+    if spec["trigger_segment"] is None:
+        del spec["trigger_segment"]
+    return spec
+
+
 def _recipe(attack: AttackConfig) -> dict:
     """What makes a victim: the attack's settings without the progress-bar switch (cache names, job keys)."""
     return {k: v for k, v in dataclasses.asdict(attack).items() if k != "progress"}
@@ -261,6 +276,8 @@ class Bench:
         plan = self.config.datasets[dataset]
         attack = dataclasses.replace(self.config.attacks[label], seed=seed, target_label=plan.target_label,
                                      progress=self.bars, **self._train_settings(plan))
+        if plan.trigger_segment:
+            attack = dataclasses.replace(attack, segment=plan.trigger_segment)
         clean = self.clean_model(dataset, seed, data) if ATTACKS[attack.attack].starts_from_clean_model else None
         spec = {"pretrained": self.config.pretrained, "dataset": dataset, "rows": plan.train_rows,
                 "attack": _recipe(attack), "clean_model": clean.name if clean else None}
@@ -374,7 +391,7 @@ class Bench:
 
     def _key(self, kind: str, **job: Any) -> str:
         plan = self.config.datasets[job["dataset"]]
-        spec = {"kind": kind, **job, "pretrained": self.config.pretrained, "plan": dataclasses.asdict(plan),
+        spec = {"kind": kind, **job, "pretrained": self.config.pretrained, "plan": _plan_spec(plan),
                 "victim": dataclasses.asdict(self.config.victim), "attack_config": _recipe(self.config.attacks[job["attack"]])}
         if kind == "defense":
             spec.update(defense_plan=dataclasses.asdict(self.config.defense), unlabelled=self.config.unlabelled_rows)
