@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.3)
     args = parser.parse_args()
 
-    import torch
+    import torch  # noqa: F401  (loaded before the timed stages, not inside the first one)
     from safetensors import safe_open
 
     from finemix import mixing

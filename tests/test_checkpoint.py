@@ -129,7 +129,6 @@ def test_sharded_writer_round_trip(tmp_path):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.bool, torch.uint8])
 def test_streamed_file_reads_back_with_safetensors_and_transformers_layout(tmp_path, dtype):
     """The hand-written header must be exactly what safetensors' own reader accepts."""
-    from safetensors.torch import load_file
 
     tensors = {"scalar": torch.tensor(3.0).to(dtype), "empty": torch.zeros(0, 4).to(dtype),
                "odd": (torch.arange(7 * 3) % 2).reshape(7, 3).to(dtype), "big": torch.randn(64, 33).to(dtype)}
