@@ -152,6 +152,10 @@ def test_table_means_stds_and_missing_cells():
     # (ASR +4, flip +2, ACC −1), seed 1 misses ASR (+8); finetune (seed 0 only, 64 rows) ASR 90 → −63.0
     assert "| mr | badword | +6.0 | +2.0 | -2.0 | **no** | 1/2 | -63.0 | – |" in check
 
+    failed_attack = [dict(r, attack="ep", flip_rate=0.3 if r["defense"] == "none" else r["flip_rate"]) for r in records]
+    # the victim flips 30 points more than the clean model: below the 50 a planted backdoor needs
+    assert "| mr | ep | +6.0 | +2.0 | -2.0 | no backdoor (victim flip +29.0) | 1/2 |" in target_check(failed_attack)
+
 
 def test_plots_are_drawn_where_the_grid_varies(tmp_path):
     pytest.importorskip("matplotlib")

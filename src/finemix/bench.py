@@ -526,11 +526,16 @@ def _defense_order(name: str) -> tuple:
     return (order.index(base) if base in order else len(order), name)
 
 
+MIN_PLANTED_FLIP = 50.0  # points of flip rate above the clean model's for a victim to count as backdoored
+
+
 def target_check(records: Sequence[dict], defense: str = "finemix+epur", baselines: Sequence[str] = ("finetune", "fineprune"),
                  clean_rows: Optional[int] = None) -> str:
     """Issue 3's targets per (data set, attack), from the means over seeds: the defense's ASR and flip
     rate within 5 points of the clean model's and its accuracy within 3 points of the victim's;
-    how many single seeds meet all three; and its ASR against each baseline's (negative = lower)."""
+    how many single seeds meet all three; and its ASR against each baseline's (negative = lower).
+    Cells whose victim is not backdoored (flip rate under ``MIN_PLANTED_FLIP`` points above the clean
+    model's) say so instead of a verdict."""
     cells: dict[tuple, dict[str, dict[int, dict]]] = {}
     for r in records:
         if r["defense"] in (defense, *baselines) and (r.get("ratio", "-") not in ("auto", "-")
@@ -554,7 +559,10 @@ def target_check(records: Sequence[dict], defense: str = "finemix+epur", baselin
         met_seeds = sum(_seed_meets(found[defense][s], found["clean model"][s], found["none"][s]) for s in seeds)
         versus = "".join(" – |" if b not in found else f" {mean(defense, 'asr') - mean(b, 'asr'):+.1f} |" for b in baselines)
         met = d_asr <= 5 and d_flip <= 5 and d_acc >= -3
-        lines.append(f"| {dataset} | {attack} | {d_asr:+.1f} | {d_flip:+.1f} | {d_acc:+.1f} | {'yes' if met else '**no**'} "
+        planted = mean("none", "flip_rate") - mean("clean model", "flip_rate")
+        # a victim the trigger barely moves has nothing to remove: a "yes" there would be a check that cannot fail
+        verdict = ("yes" if met else "**no**") if planted >= MIN_PLANTED_FLIP else f"no backdoor (victim flip {planted:+.1f})"
+        lines.append(f"| {dataset} | {attack} | {d_asr:+.1f} | {d_flip:+.1f} | {d_acc:+.1f} | {verdict} "
                      f"| {met_seeds}/{len(seeds)} |{versus}")
     return "\n".join(lines)
 
