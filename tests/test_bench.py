@@ -290,6 +290,7 @@ def test_the_report_leaves_out_records_of_other_settings(tmp_path, bert_pair):
     assert len(read_results(out / "results.jsonl")) == 4
     text = write_report(changed, out).read_text()
     assert "2 of 2 measurements of the grid" in text and "2 records there belong to other settings" in text
+    assert "## Targets" not in text and "## E-PUR alone" not in text  # no finemix+epur or epur ran: no empty tables
     assert Bench(config, out, progress=False).expected_keys() == {r["key"] for r in old}
 
 

@@ -591,9 +591,9 @@ def write_report(config: BenchConfig, out: Path) -> Path:
         for ratio in config.ratios:
             title = "ρ auto" if ratio == "auto" else f"ρ = {ratio} for the mixing defenses"
             text += [f"## {rows} clean rows, {title}", "", markdown_table(records, rows, str(ratio)), ""]
-    for rows in config.clean_rows:
-        text += [f"## Targets for finemix+epur, {rows} clean rows", "", target_check(records, clean_rows=rows), ""]
-    text += ["## E-PUR alone", "", target_check(records, defense="epur", baselines=(), clean_rows=None), ""]
+    checks = [(f"Targets for finemix+epur, {rows} clean rows", target_check(records, clean_rows=rows)) for rows in config.clean_rows]
+    checks.append(("E-PUR alone", target_check(records, defense="epur", baselines=(), clean_rows=None)))
+    text += [line for title, table in checks if table.count("\n") > 1 for line in (f"## {title}", "", table, "")]  # header-only: left out
     if plots:
         text += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
     target = out / "results.md"
