@@ -165,6 +165,10 @@ def test_plots_are_drawn_where_the_grid_varies(tmp_path):
     written = bench.make_plots(records, tmp_path / "plots")
     assert sorted(p.name for p in written) == ["epur_on_off.png", "vs_clean_rows.png", "vs_ratio.png"]
     assert all(p.stat().st_size > 1000 for p in written)
+    # one bar pair per cell that ran both ways: only (finemix, ρ 0.1, 32 rows) has a +epur twin
+    pairs = bench.epur_pairs_by_cell(records)
+    assert list(pairs) == ["mr/badword finemix ρ=0.1 n=32"]
+    assert [len(pairs["mr/badword finemix ρ=0.1 n=32"][w]) for w in (False, True)] == [2, 1]
 
 
 class _FakeTable:

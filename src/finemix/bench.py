@@ -620,10 +620,8 @@ def make_plots(records: Sequence[dict], folder: Path) -> list[Path]:
     sized = [r for r in records if isinstance(r.get("clean_rows"), int)]
     if len({r["clean_rows"] for r in sized}) > 1:
         written.append(_line_plot(plt, sized, "clean_rows", "clean rows", folder / "vs_clean_rows.png"))
-    names = {r["defense"] for r in records}
-    paired = [r for r in records if r["defense"].removesuffix("+epur") in _epur_pairs(names)]
-    if paired:
-        written.append(_epur_plot(plt, paired, folder / "epur_on_off.png"))
+    if epur_pairs_by_cell(records):
+        written.append(_epur_plot(plt, records, folder / "epur_on_off.png"))
     return written
 
 
@@ -651,16 +649,28 @@ def _epur_pairs(names: set) -> list[str]:
     return sorted((n for n in names if not n.endswith("+epur") and f"{n}+epur" in names), key=_defense_order)
 
 
-def _epur_plot(plt, records, path: Path) -> Path:
+def epur_pairs_by_cell(records: Sequence[dict]) -> dict[str, dict[bool, list[dict]]]:
+    """The records of defenses run both without and with E-PUR, grouped by everything else that
+    differs (data set, attack, defense, ρ, clean rows): label -> {with E-PUR: records}."""
     bases = _epur_pairs({r["defense"] for r in records})
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    groups: dict[str, dict[bool, list[dict]]] = {}
+    for r in records:
+        base = r["defense"].removesuffix("+epur")
+        if base in bases:
+            label = f"{r['dataset']}/{r['attack']} {base} ρ={r.get('ratio', '-')} n={r.get('clean_rows', '-')}"
+            groups.setdefault(label, {False: [], True: []})[r["defense"] != base].append(r)
+    return {label: pair for label, pair in sorted(groups.items()) if pair[False] and pair[True]}
+
+
+def _epur_plot(plt, records, path: Path) -> Path:
+    groups = epur_pairs_by_cell(records)
+    figure, axes = plt.subplots(1, 2, figsize=(max(10, 1.2 * len(groups)), 4.5))
     width = 0.4
     for axis, metric in zip(axes, ("accuracy", "asr")):
         for offset, with_epur in ((-width / 2, False), (width / 2, True)):
-            values = [_mean_std([r[metric] for r in records if r["defense"] == (b + "+epur" if with_epur else b)])[0]
-                      for b in bases]
-            axis.bar([i + offset for i in range(len(bases))], values, width, label="with E-PUR" if with_epur else "without")
-        axis.set_xticks(range(len(bases)), bases, rotation=30, fontsize=7)
+            values = [_mean_std([r[metric] for r in pair[with_epur]])[0] for pair in groups.values()]
+            axis.bar([i + offset for i in range(len(groups))], values, width, label="with E-PUR" if with_epur else "without")
+        axis.set_xticks(range(len(groups)), list(groups), rotation=35, ha="right", fontsize=7)
         axis.set_title("clean accuracy (%)" if metric == "accuracy" else "ASR (%)")
     axes[1].legend()
     figure.tight_layout()
