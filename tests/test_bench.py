@@ -318,3 +318,14 @@ def test_a_data_set_can_choose_the_trigger_segment_without_renaming_other_jobs(t
         assert load_card(runner.victim("toy", "badword", 0, data)).segment == "text"
     with pytest.raises(FinemixError, match="unknown trigger_segment 'question'"):
         tiny_config(tmp_path, bert_pair.pretrained, datasets={"toy": {**plan, "trigger_segment": "question"}})
+
+
+def test_every_bench_config_the_docs_name_exists():
+    import glob
+    import re
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    docs = [os.path.join(root, "README.md")] + glob.glob(os.path.join(root, "docs", "*.md")) + glob.glob(os.path.join(CONFIGS, "*.yaml"))
+    named = {m for path in docs for m in re.findall(r"configs/bench/[\w.-]+\.yaml", open(path, encoding="utf-8").read())}
+    assert "configs/bench/results.yaml" in named
+    assert sorted(n for n in named if not os.path.isfile(os.path.join(root, n))) == []
