@@ -329,3 +329,22 @@ def test_every_bench_config_the_docs_name_exists():
     named = {m for path in docs for m in re.findall(r"configs/bench/[\w.-]+\.yaml", open(path, encoding="utf-8").read())}
     assert "configs/bench/results.yaml" in named
     assert sorted(n for n in named if not os.path.isfile(os.path.join(root, n))) == []
+
+
+def test_provenance_marks_uncommitted_source_changes(tmp_path):
+    import subprocess
+
+    package = tmp_path / "src" / "pkg"
+    package.mkdir(parents=True)
+    (package / "code.py").write_text("x = 1\n")
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    clean = bench._git_commit(package)
+    assert clean and "+" not in clean
+    (package / "code.py").write_text("x = 2\n")  # seen from inside the package, as the bench sees it
+    assert bench._git_commit(package) == clean + "+local-changes"

@@ -431,15 +431,18 @@ def train_clean_model(pretrained: str, train: Sequence, labels: dict[int, str], 
         tokenizer.save_pretrained(folder)
 
 
-def _git_commit() -> Optional[str]:
+def _git_commit(where: Optional[Path] = None) -> Optional[str]:
+    """HEAD of the checkout holding this package, "+local-changes" when its src/ differs from it."""
     import subprocess
 
     try:
         def git(*args: str) -> str:
-            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip()
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
+                                  cwd=where or Path(__file__).parent).stdout.strip()
 
         commit = git("rev-parse", "--short", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "src"))
+        # ":(top)": src/ of the repository root; a plain "src" is read relative to cwd (src/finemix/src)
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ":(top)src"))
         return (commit + ("+local-changes" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):
         return None
