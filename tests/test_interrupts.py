@@ -43,7 +43,15 @@ def start_mix(pair, out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     argv = [sys.executable, "-m", "finemix", "mix", "--backdoored", str(pair.finetuned), "--pretrained",
             str(pair.pretrained), "--output", str(out), "--ratio", RATIO, *extra]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """A suite started in the background by a non-interactive shell inherits SIGINT ignored, and so
+    would the child (Python then installs no KeyboardInterrupt handler); a terminal's Ctrl-C reaches a
+    process whose SIGINT is not ignored, which is what these tests are about."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def temporaries(out: Path) -> list[Path]:
