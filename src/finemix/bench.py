@@ -623,8 +623,9 @@ def make_plots(records: Sequence[dict], folder: Path) -> list[Path]:
     sized = [r for r in records if isinstance(r.get("clean_rows"), int)]
     if len({r["clean_rows"] for r in sized}) > 1:
         written.append(_line_plot(plt, sized, "clean_rows", "clean rows", folder / "vs_clean_rows.png"))
-    if epur_pairs_by_cell(records):
-        written.append(_epur_plot(plt, records, folder / "epur_on_off.png"))
+    pairs = epur_pairs_by_cell(records)
+    if pairs:
+        written.append(_epur_plot(plt, pairs, folder / "epur_on_off.png"))
     return written
 
 
@@ -647,26 +648,19 @@ def _line_plot(plt, records, x_key: str, x_label: str, path: Path) -> Path:
     return path
 
 
-def _epur_pairs(names: set) -> list[str]:
-    """Defenses that ran both without and with E-PUR (only those can show what E-PUR adds)."""
-    return sorted((n for n in names if not n.endswith("+epur") and f"{n}+epur" in names), key=_defense_order)
-
-
 def epur_pairs_by_cell(records: Sequence[dict]) -> dict[str, dict[bool, list[dict]]]:
     """The records of defenses run both without and with E-PUR, grouped by everything else that
     differs (data set, attack, defense, ρ, clean rows): label -> {with E-PUR: records}."""
-    bases = _epur_pairs({r["defense"] for r in records})
     groups: dict[str, dict[bool, list[dict]]] = {}
     for r in records:
         base = r["defense"].removesuffix("+epur")
-        if base in bases:
-            label = f"{r['dataset']}/{r['attack']} {base} ρ={r.get('ratio', '-')} n={r.get('clean_rows', '-')}"
-            groups.setdefault(label, {False: [], True: []})[r["defense"] != base].append(r)
+        label = f"{r['dataset']}/{r['attack']} {base} ρ={r.get('ratio', '-')} n={r.get('clean_rows', '-')}"
+        groups.setdefault(label, {False: [], True: []})[r["defense"] != base].append(r)
+    # a cell counts only with both sides (E-PUR alone, none and the clean model have no twin)
     return {label: pair for label, pair in sorted(groups.items()) if pair[False] and pair[True]}
 
 
-def _epur_plot(plt, records, path: Path) -> Path:
-    groups = epur_pairs_by_cell(records)
+def _epur_plot(plt, groups: dict[str, dict[bool, list[dict]]], path: Path) -> Path:
     figure, axes = plt.subplots(1, 2, figsize=(max(10, 1.2 * len(groups)), 4.5))
     width = 0.4
     for axis, metric in zip(axes, ("accuracy", "asr")):
