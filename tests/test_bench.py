@@ -245,6 +245,10 @@ def test_dataset_selection_keeps_job_keys_and_a_shared_model_cache(tmp_path, ber
                                      "datasets": {"toy": plan, "other": plan}})
     only = select(two, ["toy"])
     assert list(only.datasets) == ["toy"] and select(two, seeds=[0], attacks=["badword"]) == two
+    both = dataclasses.replace(two, defenses=("none", "epur"))
+    assert {job["defense"] for job in iter_grid(select(both, defenses=["epur"]))} == {"epur"}
+    with pytest.raises(FinemixError, match="defenses"):
+        select(two, defenses=["finetune"])
     with pytest.raises(FinemixError, match="not in the config"):
         select(two, ["mr"])
     with pytest.raises(FinemixError, match="seeds"):

@@ -111,11 +111,11 @@ class BenchConfig:
 
 
 def select(config: BenchConfig, datasets: Optional[Sequence[str]] = None, attacks: Optional[Sequence[str]] = None,
-           seeds: Optional[Sequence[int]] = None) -> BenchConfig:
-    """The config restricted to some data sets, attacks or seeds. Job keys do not change, so several
-    processes (or runs) can each take a part of one grid and share its output."""
+           seeds: Optional[Sequence[int]] = None, defenses: Optional[Sequence[str]] = None) -> BenchConfig:
+    """The config restricted to some data sets, attacks, seeds or defenses. Job keys do not change, so
+    several processes (or runs) can each take a part of one grid and share its output."""
     changes: dict = {}
-    for field, chosen in (("datasets", datasets), ("attacks", attacks), ("seeds", seeds)):
+    for field, chosen in (("datasets", datasets), ("attacks", attacks), ("seeds", seeds), ("defenses", defenses)):
         if chosen is None:
             continue
         known = getattr(config, field)

@@ -209,6 +209,7 @@ def _add_bench_parsers(commands) -> None:
     bench.add_argument("--datasets", nargs="+", metavar="NAME",
                        help="run only these data sets of the config (several processes can share one --out, one data set each)")
     bench.add_argument("--attacks", nargs="+", metavar="LABEL", help="run only these attacks of the config")
+    bench.add_argument("--defenses", nargs="+", metavar="NAME", help="run only these defenses of the config")
     bench.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="run only these seeds of the config")
     bench.add_argument("--threads", type=int, help="torch threads for this process (default: torch's choice)")
     bench.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -491,7 +492,7 @@ def _bench(args: argparse.Namespace) -> int:
     _offline_default()
     _quiet_load_reports()
     config = load_bench_config(args.config)
-    config = select(config, args.datasets, args.attacks, args.seeds)
+    config = select(config, args.datasets, args.attacks, args.seeds, args.defenses)
     if args.threads:
         import torch
 
