@@ -10,6 +10,7 @@ from finemix import bench
 from finemix.bench import (
     Bench,
     bench_config_from_mapping,
+    column_groups,
     iter_grid,
     load_bench_config,
     markdown_table,
@@ -155,6 +156,21 @@ def test_table_means_stds_and_missing_cells():
     failed_attack = [dict(r, attack="ep", flip_rate=0.3 if r["defense"] == "none" else r["flip_rate"]) for r in records]
     # the victim flips 30 points more than the clean model: below the 50 a planted backdoor needs
     assert "| mr | ep | +6.0 | +2.0 | -2.0 | no backdoor (victim flip +29.0) | 1/2 |" in target_check(failed_attack)
+
+
+def test_wide_grids_split_their_table_into_defenses_without_and_with_epur():
+    every = ["none", "epur", "finetune", "finetune+epur", "fineprune", "fineprune+epur", "mix", "mix+epur",
+             "finemix", "finemix+epur", "finemix-sel", "finemix-sel+epur"]
+    assert column_groups(["none", "finetune", "finemix+epur"]) == [("", ["finetune", "finemix+epur"])]
+    assert column_groups(every) == [("without E-PUR", ["finetune", "fineprune", "mix", "finemix", "finemix-sel"]),
+                                    ("with E-PUR", ["epur", "finetune+epur", "fineprune+epur", "mix+epur",
+                                                    "finemix+epur", "finemix-sel+epur"])]
+    records = [_record("clean model", 0, 0.8, 0.2, 0.0), _record("none", 0, 0.8, 1.0, 1.0),
+               _record("finetune", 0, 0.8, 0.9, 0.9, clean_rows=128, ratio="-"),
+               _record("finetune+epur", 0, 0.8, 0.5, 0.5, clean_rows=128, ratio="-")]
+    header, _, row = markdown_table(records, 128, columns=["finetune+epur", "finemix+epur"]).splitlines()
+    assert header == "| data set | attack | clean model | none | finetune+epur | finemix+epur |"
+    assert row.endswith("| 80.0 ± 0.0 / 50.0 ± 0.0 / 50.0 ± 0.0 (n=1) | not run |")
 
 
 def test_plots_are_drawn_where_the_grid_varies(tmp_path):

@@ -495,11 +495,13 @@ def summarise(records: Sequence[dict]) -> dict[tuple, dict[str, list[float]]]:
     return groups
 
 
-def markdown_table(records: Sequence[dict], clean_rows: Optional[int] = None, ratio: str = "auto") -> str:
-    """Paper layout: rows = data set and attack; columns = clean model, no defense, each defense.
-    Each cell is ACC / ASR / flip as mean ± std over seeds (n = seeds in the cell)."""
+def markdown_table(records: Sequence[dict], clean_rows: Optional[int] = None, ratio: str = "auto",
+                   columns: Optional[Sequence[str]] = None) -> str:
+    """Paper layout: rows = data set and attack; columns = clean model, no defense, each defense
+    (those in ``columns`` when given, run or not). Each cell is ACC / ASR / flip as mean ± std over seeds (n = seeds)."""
     groups = summarise(records)
-    defenses = ["clean model", "none"] + sorted({r["defense"] for r in records} - {"clean model", "none"}, key=_defense_order)
+    chosen = {r["defense"] for r in records} if columns is None else set(columns)  # configured ones say "not run"
+    defenses = ["clean model", "none"] + sorted(chosen - {"clean model", "none"}, key=_defense_order)
     cells = sorted({(g[0], g[1]) for g in groups})
 
     def pick(dataset, attack, defense):
@@ -521,6 +523,16 @@ def markdown_table(records: Sequence[dict], clean_rows: Optional[int] = None, ra
                 row.append(f"{_cell(values['accuracy'])} / {_cell(values['asr'])} / {_cell(values['flip_rate'])} (n={len(values['seed'])})")
         lines.append(f"| {dataset} | {attack} | " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def column_groups(defenses: Sequence[str], most: int = 6) -> list[tuple[str, list[str]]]:
+    """The defense columns of the report's tables: one table while it stays readable, else one
+    without E-PUR and one with it (E-PUR alone and every "+epur" variant)."""
+    chosen = [d for d in defenses if d != "none"]
+    if len(chosen) <= most:
+        return [("", chosen)]
+    with_epur = [d for d in chosen if d == "epur" or d.endswith("+epur")]
+    return [("without E-PUR", [d for d in chosen if d not in with_epur]), ("with E-PUR", with_epur)]
 
 
 def _defense_order(name: str) -> tuple:
@@ -593,8 +605,12 @@ def write_report(config: BenchConfig, out: Path) -> Path:
     for rows in config.clean_rows:
         for ratio in config.ratios:
             title = "ρ auto" if ratio == "auto" else f"ρ = {ratio} for the mixing defenses"
-            text += [f"## {rows} clean rows, {title}", "", markdown_table(records, rows, str(ratio)), ""]
-    checks = [(f"Targets for finemix+epur, {rows} clean rows", target_check(records, clean_rows=rows)) for rows in config.clean_rows]
+            for part, columns in column_groups(config.defenses):
+                heading = f"## {rows} clean rows, {title}" + (f", defenses {part}" if part else "")
+                text += [heading, "", markdown_table(records, rows, str(ratio), columns), ""]
+    baselines = [d for d in ("finetune", "finetune+epur", "fineprune", "fineprune+epur") if d in config.defenses]
+    checks = [(f"Targets for finemix+epur, {rows} clean rows", target_check(records, baselines=baselines, clean_rows=rows))
+              for rows in config.clean_rows]
     checks.append(("E-PUR alone", target_check(records, defense="epur", baselines=(), clean_rows=None)))
     text += [line for title, table in checks if table.count("\n") > 1 for line in (f"## {title}", "", table, "")]  # header-only: left out
     if plots:
