@@ -76,7 +76,7 @@ def test_attack_entries_cannot_set_what_the_bench_sets():
 
 def test_committed_configs_load_and_their_grids_are_listed():
     names = sorted(os.listdir(CONFIGS))
-    assert "paper-grid.yaml" in names
+    assert "results.yaml" in names
     for name in names:
         config = load_bench_config(os.path.join(CONFIGS, name))
         jobs = list(iter_grid(config))
