@@ -677,13 +677,14 @@ def epur_pairs_by_cell(records: Sequence[dict]) -> dict[str, dict[bool, list[dic
 
 
 def _epur_plot(plt, groups: dict[str, dict[bool, list[dict]]], path: Path) -> Path:
-    figure, axes = plt.subplots(1, 2, figsize=(max(10, 1.2 * len(groups)), 4.5))
+    # one panel above the other: a grid with many cells stays readable as one wide strip per metric
+    figure, axes = plt.subplots(2, 1, figsize=(max(10.0, 0.32 * len(groups)), 9))
     width = 0.4
     for axis, metric in zip(axes, ("accuracy", "asr")):
         for offset, with_epur in ((-width / 2, False), (width / 2, True)):
             values = [_mean_std([r[metric] for r in pair[with_epur]])[0] for pair in groups.values()]
             axis.bar([i + offset for i in range(len(groups))], values, width, label="with E-PUR" if with_epur else "without")
-        axis.set_xticks(range(len(groups)), list(groups), rotation=35, ha="right", fontsize=7)
+        axis.set_xticks(range(len(groups)), list(groups), rotation=60, ha="right", fontsize=7)
         axis.set_title("clean accuracy (%)" if metric == "accuracy" else "ASR (%)")
     axes[1].legend()
     figure.tight_layout()
