@@ -368,3 +368,20 @@ def test_provenance_marks_uncommitted_source_changes(tmp_path):
     assert clean and "+" not in clean
     (package / "code.py").write_text("x = 2\n")  # seen from inside the package, as the bench sees it
     assert bench._git_commit(package) == clean + "+local-changes"
+
+
+def test_a_head_policy_reaches_the_mixing_defenses_and_keeps_default_keys(tmp_path, bert_pair):
+    config = tiny_config(tmp_path, bert_pair.pretrained)
+    reinit = tiny_config(tmp_path, bert_pair.pretrained, defense={"epochs": 1, "batch_size": 8, "distill": False, "head": "reinit"})
+    job = {"dataset": "toy", "attack": "badword", "seed": 0, "defense": "finemix", "clean_rows": 24, "ratio": 0.5}
+    default_bench, reinit_bench = Bench(config, tmp_path / "a", progress=False), Bench(reinit, tmp_path / "b", progress=False)
+    # "keep" is left out of the key, so records made before the option existed keep theirs
+    spec = {"kind": "defense", **job, "pretrained": config.pretrained, "plan": bench._plan_spec(config.datasets["toy"]),
+            "victim": dataclasses.asdict(config.victim), "attack_config": bench._recipe(config.attacks["badword"]),
+            "defense_plan": {k: v for k, v in dataclasses.asdict(config.defense).items() if k != "head"},
+            "unlabelled": config.unlabelled_rows}
+    assert default_bench._key("defense", **job) == bench._digest(spec)
+    assert reinit_bench._key("defense", **job) != default_bench._key("defense", **job)
+    assert reinit_bench._defense_settings(config.datasets["toy"], 0, 0.5).head == "reinit"
+    with pytest.raises(FinemixError, match="head policy"):
+        tiny_config(tmp_path, bert_pair.pretrained, defense={"head": "zero"})

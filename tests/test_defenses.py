@@ -117,3 +117,18 @@ def test_mixing_without_fine_tuning_is_exactly_the_mix(bert_pair, tmp_path):
     defended, mixed = load_state(result.model), load_state(tmp_path / "mixed")
     assert defended.keys() == mixed.keys()
     assert all(torch.equal(defended[k], mixed[k]) for k in mixed)
+
+
+def test_the_head_policy_reaches_the_mix(bert_pair, tmp_path):
+    inputs = DefenderInputs(bert_pair.finetuned, str(bert_pair.pretrained), CLEAN)
+    suspect = load_state(bert_pair.finetuned)
+    with quiet_transformers():
+        kept = load_state(run_defense("mix", inputs, tmp_path / "keep", dataclasses.replace(SETTINGS, ratio=1.0)).model)
+        fresh = load_state(run_defense("mix", inputs, tmp_path / "reinit", dataclasses.replace(SETTINGS, ratio=1.0, head="reinit")).model)
+    head = [k for k in suspect if k.startswith("classifier.") and k.endswith("weight")]
+    assert head and all(torch.equal(kept[k], suspect[k]) for k in head)
+    assert not any(torch.equal(fresh[k], suspect[k]) for k in head)
+    encoder = [k for k in suspect if k.startswith("bert.encoder.")]
+    assert all(torch.equal(fresh[k], suspect[k]) for k in encoder)
+    with pytest.raises(FinemixError, match="head policy"):
+        DefenseSettings(head="zero")

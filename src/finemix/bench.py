@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 from .attacks import ATTACKS, AttackConfig, card_path, load_card, make_victim
-from .config import EpurConfig, RatioSearchConfig, TrainConfig, from_mapping
+from .config import EpurConfig, RatioSearchConfig, TrainConfig, check_head_policy, from_mapping
 from .errors import FinemixError
 from .evaluation import SEGMENTS
 
@@ -78,6 +78,10 @@ class DefensePlan:
     candidates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     tolerance: float = 0.03
     epur_top_n: int = 200
+    head: str = "keep"  # mixing defenses: policy for the tensors θ_Pre lacks ("keep" | "reinit")
+
+    def __post_init__(self) -> None:
+        check_head_policy(self.head)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +241,14 @@ def _plan_spec(plan: DatasetPlan) -> dict:
     return spec
 
 
+def _defense_spec(plan: DefensePlan) -> dict:
+    """A defense plan as job keys see it; like ``_plan_spec``, later fields at their default are left out."""
+    spec = dataclasses.asdict(plan)
+    if spec["head"] == "keep":
+        del spec["head"]
+    return spec
+
+
 def _recipe(attack: AttackConfig) -> dict:
     """What makes a victim: the attack's settings without the progress-bar switch (cache names, job keys)."""
     return {k: v for k, v in dataclasses.asdict(attack).items() if k != "progress"}
@@ -368,7 +380,7 @@ class Bench:
             # of it ran the same search (it only saves time when no candidate is accepted early).
             search=RatioSearchConfig(candidates=d.candidates, tolerance=d.tolerance, stop_hopeless=False),
             epur=EpurConfig(top_n=d.epur_top_n), distill=d.distill, distill_rows=d.distill_rows,
-            distill_epochs=d.distill_epochs, prune_ratio=d.prune_ratio)
+            distill_epochs=d.distill_epochs, prune_ratio=d.prune_ratio, head=d.head)
 
     def _measure(self, key: str, defense: str, model_dir: Path, card, data: DatasetSplits, job: dict, extra: dict) -> int:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -394,7 +406,7 @@ class Bench:
         spec = {"kind": kind, **job, "pretrained": self.config.pretrained, "plan": _plan_spec(plan),
                 "victim": dataclasses.asdict(self.config.victim), "attack_config": _recipe(self.config.attacks[job["attack"]])}
         if kind == "defense":
-            spec.update(defense_plan=dataclasses.asdict(self.config.defense), unlabelled=self.config.unlabelled_rows)
+            spec.update(defense_plan=_defense_spec(self.config.defense), unlabelled=self.config.unlabelled_rows)
         return _digest(spec)
 
     def _provenance(self, model_dir: Path) -> dict:

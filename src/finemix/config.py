@@ -28,6 +28,11 @@ def _check_fraction(name: str, value: float) -> None:
         raise FinemixError(f"{name} must be in [0, 1], got {value}")
 
 
+def check_head_policy(head: str) -> None:
+    if head not in ("keep", "reinit"):
+        raise FinemixError(f"unknown head policy {head!r}; use 'keep' or 'reinit'")
+
+
 @dataclasses.dataclass(frozen=True)
 class MixConfig:
     """How θ_B and θ_Pre are combined (see mixing.py)."""
@@ -45,8 +50,7 @@ class MixConfig:
             raise FinemixError(f"unknown mix mode {self.mode!r}; use 'random' or 'sel'")
         if self.sel_scope not in ("tensor", "global"):
             raise FinemixError(f"unknown sel scope {self.sel_scope!r}; use 'tensor' or 'global'")
-        if self.head not in ("keep", "reinit"):
-            raise FinemixError(f"unknown head policy {self.head!r}; use 'keep' or 'reinit'")
+        check_head_policy(self.head)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig
+from .config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig, check_head_policy
 from .errors import FinemixError
 
 if TYPE_CHECKING:
@@ -62,10 +62,12 @@ class DefenseSettings:
     distill_rows: int = 2000
     distill_epochs: float = 2.0
     prune_ratio: float = 0.3  # fineprune: share of FFN neurons pruned in every layer
+    head: str = "keep"  # mixing defenses: policy for tensors θ_Pre lacks (the baselines keep the suspect's head)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prune_ratio < 1.0:
             raise FinemixError(f"prune ratio must be in [0, 1), got {self.prune_ratio}")
+        check_head_policy(self.head)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +103,7 @@ def _purify(inputs: DefenderInputs, output: Path, config: PurifyConfig, force: b
 def _mixing_defense(mode: str, finetune: bool, epur: bool):
     def run(inputs: DefenderInputs, output: Path, settings: DefenseSettings, force: bool = False) -> DefenseResult:
         seed = settings.train.seed
-        mix = MixConfig(ratio=settings.ratio if settings.ratio is not None else 0.3, mode=mode, seed=seed)
+        mix = MixConfig(ratio=settings.ratio if settings.ratio is not None else 0.3, mode=mode, seed=seed, head=settings.head)
         config = _purify_config(settings, epur, mix, auto=settings.ratio is None, finetune=finetune)
         return _purify(inputs, output, config, force)
     return run
