@@ -385,3 +385,15 @@ def test_a_head_policy_reaches_the_mixing_defenses_and_keeps_default_keys(tmp_pa
     assert reinit_bench._defense_settings(config.datasets["toy"], 0, 0.5).head == "reinit"
     with pytest.raises(FinemixError, match="head policy"):
         tiny_config(tmp_path, bert_pair.pretrained, defense={"head": "zero"})
+
+
+def test_the_config_reference_documents_every_key():
+    from finemix.attacks import AttackConfig
+    from finemix.bench import BenchConfig, DatasetPlan, DefensePlan, VictimPlan
+
+    text = open(os.path.join(CONFIGS, "..", "..", "docs", "bench-config.md"), encoding="utf-8").read()
+    set_by_bench = {"seed", "target_label", "max_length", "epochs", "lr", "batch_size", "progress"}
+    for cls, skip in ((BenchConfig, set()), (DatasetPlan, set()), (VictimPlan, set()), (DefensePlan, set()),
+                      (AttackConfig, set_by_bench)):
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in skip and f"`{f.name}`" not in text]
+        assert not missing, (cls.__name__, missing)
