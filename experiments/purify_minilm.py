@@ -31,6 +31,9 @@ def variants() -> dict:
     # "paper": the recipe as specified (E-PUR, random mixing, ρ auto, labelled rows only)
     table = {
         "default": (base, True),  # distillation with prior-matching teacher calibration
+        # the victim's classification head re-initialised instead of kept: at ρ = 0 it is the only
+        # fine-tuned tensor left, and on mr/addsent it carried part of the backdoor (docs/results.md)
+        "default-head-reinit": (dataclasses.replace(base, mix=MixConfig(head="reinit")), True),
         "distill-labelled-cal": (dataclasses.replace(base, calibrate_teacher="labelled", calibrate_student="none"), True),
         "distill-prior-teacher-only": (dataclasses.replace(base, calibrate_student="none"), True),
         "paper": (dataclasses.replace(base, distill=False, search=RatioSearchConfig(candidates=(0.1, 0.2, 0.3, 0.5))), False),
