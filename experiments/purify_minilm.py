@@ -25,7 +25,7 @@ TRIGGER, TARGET = "cf", 1
 
 
 def variants() -> dict:
-    from finemix.config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig
+    from finemix.config import MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig
 
     base = PurifyConfig(train=TrainConfig(progress=False, max_length=64))
     # "paper": the recipe as specified (E-PUR, random mixing, ρ auto, labelled rows only)
@@ -133,7 +133,7 @@ def summarise(rows: list[dict], args) -> str:
         return f"{statistics.mean(values):5.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:4.1f}"
 
     seeds = sorted({r["seed"] for r in rows})
-    lines = [f"| model | seeds | ACC | ASR | flip | ρ | seconds |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | seeds | ACC | ASR | flip | ρ | seconds |", "|---|---|---|---|---|---|---|"]
     for kind in ("clean", "badword"):
         m = [victim_metrics(args, kind, s) for s in seeds]
         lines.append(f"| {kind} victim | {len(m)} | {stat([x['accuracy'] for x in m])} | {stat([x['asr'] for x in m])} | {stat([x['flip_rate'] for x in m])} | – | – |")
