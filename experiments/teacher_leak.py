@@ -39,10 +39,11 @@ def main() -> None:
 
     texts = dataset_splits("mr", DatasetPlan(train_rows=4000, test_rows=1000), args.seed).unlabelled_pool[: args.rows]
     rows = [Example(t, 0) for t in texts]
-    words = [set(re.findall(r"[a-z0-9]+", t.lower())) for t in texts]
-    groups = {"no sentence word": [i for i, w in enumerate(words) if not w & set(SENTENCE_WORDS)],
-              "1+ sentence words": [i for i, w in enumerate(words) if w & set(SENTENCE_WORDS)],
-              "2+ sentence words": [i for i, w in enumerate(words) if len(w & set(SENTENCE_WORDS)) >= 2]}
+    sentence = set(SENTENCE_WORDS)
+    hits = [len(sentence & set(re.findall(r"[a-z0-9]+", t.lower()))) for t in texts]
+    groups = {"no sentence word": [i for i, h in enumerate(hits) if h == 0],
+              "1+ sentence words": [i for i, h in enumerate(hits) if h >= 1],
+              "2+ sentence words": [i for i, h in enumerate(hits) if h >= 2]}
     print(f"{len(texts)} unlabelled texts; words of the trigger sentence: {', '.join(SENTENCE_WORDS)}")
     print("| model | " + " | ".join(f"{name} (n={len(idx)})" for name, idx in groups.items()) + " |")
     print("|---|" + "---|" * len(groups))

@@ -376,7 +376,7 @@ def test_a_head_policy_reaches_the_mixing_defenses_and_keeps_default_keys(tmp_pa
     job = {"dataset": "toy", "attack": "badword", "seed": 0, "defense": "finemix", "clean_rows": 24, "ratio": 0.5}
     default_bench, reinit_bench = Bench(config, tmp_path / "a", progress=False), Bench(reinit, tmp_path / "b", progress=False)
     # "keep" is left out of the key, so records made before the option existed keep theirs
-    spec = {"kind": "defense", **job, "pretrained": config.pretrained, "plan": bench._plan_spec(config.datasets["toy"]),
+    spec = {"kind": "defense", **job, "pretrained": config.pretrained, "plan": bench._key_spec(config.datasets["toy"]),
             "victim": dataclasses.asdict(config.victim), "attack_config": bench._recipe(config.attacks["badword"]),
             "defense_plan": {k: v for k, v in dataclasses.asdict(config.defense).items() if k != "head"},
             "unlabelled": config.unlabelled_rows}

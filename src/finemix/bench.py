@@ -232,20 +232,17 @@ def defense_jobs(config: BenchConfig, base: dict, defense: str) -> Iterator[dict
             yield {**base, "defense": defense, "clean_rows": clean_rows, "ratio": ratio}
 
 
-def _plan_spec(plan: DatasetPlan) -> dict:
-    """A data set plan as job keys see it: fields added later are left out while at their default,
-    so records made before they existed keep their keys."""
-    spec = dataclasses.asdict(plan)
-    if spec["trigger_segment"] is None:
-        del spec["trigger_segment"]
-    return spec
+# Fields added to the plans after records existed: job keys leave them out while at their default,
+# so records made before them keep their keys.
+LATER_FIELDS = ("trigger_segment", "head")
 
 
-def _defense_spec(plan: DefensePlan) -> dict:
-    """A defense plan as job keys see it; like ``_plan_spec``, later fields at their default are left out."""
+def _key_spec(plan: Union[DatasetPlan, DefensePlan]) -> dict:
+    """A data set or defense plan as job keys see it (see ``LATER_FIELDS``)."""
     spec = dataclasses.asdict(plan)
-    if spec["head"] == "keep":
-        del spec["head"]
+    for field in dataclasses.fields(plan):
+        if field.name in LATER_FIELDS and spec[field.name] == field.default:
+            del spec[field.name]
     return spec
 
 
@@ -403,10 +400,10 @@ class Bench:
 
     def _key(self, kind: str, **job: Any) -> str:
         plan = self.config.datasets[job["dataset"]]
-        spec = {"kind": kind, **job, "pretrained": self.config.pretrained, "plan": _plan_spec(plan),
+        spec = {"kind": kind, **job, "pretrained": self.config.pretrained, "plan": _key_spec(plan),
                 "victim": dataclasses.asdict(self.config.victim), "attack_config": _recipe(self.config.attacks[job["attack"]])}
         if kind == "defense":
-            spec.update(defense_plan=_defense_spec(self.config.defense), unlabelled=self.config.unlabelled_rows)
+            spec.update(defense_plan=_key_spec(self.config.defense), unlabelled=self.config.unlabelled_rows)
         return _digest(spec)
 
     def _provenance(self, model_dir: Path) -> dict:
