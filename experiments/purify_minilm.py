@@ -34,6 +34,9 @@ def variants() -> dict:
         # the victim's classification head re-initialised instead of kept: at ρ = 0 it is the only
         # fine-tuned tensor left, and on mr/addsent it carried part of the backdoor (docs/results.md)
         "default-head-reinit": (dataclasses.replace(base, mix=MixConfig(head="reinit")), True),
+        # the teacher reads the unlabelled texts without E-PUR's flagged tokens (PurifyConfig.teacher_input)
+        "default-masked-teacher": (dataclasses.replace(base, teacher_input="epur-masked"), True),
+        "default-raw-teacher": (dataclasses.replace(base, teacher_input="raw"), True),
         "distill-labelled-cal": (dataclasses.replace(base, calibrate_teacher="labelled", calibrate_student="none"), True),
         "distill-prior-teacher-only": (dataclasses.replace(base, calibrate_student="none"), True),
         "paper": (dataclasses.replace(base, distill=False, search=RatioSearchConfig(candidates=(0.1, 0.2, 0.3, 0.5))), False),

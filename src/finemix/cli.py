@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import RatioSearchConfig
+from .config import TEACHER_INPUTS, PurifyConfig, RatioSearchConfig
 from .errors import FinemixError
 
 
@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     purify.add_argument("--teacher-calibration", choices=("prior", "labelled", "none"), default="prior",
                         help="correct the suspect model's class bias before distilling: prior (default) matches its mean "
                              "prediction on the unlabelled text to the labelled rows' class shares; labelled fits it on the labelled rows")
+    purify.add_argument("--teacher-input", choices=TEACHER_INPUTS, default=PurifyConfig().teacher_input,
+                        help="what the suspect model reads when it labels the unlabelled text: raw texts, or epur-masked: "
+                             "the texts without the tokens E-PUR flagged, so a trigger made of common words cannot lean "
+                             f"its answers (default {PurifyConfig().teacher_input})")
     purify.add_argument("--output-calibration", choices=("prior", "none"), default="prior",
                         help="with unlabelled text: shift the repaired model's output bias so its mean prediction on that "
                              "text matches the labelled rows' class shares (default prior)")
@@ -189,6 +193,8 @@ def _add_defend_parser(commands) -> None:
     defend.add_argument("--prune-ratio", type=float, default=0.3, help="fineprune: share of FFN neurons pruned per layer")
     defend.add_argument("--no-distill", dest="distill", action="store_false", default=True,
                         help="use unlabelled text only for E-PUR counts, not to distil the suspect model's predictions")
+    defend.add_argument("--teacher-input", choices=TEACHER_INPUTS, default=PurifyConfig().teacher_input,
+                        help="what the distillation teacher reads: raw texts or epur-masked (see purify --help)")
     defend.add_argument("--epochs", type=float, default=5.0, help="fine-tuning epochs on the labelled rows (default 5)")
     defend.add_argument("--max-length", type=int, default=128, help="max tokens per row (default 128)")
     defend.add_argument("--seed", type=int, default=0, help="seed for masks, splits and training")
@@ -326,6 +332,7 @@ def _purify(args: argparse.Namespace) -> int:
         distill_rows=args.distill_rows,
         calibrate_teacher=args.teacher_calibration,
         calibrate_student=args.output_calibration,
+        teacher_input=args.teacher_input,
         distill_epochs=args.epochs if args.epochs is not None else 2.0,
     )
     report = purify(backdoored, args.pretrained, clean, args.output, config, unlabelled, args.force,
@@ -469,7 +476,8 @@ def _defend(args: argparse.Namespace) -> int:
     clean = load_examples(args.clean_data, label2id=label2id, num_labels=num_labels)
     unlabelled, _ = _texts(args.unlabelled_text)
     settings = DefenseSettings(train=TrainConfig(epochs=args.epochs, max_length=args.max_length, seed=args.seed),
-                               ratio=args.ratio, distill=args.distill, prune_ratio=args.prune_ratio)
+                               ratio=args.ratio, distill=args.distill, prune_ratio=args.prune_ratio,
+                               teacher_input=args.teacher_input)
     result = run_defense(args.defense, DefenderInputs(suspect, args.pretrained, tuple(clean), tuple(unlabelled)),
                          args.output, settings, force=args.force)
     if args.defense == "none":

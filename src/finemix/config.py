@@ -121,6 +121,9 @@ class RatioSearchConfig:
         _check_fraction("tolerance", self.tolerance)
 
 
+TEACHER_INPUTS = ("raw", "epur-masked")
+
+
 @dataclasses.dataclass(frozen=True)
 class PurifyConfig:
     """Everything ``purify`` does; the defender's view holds no trigger or target label."""
@@ -142,6 +145,11 @@ class PurifyConfig:
     # After repair, shift the output bias so the repaired model's mean prediction on the unlabelled
     # texts matches the labelled rows' class shares ("prior"), or leave it ("none").
     calibrate_student: str = "prior"
+    # What the teacher reads: "raw" texts, or "epur-masked": the texts without the tokens E-PUR
+    # flagged (its top-N rows). A trigger made of common words (a sentence) leaves the suspect
+    # model leaning to the target on clean texts that share those words; the student would learn
+    # that lean from its answers. Needs E-PUR; without it the teacher reads raw texts.
+    teacher_input: str = "raw"
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
     finetune: bool = True
@@ -153,5 +161,7 @@ class PurifyConfig:
             raise FinemixError(f"unknown teacher calibration {self.calibrate_teacher!r}; use prior, labelled or none")
         if self.calibrate_student not in ("prior", "none"):
             raise FinemixError(f"unknown student calibration {self.calibrate_student!r}; use prior or none")
+        if self.teacher_input not in TEACHER_INPUTS:
+            raise FinemixError(f"unknown teacher input {self.teacher_input!r}; use {' or '.join(TEACHER_INPUTS)}")
         if self.distill_epochs <= 0:
             raise FinemixError(f"distill epochs must be > 0, got {self.distill_epochs}")

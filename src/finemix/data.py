@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, AbstractSet, Any, Callable, Mapping, Optional, Sequence, Union
 
 from .errors import FinemixError
 
@@ -420,6 +420,17 @@ def tokenize_examples(
             for i, feature in zip(indices, _encode(tokenizer, [examples[i] for i in indices], max_length)):
                 features[i] = feature
     return features
+
+
+def drop_token_ids(feature: dict[str, list[int]], token_ids: AbstractSet[int]) -> dict[str, list[int]]:
+    """``feature`` without the positions whose input id is in ``token_ids`` (every per-token list
+    shortened alike; other values, such as ``labels``, kept)."""
+    ids = feature["input_ids"]
+    keep = [i for i, token in enumerate(ids) if token not in token_ids]
+    if len(keep) == len(ids):
+        return feature
+    return {key: [value[i] for i in keep] if isinstance(value, list) and len(value) == len(ids) else value
+            for key, value in feature.items()}
 
 
 def make_collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorWithPadding:

@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig, check_head_policy
+from .config import TEACHER_INPUTS, EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig, check_head_policy
 from .errors import FinemixError
 
 if TYPE_CHECKING:
@@ -63,11 +63,14 @@ class DefenseSettings:
     distill_epochs: float = 2.0
     prune_ratio: float = 0.3  # fineprune: share of FFN neurons pruned in every layer
     head: str = "keep"  # mixing defenses: policy for tensors θ_Pre lacks (the baselines keep the suspect's head)
+    teacher_input: str = "raw"  # what the distillation teacher reads (PurifyConfig.teacher_input)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prune_ratio < 1.0:
             raise FinemixError(f"prune ratio must be in [0, 1), got {self.prune_ratio}")
         check_head_policy(self.head)
+        if self.teacher_input not in TEACHER_INPUTS:
+            raise FinemixError(f"unknown teacher input {self.teacher_input!r}; use {' or '.join(TEACHER_INPUTS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +91,7 @@ class Defense:
 def _purify_config(settings: DefenseSettings, epur: bool, mix: MixConfig, auto: bool, finetune: bool) -> PurifyConfig:
     return PurifyConfig(mix=mix, ratio_auto=auto, search=settings.search, epur=settings.epur if epur else None,
                         train=settings.train, distill=settings.distill, distill_rows=settings.distill_rows,
-                        distill_epochs=settings.distill_epochs, finetune=finetune)
+                        distill_epochs=settings.distill_epochs, finetune=finetune, teacher_input=settings.teacher_input)
 
 
 def _purify(inputs: DefenderInputs, output: Path, config: PurifyConfig, force: bool,

@@ -11,9 +11,9 @@ import dataclasses
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, AbstractSet, Optional, Sequence
 
-from .data import Example, make_collator, tokenize_examples
+from .data import Example, drop_token_ids, make_collator, tokenize_examples
 from .errors import FinemixError
 
 if TYPE_CHECKING:
@@ -72,13 +72,17 @@ def predict_logits(
     examples: Sequence[Example],
     batch_size: int = 64,
     max_length: int = 128,
+    hidden_tokens: AbstractSet[int] = frozenset(),
 ):
-    """Logits (float32 tensor, one row per example) in the order of ``examples``."""
+    """Logits (float32 tensor, one row per example) in the order of ``examples``; the model
+    does not see the token ids in ``hidden_tokens`` (they are dropped after tokenisation)."""
     import torch
 
     if batch_size < 1:
         raise FinemixError(f"batch size must be >= 1, got {batch_size}")
     features = tokenize_examples(tokenizer, examples, max_length)
+    if hidden_tokens:
+        features = [drop_token_ids(feature, hidden_tokens) for feature in features]
     for feature in features:
         feature.pop("labels")  # no loss needed; also keeps the collator from touching labels
     # Longest first: similar lengths share a batch (little padding) and memory errors surface at once.

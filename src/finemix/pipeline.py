@@ -328,7 +328,8 @@ def purify(
     distill = None
     if config.finetune and config.distill and unlabelled_texts and config.distill_rows > 0:
         with timer("teacher"):
-            distill_rows, distill_targets, teacher_record = teacher_targets(model, tokenizer, unlabelled_texts, clean, config)
+            hidden = teacher_hidden_tokens(tokenizer, plan, config)
+            distill_rows, distill_targets, teacher_record = teacher_targets(model, tokenizer, unlabelled_texts, clean, config, hidden)
             distill = (distill_rows, distill_targets)
     with timer("ratio+finetune"):
         search = choose_ratio(pair, model, tokenizer, clean, config, plan, distill, after_mix)
@@ -408,7 +409,16 @@ def _short_error(error: BaseException) -> str:
     return (lines[0][:160] if lines else type(error).__name__)
 
 
-def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Example"], config: PurifyConfig):
+def teacher_hidden_tokens(tokenizer, plan: Optional[EpurPlan], config: PurifyConfig) -> frozenset[int]:
+    """Token ids the teacher does not read: E-PUR's flagged rows under ``teacher_input="epur-masked"``
+    (special tokens never: the classifier reads its [CLS])."""
+    if config.teacher_input != "epur-masked" or plan is None:
+        return frozenset()
+    return frozenset(plan.rows) - set(tokenizer.all_special_ids)
+
+
+def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Example"], config: PurifyConfig,
+                    hidden_tokens: frozenset[int] = frozenset()):
     """(rows, class probabilities, calibration record) of the unrepaired model for distillation.
 
     The suspect model's answers on clean text are its clean behaviour: a rare
@@ -418,6 +428,9 @@ def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Exa
     per class before they become targets: by default chosen so that its mean
     prediction on ``texts`` matches the labelled rows' class shares
     (``config.calibrate_teacher``; "labelled" fits it on the labelled rows instead).
+
+    The teacher reads every text without ``hidden_tokens`` (see ``teacher_hidden_tokens``);
+    the student is later trained on the full texts.
     """
     import random
 
@@ -428,8 +441,9 @@ def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Exa
     if len(texts) > config.distill_rows:
         texts = random.Random(config.train.seed).sample(texts, config.distill_rows)
     rows = [Example(text, 0) for text in texts]  # the label is a placeholder, never used
-    logits = predict_logits(model, tokenizer, rows, max_length=config.train.max_length)
-    clean_logits = predict_logits(model, tokenizer, clean, max_length=config.train.max_length)
+    length = config.train.max_length
+    logits = predict_logits(model, tokenizer, rows, max_length=length, hidden_tokens=hidden_tokens)
+    clean_logits = predict_logits(model, tokenizer, clean, max_length=length, hidden_tokens=hidden_tokens)
     labels = [e.label for e in clean]
     if config.calibrate_teacher == "prior":
         bias = fit_prior_bias(logits, class_frequencies(labels, logits.shape[1]))
@@ -446,8 +460,19 @@ def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Exa
         "labelled_class_share": [round(float(v), 4) for v in class_frequencies(labels, logits.shape[1])],
         "teacher_clean_accuracy": _accuracy_of(clean_logits, labels),
         "teacher_clean_accuracy_calibrated": _accuracy_of(clean_logits + bias, labels),
+        "input": "epur-masked" if hidden_tokens else "raw",
     }
+    if hidden_tokens:
+        record["hidden_tokens"] = len(hidden_tokens)
+        record["rows_with_hidden_tokens"] = _rows_containing(tokenizer, rows, hidden_tokens, length)
+        record["teacher_clean_accuracy_raw_input"] = _accuracy_of(predict_logits(model, tokenizer, clean, max_length=length), labels)
     return rows, (logits + bias).softmax(dim=-1), record
+
+
+def _rows_containing(tokenizer, rows: Sequence["Example"], token_ids: frozenset[int], max_length: int) -> int:
+    from .data import tokenize_examples
+
+    return sum(any(t in token_ids for t in f["input_ids"]) for f in tokenize_examples(tokenizer, rows, max_length))
 
 
 def calibrate_output_prior(model, tokenizer, rows: Sequence["Example"], clean: Sequence["Example"],
