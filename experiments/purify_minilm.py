@@ -27,16 +27,20 @@ TRIGGER, TARGET = "cf", 1
 def variants() -> dict:
     from finemix.config import MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig
 
-    base = PurifyConfig(train=TrainConfig(progress=False, max_length=64))
+    shipped = PurifyConfig(train=TrainConfig(progress=False, max_length=64))
+    # Every variant below but "default" was measured when the default distilled for 2 epochs;
+    # they keep that setting so their committed numbers can be regenerated.
+    base = dataclasses.replace(shipped, distill_epochs=2.0)
     # "paper": the recipe as specified (E-PUR, random mixing, ρ auto, labelled rows only)
     table = {
-        "default": (base, True),  # distillation with prior-matching teacher calibration
+        "default": (shipped, True),  # finemix purify's defaults (3 distillation epochs since they measured better)
+        "default-distill2": (base, True),  # the default before: 2 epochs over labelled + distilled rows
+        "default-distill3": (dataclasses.replace(base, distill_epochs=3.0), True),  # = "default" now
         # the victim's classification head re-initialised instead of kept: at ρ = 0 it is the only
         # fine-tuned tensor left, and on mr/addsent it carried part of the backdoor (docs/results.md)
         "default-head-reinit": (dataclasses.replace(base, mix=MixConfig(head="reinit")), True),
         # the teacher reads the unlabelled texts without E-PUR's flagged tokens (PurifyConfig.teacher_input)
         "default-masked-teacher": (dataclasses.replace(base, teacher_input="epur-masked"), True),
-        "default-raw-teacher": (dataclasses.replace(base, teacher_input="raw"), True),
         "distill-labelled-cal": (dataclasses.replace(base, calibrate_teacher="labelled", calibrate_student="none"), True),
         "distill-prior-teacher-only": (dataclasses.replace(base, calibrate_student="none"), True),
         "paper": (dataclasses.replace(base, distill=False, search=RatioSearchConfig(candidates=(0.1, 0.2, 0.3, 0.5))), False),

@@ -73,7 +73,7 @@ class DefensePlan:
     batch_size: int = 16
     distill: bool = True
     distill_rows: int = 2000
-    distill_epochs: float = 2.0
+    distill_epochs: float = 3.0  # finemix purify's default (every committed config sets it)
     prune_ratio: float = 0.3
     candidates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     tolerance: float = 0.03

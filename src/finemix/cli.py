@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     purify.add_argument("--output-calibration", choices=("prior", "none"), default="prior",
                         help="with unlabelled text: shift the repaired model's output bias so its mean prediction on that "
                              "text matches the labelled rows' class shares (default prior)")
-    purify.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs on labelled rows only (default 5; 2 when distilling)")
+    purify.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs (default 5 on labelled rows only; 3 over labelled and unlabelled rows when distilling)")
     purify.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-5)")
     purify.add_argument("--batch-size", type=int, default=None, help="batch size (default 16)")
     purify.add_argument("--max-length", type=int, default=None, help="max tokens per row (default 128)")
@@ -333,7 +333,7 @@ def _purify(args: argparse.Namespace) -> int:
         calibrate_teacher=args.teacher_calibration,
         calibrate_student=args.output_calibration,
         teacher_input=args.teacher_input,
-        distill_epochs=args.epochs if args.epochs is not None else 2.0,
+        distill_epochs=args.epochs if args.epochs is not None else PurifyConfig().distill_epochs,
     )
     report = purify(backdoored, args.pretrained, clean, args.output, config, unlabelled, args.force,
                     sources={"file": str(args.clean_data), "sha256": file_sha256(args.clean_data),

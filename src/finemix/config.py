@@ -137,7 +137,9 @@ class PurifyConfig:
     # (soft targets). The trigger is absent from clean text, so only clean behaviour is taught.
     distill: bool = True
     distill_rows: int = 2000  # cap on unlabelled rows used for distillation (CPU budget)
-    distill_epochs: float = 2.0  # epochs over labelled + unlabelled rows when distilling (replaces train.epochs)
+    # Epochs over labelled + unlabelled rows when distilling (replaces train.epochs). 3 measured better
+    # than 2 on MiniLM/MR (docs/results-minilm-mr.md): a more accurate student, fewer false positives.
+    distill_epochs: float = 3.0
     # How the teacher's class bias is corrected before distilling (see pipeline.teacher_targets):
     # "prior": its mean prediction on the unlabelled texts matches the labelled rows' class shares;
     # "labelled": cross-entropy fit on the labelled rows; "none".

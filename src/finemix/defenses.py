@@ -60,7 +60,7 @@ class DefenseSettings:
     epur: EpurConfig = EpurConfig()
     distill: bool = True  # with unlabelled text, for every defense that fine-tunes
     distill_rows: int = 2000
-    distill_epochs: float = 2.0
+    distill_epochs: float = PurifyConfig().distill_epochs
     prune_ratio: float = 0.3  # fineprune: share of FFN neurons pruned in every layer
     head: str = "keep"  # mixing defenses: policy for tensors θ_Pre lacks (the baselines keep the suspect's head)
     teacher_input: str = "raw"  # what the distillation teacher reads (PurifyConfig.teacher_input)
