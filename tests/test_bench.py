@@ -408,5 +408,5 @@ def test_a_teacher_input_reaches_the_defenses_and_keeps_default_keys(tmp_path, b
     assert "teacher_input" not in bench._key_spec(config.defense)  # earlier records keep their keys
     assert masked_bench._key("defense", **job) != default_bench._key("defense", **job)
     assert masked_bench._defense_settings(config.datasets["toy"], 0, 0.5).teacher_input == "epur-masked"
-    with pytest.raises(FinemixError, match="teacher_input"):
+    with pytest.raises(FinemixError, match="teacher input"):
         tiny_config(tmp_path, bert_pair.pretrained, defense={"teacher_input": "masked"})

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 from .attacks import ATTACKS, AttackConfig, card_path, load_card, make_victim
-from .config import TEACHER_INPUTS, EpurConfig, RatioSearchConfig, TrainConfig, check_head_policy, from_mapping
+from .config import EpurConfig, RatioSearchConfig, TrainConfig, check_head_policy, check_teacher_input, from_mapping
 from .errors import FinemixError
 from .evaluation import SEGMENTS
 
@@ -83,8 +83,7 @@ class DefensePlan:
 
     def __post_init__(self) -> None:
         check_head_policy(self.head)
-        if self.teacher_input not in TEACHER_INPUTS:
-            raise FinemixError(f"unknown teacher_input {self.teacher_input!r}; use {' or '.join(TEACHER_INPUTS)}")
+        check_teacher_input(self.teacher_input)
 
 
 @dataclasses.dataclass(frozen=True)

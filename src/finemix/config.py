@@ -124,6 +124,11 @@ class RatioSearchConfig:
 TEACHER_INPUTS = ("raw", "epur-masked")
 
 
+def check_teacher_input(value: str) -> None:
+    if value not in TEACHER_INPUTS:
+        raise FinemixError(f"unknown teacher input {value!r}; use {' or '.join(TEACHER_INPUTS)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class PurifyConfig:
     """Everything ``purify`` does; the defender's view holds no trigger or target label."""
@@ -134,7 +139,8 @@ class PurifyConfig:
     epur: Optional[EpurConfig] = EpurConfig()  # None = no E-PUR
     train: TrainConfig = TrainConfig()
     # With unlabelled clean text: fine-tune on the suspect model's own predictions for it too
-    # (soft targets). The trigger is absent from clean text, so only clean behaviour is taught.
+    # (soft targets). A rare-word trigger is absent from clean text, so only clean behaviour is taught;
+    # a sentence of common words is not wholly absent (docs/results.md, addsent).
     distill: bool = True
     distill_rows: int = 2000  # cap on unlabelled rows used for distillation (CPU budget)
     # Epochs over labelled + unlabelled rows when distilling (replaces train.epochs). 3 measured better
@@ -150,7 +156,8 @@ class PurifyConfig:
     # What the teacher reads: "raw" texts, or "epur-masked": the texts without the tokens E-PUR
     # flagged (its top-N rows). A trigger made of common words (a sentence) leaves the suspect
     # model leaning to the target on clean texts that share those words; the student would learn
-    # that lean from its answers. Needs E-PUR; without it the teacher reads raw texts.
+    # that lean from its answers. Needs E-PUR; without it the teacher reads raw texts. Measured
+    # worse than "raw" on MiniLM/MR (docs/paper-choices.md), so off by default.
     teacher_input: str = "raw"
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
@@ -163,7 +170,6 @@ class PurifyConfig:
             raise FinemixError(f"unknown teacher calibration {self.calibrate_teacher!r}; use prior, labelled or none")
         if self.calibrate_student not in ("prior", "none"):
             raise FinemixError(f"unknown student calibration {self.calibrate_student!r}; use prior or none")
-        if self.teacher_input not in TEACHER_INPUTS:
-            raise FinemixError(f"unknown teacher input {self.teacher_input!r}; use {' or '.join(TEACHER_INPUTS)}")
+        check_teacher_input(self.teacher_input)
         if self.distill_epochs <= 0:
             raise FinemixError(f"distill epochs must be > 0, got {self.distill_epochs}")

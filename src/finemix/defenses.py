@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .config import TEACHER_INPUTS, EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig, check_head_policy
+from .config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig, check_head_policy, check_teacher_input
 from .errors import FinemixError
 
 if TYPE_CHECKING:
@@ -69,8 +69,7 @@ class DefenseSettings:
         if not 0.0 <= self.prune_ratio < 1.0:
             raise FinemixError(f"prune ratio must be in [0, 1), got {self.prune_ratio}")
         check_head_policy(self.head)
-        if self.teacher_input not in TEACHER_INPUTS:
-            raise FinemixError(f"unknown teacher input {self.teacher_input!r}; use {' or '.join(TEACHER_INPUTS)}")
+        check_teacher_input(self.teacher_input)
 
 
 @dataclasses.dataclass(frozen=True)
