@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="64 clean rows, 100 unlabelled texts, 1 epoch (quick check)")
     parser.add_argument("--clean-rows", type=int, default=None, help="default 128 (64 with --small)")
     parser.add_argument("--unlabelled-rows", type=int, default=None, help="default 500 (100 with --small)")
-    parser.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs (default finemix's: 2 when distilling; 1 with --small)")
+    parser.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs (default 2 when distilling, finemix's default when the committed results were measured; it is 3 now; 1 with --small)")
     parser.add_argument("--backdoored", type=Path, default=None, help="suspect model folder (default: build one in --workdir)")
     parser.add_argument("--victim-rows", type=int, default=1000, help="training rows of the built suspect model")
     parser.add_argument("--no-worst-case", action="store_true", help="skip the forced all-candidates run")

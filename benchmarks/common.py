@@ -755,6 +755,7 @@ def job_purify(params: dict, probe: Probe) -> dict:
         epur=EpurConfig(),
         train=train,
         distill=True,
+        # 2: finemix purify's default when benchmarks/results were measured (3 since); kept so they reproduce
         distill_epochs=params.get("distill_epochs") or params.get("epochs") or 2.0,
     )
     if params.get("force_all_candidates"):
