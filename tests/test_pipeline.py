@@ -227,3 +227,26 @@ def test_unknown_teacher_input_is_refused():
 
     with pytest.raises(FinemixError, match="teacher input"):
         PurifyConfig(teacher_input="masked")
+
+
+def test_hard_distillation_targets_are_the_calibrated_teachers_argmax(bert_pair):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(bert_pair.finetuned)
+    tokenizer = AutoTokenizer.from_pretrained(bert_pair.finetuned)
+    texts = [text for text, _ in text_rows()]
+    soft_config = PurifyConfig(train=FAST)
+    _, soft, _ = pipeline.teacher_targets(model, tokenizer, texts, rows(), soft_config)
+    _, hard, record = pipeline.teacher_targets(model, tokenizer, texts, rows(),
+                                              dataclasses.replace(soft_config, distill_targets="hard"))
+    assert record["targets"] == "hard"
+    assert torch.equal(hard.sum(dim=1), torch.ones(len(hard)))
+    assert set(hard.flatten().tolist()) <= {0.0, 1.0}
+    assert torch.equal(hard.argmax(dim=1), soft.argmax(dim=1))
+
+
+def test_unknown_distillation_targets_are_refused():
+    from finemix.errors import FinemixError
+
+    with pytest.raises(FinemixError, match="distillation targets"):
+        PurifyConfig(distill_targets="onehot")

@@ -434,6 +434,8 @@ def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Exa
     """
     import random
 
+    import torch
+
     from .data import Example
     from .evaluation import predict_logits
 
@@ -466,7 +468,11 @@ def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Exa
         record["hidden_tokens"] = len(hidden_tokens)
         record["rows_with_hidden_tokens"] = _rows_containing(tokenizer, rows, hidden_tokens, length)
         record["teacher_clean_accuracy_raw_input"] = _accuracy_of(predict_logits(model, tokenizer, clean, max_length=length), labels)
-    return rows, (logits + bias).softmax(dim=-1), record
+    targets = (logits + bias).softmax(dim=-1)
+    if config.distill_targets == "hard":
+        targets = torch.nn.functional.one_hot(targets.argmax(dim=-1), targets.shape[1]).to(targets.dtype)
+    record["targets"] = config.distill_targets
+    return rows, targets, record
 
 
 def _rows_containing(tokenizer, rows: Sequence["Example"], token_ids: frozenset[int], max_length: int) -> int:
