@@ -36,7 +36,7 @@ def variants() -> dict:
         "default": (shipped, True),  # finemix purify's defaults (3 distillation epochs since they measured better)
         "default-distill2": (base, True),  # the default before: 2 epochs over labelled + distilled rows
         "default-distill3": (dataclasses.replace(base, distill_epochs=3.0), True),  # = "default" now
-        "default-hard-targets": (dataclasses.replace(shipped, distill_targets="hard"), True),  # pseudo-labels
+        "default-hard-targets": (dataclasses.replace(shipped, distill_labels="hard"), True),  # pseudo-labels
         # the victim's classification head re-initialised instead of kept: at ρ = 0 it is the only
         # fine-tuned tensor left, and on mr/addsent it carried part of the backdoor (docs/results.md)
         "default-head-reinit": (dataclasses.replace(base, mix=MixConfig(head="reinit")), True),

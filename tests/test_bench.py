@@ -414,9 +414,9 @@ def test_a_teacher_input_reaches_the_defenses_and_keeps_default_keys(tmp_path, b
 
 def test_distillation_targets_reach_the_defenses_and_keep_default_keys(tmp_path, bert_pair):
     config = tiny_config(tmp_path, bert_pair.pretrained)
-    hard = tiny_config(tmp_path, bert_pair.pretrained, defense={"epochs": 1, "batch_size": 8, "distill_targets": "hard"})
+    hard = tiny_config(tmp_path, bert_pair.pretrained, defense={"epochs": 1, "batch_size": 8, "distill_labels": "hard"})
     job = {"dataset": "toy", "attack": "badword", "seed": 0, "defense": "finemix", "clean_rows": 24, "ratio": 0.5}
     default_bench, hard_bench = Bench(config, tmp_path / "a", progress=False), Bench(hard, tmp_path / "b", progress=False)
-    assert "distill_targets" not in bench._key_spec(config.defense)
+    assert "distill_labels" not in bench._key_spec(config.defense)
     assert hard_bench._key("defense", **job) != default_bench._key("defense", **job)
-    assert hard_bench._defense_settings(config.datasets["toy"], 0, 0.5).distill_targets == "hard"
+    assert hard_bench._defense_settings(config.datasets["toy"], 0, 0.5).distill_labels == "hard"

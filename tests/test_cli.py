@@ -203,11 +203,11 @@ def test_purify_distillation_options_reach_the_report(tmp_path, capsys, bert_pai
     out = tmp_path / "d"
     code, _, stderr = run(capsys, "purify", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
                           "--clean-data", tiny_text_csv, "--unlabelled-text", tiny_text_csv, "--output", out,
-                          "--ratio", "0", "--distill-targets", "hard", "--teacher-input", "epur-masked",
+                          "--ratio", "0", "--distill-labels", "hard", "--teacher-input", "epur-masked",
                           "--batch-size", "8", "--max-length", "32", "--quiet")
     assert code == 0, stderr
     report = json.loads((out / "finemix_report.json").read_text())
     assert report["settings"]["distill_epochs"] == 3.0  # the default when --epochs is not given
-    assert report["settings"]["distill_targets"] == "hard" and report["settings"]["teacher_input"] == "epur-masked"
+    assert report["settings"]["distill_labels"] == "hard" and report["settings"]["teacher_input"] == "epur-masked"
     teacher = report["unlabelled_text"]["teacher"]
-    assert teacher["targets"] == "hard" and teacher["input"] == "epur-masked"
+    assert teacher["labels"] == "hard" and teacher["input"] == "epur-masked"

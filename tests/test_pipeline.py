@@ -238,8 +238,8 @@ def test_hard_distillation_targets_are_the_calibrated_teachers_argmax(bert_pair)
     soft_config = PurifyConfig(train=FAST)
     _, soft, _ = pipeline.teacher_targets(model, tokenizer, texts, rows(), soft_config)
     _, hard, record = pipeline.teacher_targets(model, tokenizer, texts, rows(),
-                                              dataclasses.replace(soft_config, distill_targets="hard"))
-    assert record["targets"] == "hard"
+                                              dataclasses.replace(soft_config, distill_labels="hard"))
+    assert record["labels"] == "hard"
     assert torch.equal(hard.sum(dim=1), torch.ones(len(hard)))
     assert set(hard.flatten().tolist()) <= {0.0, 1.0}
     assert torch.equal(hard.argmax(dim=1), soft.argmax(dim=1))
@@ -248,5 +248,5 @@ def test_hard_distillation_targets_are_the_calibrated_teachers_argmax(bert_pair)
 def test_unknown_distillation_targets_are_refused():
     from finemix.errors import FinemixError
 
-    with pytest.raises(FinemixError, match="distillation targets"):
-        PurifyConfig(distill_targets="onehot")
+    with pytest.raises(FinemixError, match="distillation labels"):
+        PurifyConfig(distill_labels="onehot")

@@ -80,7 +80,7 @@ class DefensePlan:
     epur_top_n: int = 200
     head: str = "keep"  # mixing defenses: policy for the tensors θ_Pre lacks ("keep" | "reinit")
     teacher_input: str = "raw"  # what the distillation teacher reads ("raw" | "epur-masked"; PurifyConfig)
-    distill_targets: str = "soft"  # the teacher's probabilities ("soft") or its argmax ("hard"; PurifyConfig)
+    distill_labels: str = "soft"  # the teacher's probabilities ("soft") or its argmax ("hard"; PurifyConfig)
 
     def __post_init__(self) -> None:
         check_head_policy(self.head)
@@ -237,7 +237,7 @@ def defense_jobs(config: BenchConfig, base: dict, defense: str) -> Iterator[dict
 
 # Fields added to the plans after records existed: job keys leave them out while at their default,
 # so records made before them keep their keys.
-LATER_FIELDS = ("trigger_segment", "head", "teacher_input", "distill_targets")
+LATER_FIELDS = ("trigger_segment", "head", "teacher_input", "distill_labels")
 
 
 def _key_spec(plan: Union[DatasetPlan, DefensePlan]) -> dict:
@@ -381,7 +381,7 @@ class Bench:
             search=RatioSearchConfig(candidates=d.candidates, tolerance=d.tolerance, stop_hopeless=False),
             epur=EpurConfig(top_n=d.epur_top_n), distill=d.distill, distill_rows=d.distill_rows,
             distill_epochs=d.distill_epochs, prune_ratio=d.prune_ratio, head=d.head, teacher_input=d.teacher_input,
-            distill_targets=d.distill_targets)
+            distill_labels=d.distill_labels)
 
     def _measure(self, key: str, defense: str, model_dir: Path, card, data: DatasetSplits, job: dict, extra: dict) -> int:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -100,9 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what the suspect model reads when it labels the unlabelled text: raw texts, or epur-masked: "
                              "the texts without the tokens E-PUR flagged, so a trigger made of common words cannot lean "
                              f"its answers (default {PurifyConfig().teacher_input})")
-    purify.add_argument("--distill-targets", choices=("soft", "hard"), default=PurifyConfig().distill_targets,
+    purify.add_argument("--distill-labels", choices=("soft", "hard"), default=PurifyConfig().distill_labels,
                         help="distil the calibrated teacher's class probabilities (soft) or its argmax as labels (hard) "
-                             f"(default {PurifyConfig().distill_targets})")
+                             f"(default {PurifyConfig().distill_labels})")
     purify.add_argument("--output-calibration", choices=("prior", "none"), default="prior",
                         help="with unlabelled text: shift the repaired model's output bias so its mean prediction on that "
                              "text matches the labelled rows' class shares (default prior)")
@@ -336,7 +336,7 @@ def _purify(args: argparse.Namespace) -> int:
         calibrate_teacher=args.teacher_calibration,
         calibrate_student=args.output_calibration,
         teacher_input=args.teacher_input,
-        distill_targets=args.distill_targets,
+        distill_labels=args.distill_labels,
         distill_epochs=args.epochs if args.epochs is not None else PurifyConfig().distill_epochs,
     )
     report = purify(backdoored, args.pretrained, clean, args.output, config, unlabelled, args.force,

@@ -159,10 +159,10 @@ class PurifyConfig:
     # that lean from its answers. Needs E-PUR; without it the teacher reads raw texts. Measured
     # worse than "raw" on MiniLM/MR (docs/paper-choices.md), so off by default.
     teacher_input: str = "raw"
-    # Distillation targets: the calibrated teacher's class probabilities ("soft") or its calibrated
+    # Distillation labels: the calibrated teacher's class probabilities ("soft") or its calibrated
     # argmax as one-hot labels ("hard", pseudo-labels), which pass on less of a lean that does not
     # change the answer.
-    distill_targets: str = "soft"
+    distill_labels: str = "soft"
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
     finetune: bool = True
@@ -175,7 +175,7 @@ class PurifyConfig:
         if self.calibrate_student not in ("prior", "none"):
             raise FinemixError(f"unknown student calibration {self.calibrate_student!r}; use prior or none")
         check_teacher_input(self.teacher_input)
-        if self.distill_targets not in ("soft", "hard"):
-            raise FinemixError(f"unknown distillation targets {self.distill_targets!r}; use soft or hard")
+        if self.distill_labels not in ("soft", "hard"):
+            raise FinemixError(f"unknown distillation labels {self.distill_labels!r}; use soft or hard")
         if self.distill_epochs <= 0:
             raise FinemixError(f"distill epochs must be > 0, got {self.distill_epochs}")

@@ -64,7 +64,7 @@ class DefenseSettings:
     prune_ratio: float = 0.3  # fineprune: share of FFN neurons pruned in every layer
     head: str = "keep"  # mixing defenses: policy for tensors θ_Pre lacks (the baselines keep the suspect's head)
     teacher_input: str = "raw"  # what the distillation teacher reads (PurifyConfig.teacher_input)
-    distill_targets: str = "soft"  # PurifyConfig.distill_targets
+    distill_labels: str = "soft"  # PurifyConfig.distill_labels
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prune_ratio < 1.0:
@@ -92,7 +92,7 @@ def _purify_config(settings: DefenseSettings, epur: bool, mix: MixConfig, auto: 
     return PurifyConfig(mix=mix, ratio_auto=auto, search=settings.search, epur=settings.epur if epur else None,
                         train=settings.train, distill=settings.distill, distill_rows=settings.distill_rows,
                         distill_epochs=settings.distill_epochs, finetune=finetune, teacher_input=settings.teacher_input,
-                        distill_targets=settings.distill_targets)
+                        distill_labels=settings.distill_labels)
 
 
 def _purify(inputs: DefenderInputs, output: Path, config: PurifyConfig, force: bool,

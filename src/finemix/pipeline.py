@@ -329,8 +329,8 @@ def purify(
     if config.finetune and config.distill and unlabelled_texts and config.distill_rows > 0:
         with timer("teacher"):
             hidden = teacher_hidden_tokens(tokenizer, plan, config)
-            distill_rows, distill_targets, teacher_record = teacher_targets(model, tokenizer, unlabelled_texts, clean, config, hidden)
-            distill = (distill_rows, distill_targets)
+            distill_rows, distill_probabilities, teacher_record = teacher_targets(model, tokenizer, unlabelled_texts, clean, config, hidden)
+            distill = (distill_rows, distill_probabilities)
     with timer("ratio+finetune"):
         search = choose_ratio(pair, model, tokenizer, clean, config, plan, distill, after_mix)
     student_record = None
@@ -469,9 +469,9 @@ def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Exa
         record["rows_with_hidden_tokens"] = _rows_containing(tokenizer, rows, hidden_tokens, length)
         record["teacher_clean_accuracy_raw_input"] = _accuracy_of(predict_logits(model, tokenizer, clean, max_length=length), labels)
     targets = (logits + bias).softmax(dim=-1)
-    if config.distill_targets == "hard":
+    if config.distill_labels == "hard":
         targets = torch.nn.functional.one_hot(targets.argmax(dim=-1), targets.shape[1]).to(targets.dtype)
-    record["targets"] = config.distill_targets
+    record["labels"] = config.distill_labels
     return rows, targets, record
 
 
