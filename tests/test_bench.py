@@ -412,7 +412,7 @@ def test_a_teacher_input_reaches_the_defenses_and_keeps_default_keys(tmp_path, b
         tiny_config(tmp_path, bert_pair.pretrained, defense={"teacher_input": "masked"})
 
 
-def test_distillation_targets_reach_the_defenses_and_keep_default_keys(tmp_path, bert_pair):
+def test_distillation_labels_reach_the_defenses_and_keep_default_keys(tmp_path, bert_pair):
     config = tiny_config(tmp_path, bert_pair.pretrained)
     hard = tiny_config(tmp_path, bert_pair.pretrained, defense={"epochs": 1, "batch_size": 8, "distill_labels": "hard"})
     job = {"dataset": "toy", "attack": "badword", "seed": 0, "defense": "finemix", "clean_rows": 24, "ratio": 0.5}
@@ -420,3 +420,5 @@ def test_distillation_targets_reach_the_defenses_and_keep_default_keys(tmp_path,
     assert "distill_labels" not in bench._key_spec(config.defense)
     assert hard_bench._key("defense", **job) != default_bench._key("defense", **job)
     assert hard_bench._defense_settings(config.datasets["toy"], 0, 0.5).distill_labels == "hard"
+    with pytest.raises(FinemixError, match="distillation labels"):
+        tiny_config(tmp_path, bert_pair.pretrained, defense={"distill_labels": "onehot"})

@@ -195,10 +195,10 @@ def test_epur_masked_teacher_hides_the_flagged_tokens_and_says_so(tmp_path, bert
     unlabelled = [text for text, _ in text_rows()]
     config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=1,
                           teacher_input="epur-masked", epur=pipeline.EpurConfig(top_n=5))
-    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config, unlabelled)
-    teacher = report["unlabelled_text"]["teacher"]
     from transformers import AutoTokenizer
 
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config, unlabelled)
+    teacher = report["unlabelled_text"]["teacher"]
     specials = set(AutoTokenizer.from_pretrained(bert_pair.finetuned).all_special_ids)
     flagged = {t["id"] for t in report["epur"]["tokens"]}
     assert len(flagged) == 5
@@ -229,7 +229,7 @@ def test_unknown_teacher_input_is_refused():
         PurifyConfig(teacher_input="masked")
 
 
-def test_hard_distillation_targets_are_the_calibrated_teachers_argmax(bert_pair):
+def test_hard_distillation_labels_are_the_calibrated_teachers_argmax(bert_pair):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model = AutoModelForSequenceClassification.from_pretrained(bert_pair.finetuned)
@@ -245,7 +245,7 @@ def test_hard_distillation_targets_are_the_calibrated_teachers_argmax(bert_pair)
     assert torch.equal(hard.argmax(dim=1), soft.argmax(dim=1))
 
 
-def test_unknown_distillation_targets_are_refused():
+def test_unknown_distillation_labels_are_refused():
     from finemix.errors import FinemixError
 
     with pytest.raises(FinemixError, match="distillation labels"):

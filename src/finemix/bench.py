@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 from .attacks import ATTACKS, AttackConfig, card_path, load_card, make_victim
-from .config import EpurConfig, RatioSearchConfig, TrainConfig, check_head_policy, check_teacher_input, from_mapping
+from .config import EpurConfig, RatioSearchConfig, TrainConfig, check_distill_labels, check_head_policy, check_teacher_input, from_mapping
 from .errors import FinemixError
 from .evaluation import SEGMENTS
 
@@ -85,6 +85,7 @@ class DefensePlan:
     def __post_init__(self) -> None:
         check_head_policy(self.head)
         check_teacher_input(self.teacher_input)
+        check_distill_labels(self.distill_labels)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import TEACHER_INPUTS, PurifyConfig, RatioSearchConfig
+from .config import DISTILL_LABELS, TEACHER_INPUTS, PurifyConfig, RatioSearchConfig
 from .errors import FinemixError
 
 
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what the suspect model reads when it labels the unlabelled text: raw texts, or epur-masked: "
                              "the texts without the tokens E-PUR flagged, so a trigger made of common words cannot lean "
                              f"its answers (default {PurifyConfig().teacher_input})")
-    purify.add_argument("--distill-labels", choices=("soft", "hard"), default=PurifyConfig().distill_labels,
+    purify.add_argument("--distill-labels", choices=DISTILL_LABELS, default=PurifyConfig().distill_labels,
                         help="distil the calibrated teacher's class probabilities (soft) or its argmax as labels (hard) "
                              f"(default {PurifyConfig().distill_labels})")
     purify.add_argument("--output-calibration", choices=("prior", "none"), default="prior",
@@ -198,6 +198,8 @@ def _add_defend_parser(commands) -> None:
                         help="use unlabelled text only for E-PUR counts, not to distil the suspect model's predictions")
     defend.add_argument("--teacher-input", choices=TEACHER_INPUTS, default=PurifyConfig().teacher_input,
                         help="what the distillation teacher reads: raw texts or epur-masked (see purify --help)")
+    defend.add_argument("--distill-labels", choices=DISTILL_LABELS, default=PurifyConfig().distill_labels,
+                        help="distil the teacher's probabilities (soft) or its argmax (hard) (see purify --help)")
     defend.add_argument("--epochs", type=float, default=5.0, help="fine-tuning epochs on the labelled rows (default 5)")
     defend.add_argument("--max-length", type=int, default=128, help="max tokens per row (default 128)")
     defend.add_argument("--seed", type=int, default=0, help="seed for masks, splits and training")
@@ -481,7 +483,7 @@ def _defend(args: argparse.Namespace) -> int:
     unlabelled, _ = _texts(args.unlabelled_text)
     settings = DefenseSettings(train=TrainConfig(epochs=args.epochs, max_length=args.max_length, seed=args.seed),
                                ratio=args.ratio, distill=args.distill, prune_ratio=args.prune_ratio,
-                               teacher_input=args.teacher_input)
+                               teacher_input=args.teacher_input, distill_labels=args.distill_labels)
     result = run_defense(args.defense, DefenderInputs(suspect, args.pretrained, tuple(clean), tuple(unlabelled)),
                          args.output, settings, force=args.force)
     if args.defense == "none":

@@ -129,6 +129,14 @@ def check_teacher_input(value: str) -> None:
         raise FinemixError(f"unknown teacher input {value!r}; use {' or '.join(TEACHER_INPUTS)}")
 
 
+DISTILL_LABELS = ("soft", "hard")
+
+
+def check_distill_labels(value: str) -> None:
+    if value not in DISTILL_LABELS:
+        raise FinemixError(f"unknown distillation labels {value!r}; use {' or '.join(DISTILL_LABELS)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class PurifyConfig:
     """Everything ``purify`` does; the defender's view holds no trigger or target label."""
@@ -175,7 +183,6 @@ class PurifyConfig:
         if self.calibrate_student not in ("prior", "none"):
             raise FinemixError(f"unknown student calibration {self.calibrate_student!r}; use prior or none")
         check_teacher_input(self.teacher_input)
-        if self.distill_labels not in ("soft", "hard"):
-            raise FinemixError(f"unknown distillation labels {self.distill_labels!r}; use soft or hard")
+        check_distill_labels(self.distill_labels)
         if self.distill_epochs <= 0:
             raise FinemixError(f"distill epochs must be > 0, got {self.distill_epochs}")

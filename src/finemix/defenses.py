@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig, check_head_policy, check_teacher_input
+from .config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig, check_distill_labels, check_head_policy, check_teacher_input
 from .errors import FinemixError
 
 if TYPE_CHECKING:
@@ -63,14 +63,15 @@ class DefenseSettings:
     distill_epochs: float = PurifyConfig().distill_epochs
     prune_ratio: float = 0.3  # fineprune: share of FFN neurons pruned in every layer
     head: str = "keep"  # mixing defenses: policy for tensors θ_Pre lacks (the baselines keep the suspect's head)
-    teacher_input: str = "raw"  # what the distillation teacher reads (PurifyConfig.teacher_input)
-    distill_labels: str = "soft"  # PurifyConfig.distill_labels
+    teacher_input: str = PurifyConfig().teacher_input  # what the distillation teacher reads
+    distill_labels: str = PurifyConfig().distill_labels  # the teacher's probabilities or its argmax
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prune_ratio < 1.0:
             raise FinemixError(f"prune ratio must be in [0, 1), got {self.prune_ratio}")
         check_head_policy(self.head)
         check_teacher_input(self.teacher_input)
+        check_distill_labels(self.distill_labels)
 
 
 @dataclasses.dataclass(frozen=True)
