@@ -422,3 +422,19 @@ def test_distillation_labels_reach_the_defenses_and_keep_default_keys(tmp_path, 
     assert hard_bench._defense_settings(config.datasets["toy"], 0, 0.5).distill_labels == "hard"
     with pytest.raises(FinemixError, match="distillation labels"):
         tiny_config(tmp_path, bert_pair.pretrained, defense={"distill_labels": "onehot"})
+
+
+@pytest.mark.parametrize("field,value", [("teacher", "cross-fit"), ("freeze_epur_rows", True)])
+def test_teacher_and_frozen_rows_reach_the_defenses_and_keep_default_keys(tmp_path, bert_pair, field, value):
+    config = tiny_config(tmp_path, bert_pair.pretrained)
+    changed = tiny_config(tmp_path, bert_pair.pretrained, defense={"epochs": 1, "batch_size": 8, field: value})
+    job = {"dataset": "toy", "attack": "badword", "seed": 0, "defense": "finemix+epur", "clean_rows": 24, "ratio": 0.5}
+    default_bench, changed_bench = Bench(config, tmp_path / "a", progress=False), Bench(changed, tmp_path / "b", progress=False)
+    assert field not in bench._key_spec(config.defense)
+    assert changed_bench._key("defense", **job) != default_bench._key("defense", **job)
+    assert getattr(changed_bench._defense_settings(config.datasets["toy"], 0, 0.5), field) == value
+
+
+def test_an_unknown_teacher_is_refused_when_the_config_loads(tmp_path, bert_pair):
+    with pytest.raises(FinemixError, match="distillation teacher"):
+        tiny_config(tmp_path, bert_pair.pretrained, defense={"teacher": "victim"})

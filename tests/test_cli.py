@@ -211,3 +211,16 @@ def test_purify_distillation_options_reach_the_report(tmp_path, capsys, bert_pai
     assert report["settings"]["distill_labels"] == "hard" and report["settings"]["teacher_input"] == "epur-masked"
     teacher = report["unlabelled_text"]["teacher"]
     assert teacher["labels"] == "hard" and teacher["input"] == "epur-masked"
+    assert report["settings"]["teacher"] == "suspect" and report["settings"]["freeze_epur_rows"] is False
+
+
+def test_purify_cross_fitted_teacher_and_frozen_rows_reach_the_report(tmp_path, capsys, bert_pair, tiny_text_csv):
+    out = tmp_path / "x"
+    code, _, stderr = run(capsys, "purify", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
+                          "--clean-data", tiny_text_csv, "--unlabelled-text", tiny_text_csv, "--output", out,
+                          "--ratio", "0", "--teacher", "cross-fit", "--freeze-epur-rows", "--epochs", "1",
+                          "--batch-size", "8", "--max-length", "32", "--quiet")
+    assert code == 0, stderr
+    report = json.loads((out / "finemix_report.json").read_text())
+    assert report["settings"]["teacher"] == "cross-fit" and report["settings"]["freeze_epur_rows"] is True
+    assert report["unlabelled_text"]["teacher"]["cross_fit"]["first_round_ratios"] == [0.0, 0.0]

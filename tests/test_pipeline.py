@@ -250,3 +250,92 @@ def test_unknown_distillation_labels_are_refused():
 
     with pytest.raises(FinemixError, match="distillation labels"):
         PurifyConfig(distill_labels="onehot")
+
+
+def test_frozen_embedding_rows_keep_their_values_through_training(bert_pair):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from finemix.finetune import finetune
+
+    model = AutoModelForSequenceClassification.from_pretrained(bert_pair.finetuned)
+    tokenizer = AutoTokenizer.from_pretrained(bert_pair.finetuned)
+    start = model.get_input_embeddings().weight.detach().clone()
+    data = rows()
+    used = sorted({i for e in data for i in tokenizer(e.text)["input_ids"]})
+    frozen, free = used[: len(used) // 2], used[len(used) // 2:]
+    finetune(model, tokenizer, data, dataclasses.replace(FAST, weight_decay=0.1), frozen_embedding_rows=frozen)
+    after = model.get_input_embeddings().weight.detach()
+    assert torch.equal(after[frozen], start[frozen])  # read by the batches, decayed by AdamW: still put back
+    assert not torch.equal(after[free], start[free])
+
+
+def test_freeze_epur_rows_leaves_the_reset_rows_pretrained(tmp_path, bert_pair):
+    from safetensors.torch import load_file
+
+    unlabelled = [text for text, _ in text_rows()]
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.5), train=dataclasses.replace(FAST, weight_decay=0.1),
+                          distill_epochs=1, epur=pipeline.EpurConfig(top_n=5))
+    name = "bert.embeddings.word_embeddings.weight"
+    pretrained = load_file(Path(bert_pair.pretrained) / "model.safetensors")["embeddings.word_embeddings.weight"]
+    outputs = {}
+    for freeze in (True, False):
+        report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / str(freeze),
+                        dataclasses.replace(config, freeze_epur_rows=freeze), unlabelled)
+        assert report["settings"]["freeze_epur_rows"] is freeze
+        outputs[freeze] = load_file(tmp_path / str(freeze) / "model.safetensors")[name]
+    flagged = report["epur"]["rows"]
+    assert torch.equal(outputs[True][flagged], pretrained[flagged])
+    assert not torch.equal(outputs[False][flagged], pretrained[flagged])
+
+
+def test_cross_fitted_targets_label_each_text_by_a_student_that_never_trained_on_it(monkeypatch, bert_pair):
+    from transformers import AutoTokenizer
+
+    import finemix.evaluation as evaluation
+    from finemix.checkpoint import open_pair
+
+    trained_on, labelled_by = [], {}
+
+    def fake_choose_ratio(pair, model, tokenizer, clean, config, plan, distill, after_mix=None):
+        model.student_id = len(trained_on)
+        trained_on.append({e.text for e in distill[0]})
+        return {"chosen_ratio": 0.0}
+
+    real_predict_logits = evaluation.predict_logits
+
+    def recording_predict_logits(model, tokenizer, examples, **kwargs):
+        if len(examples) != len(clean):
+            labelled_by.update({e.text: model.student_id for e in examples})
+        return real_predict_logits(model, tokenizer, examples, **kwargs)
+
+    monkeypatch.setattr(ratio_search, "choose_ratio", fake_choose_ratio)
+    monkeypatch.setattr(evaluation, "predict_logits", recording_predict_logits)
+    clean = rows(1)
+    unlabelled = [Example(f"unlabelled text number {i} about a film", 0) for i in range(9)]
+    suspect = torch.tensor([[0.9, 0.1]] * 9)
+    targets, record = pipeline.cross_fitted_targets(open_pair(bert_pair.finetuned, bert_pair.pretrained),
+                                                    AutoTokenizer.from_pretrained(bert_pair.finetuned), clean,
+                                                    PurifyConfig(train=FAST), None, unlabelled, suspect)
+    assert record["rows_per_half"] == [5, 4] and record["first_round_ratios"] == [0.0, 0.0]
+    assert trained_on[0].isdisjoint(trained_on[1]) and len(trained_on[0] | trained_on[1]) == 9
+    assert set(labelled_by) == {e.text for e in unlabelled}
+    assert all(text not in trained_on[student] for text, student in labelled_by.items())
+    assert targets.shape == (9, 2) and torch.allclose(targets.sum(dim=1), torch.ones(9))
+
+
+def test_purify_with_a_cross_fitted_teacher_reports_it(tmp_path, bert_pair):
+    unlabelled = [text for text, _ in text_rows()]
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=1, teacher="cross-fit")
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config, unlabelled)
+    cross = report["unlabelled_text"]["teacher"]["cross_fit"]
+    assert sum(cross["rows_per_half"]) == report["unlabelled_text"]["teacher"]["rows"]
+    assert cross["first_round_ratios"] == [0.0, 0.0] and len(cross["student_clean_accuracy"]) == 2
+    assert report["timings_s"]["cross-fit teacher"] > 0
+    assert report["settings"]["teacher"] == "cross-fit"
+
+
+def test_unknown_teacher_is_refused():
+    from finemix.errors import FinemixError
+
+    with pytest.raises(FinemixError, match="distillation teacher"):
+        PurifyConfig(teacher="victim")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 from .attacks import ATTACKS, AttackConfig, card_path, load_card, make_victim
-from .config import EpurConfig, RatioSearchConfig, TrainConfig, check_distill_labels, check_head_policy, check_teacher_input, from_mapping
+from .config import EpurConfig, RatioSearchConfig, TrainConfig, check_distill_labels, check_head_policy, check_teacher, check_teacher_input, from_mapping
 from .errors import FinemixError
 from .evaluation import SEGMENTS
 
@@ -81,11 +81,14 @@ class DefensePlan:
     head: str = "keep"  # mixing defenses: policy for the tensors θ_Pre lacks ("keep" | "reinit")
     teacher_input: str = "raw"  # what the distillation teacher reads ("raw" | "epur-masked"; PurifyConfig)
     distill_labels: str = "soft"  # the teacher's probabilities ("soft") or its argmax ("hard"; PurifyConfig)
+    teacher: str = "suspect"  # who labels the unlabelled texts ("suspect" | "cross-fit"; PurifyConfig)
+    freeze_epur_rows: bool = False  # E-PUR's reset rows stay at θ_Pre while fine-tuning (PurifyConfig)
 
     def __post_init__(self) -> None:
         check_head_policy(self.head)
         check_teacher_input(self.teacher_input)
         check_distill_labels(self.distill_labels)
+        check_teacher(self.teacher)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,7 +241,7 @@ def defense_jobs(config: BenchConfig, base: dict, defense: str) -> Iterator[dict
 
 # Fields added to the plans after records existed: job keys leave them out while at their default,
 # so records made before them keep their keys.
-LATER_FIELDS = ("trigger_segment", "head", "teacher_input", "distill_labels")
+LATER_FIELDS = ("trigger_segment", "head", "teacher_input", "distill_labels", "teacher", "freeze_epur_rows")
 
 
 def _key_spec(plan: Union[DatasetPlan, DefensePlan]) -> dict:
@@ -382,7 +385,7 @@ class Bench:
             search=RatioSearchConfig(candidates=d.candidates, tolerance=d.tolerance, stop_hopeless=False),
             epur=EpurConfig(top_n=d.epur_top_n), distill=d.distill, distill_rows=d.distill_rows,
             distill_epochs=d.distill_epochs, prune_ratio=d.prune_ratio, head=d.head, teacher_input=d.teacher_input,
-            distill_labels=d.distill_labels)
+            distill_labels=d.distill_labels, teacher=d.teacher, freeze_epur_rows=d.freeze_epur_rows)
 
     def _measure(self, key: str, defense: str, model_dir: Path, card, data: DatasetSplits, job: dict, extra: dict) -> int:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer

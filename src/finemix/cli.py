@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import DISTILL_LABELS, TEACHER_INPUTS, PurifyConfig, RatioSearchConfig
+from .config import DISTILL_LABELS, TEACHER_INPUTS, TEACHERS, PurifyConfig, RatioSearchConfig
 from .errors import FinemixError
 
 
@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     purify.add_argument("--distill-labels", choices=DISTILL_LABELS, default=PurifyConfig().distill_labels,
                         help="distil the calibrated teacher's class probabilities (soft) or its argmax as labels (hard) "
                              f"(default {PurifyConfig().distill_labels})")
+    purify.add_argument("--teacher", choices=TEACHERS, default=PurifyConfig().teacher,
+                        help="who labels the unlabelled text: the suspect model, or cross-fit: the text is halved, a first "
+                             "repair is run on each half, and each text is labelled by the first-round model that did not "
+                             "train on it; passes on less of a sentence trigger's lean, at about 2-3x the time "
+                             f"(default {PurifyConfig().teacher})")
+    purify.add_argument("--freeze-epur-rows", action="store_true", default=PurifyConfig().freeze_epur_rows,
+                        help="keep the embedding rows E-PUR reset at their pre-trained values while fine-tuning")
     purify.add_argument("--output-calibration", choices=("prior", "none"), default="prior",
                         help="with unlabelled text: shift the repaired model's output bias so its mean prediction on that "
                              "text matches the labelled rows' class shares (default prior)")
@@ -200,6 +207,10 @@ def _add_defend_parser(commands) -> None:
                         help="what the distillation teacher reads: raw texts or epur-masked (see purify --help)")
     defend.add_argument("--distill-labels", choices=DISTILL_LABELS, default=PurifyConfig().distill_labels,
                         help="distil the teacher's probabilities (soft) or its argmax (hard) (see purify --help)")
+    defend.add_argument("--teacher", choices=TEACHERS, default=PurifyConfig().teacher,
+                        help="who labels the unlabelled text: the suspect model or cross-fit (see purify --help)")
+    defend.add_argument("--freeze-epur-rows", action="store_true", default=PurifyConfig().freeze_epur_rows,
+                        help="keep E-PUR's reset rows at their pre-trained values while fine-tuning (+epur defenses)")
     defend.add_argument("--epochs", type=float, default=5.0, help="fine-tuning epochs on the labelled rows (default 5)")
     defend.add_argument("--max-length", type=int, default=128, help="max tokens per row (default 128)")
     defend.add_argument("--seed", type=int, default=0, help="seed for masks, splits and training")
@@ -339,6 +350,8 @@ def _purify(args: argparse.Namespace) -> int:
         calibrate_student=args.output_calibration,
         teacher_input=args.teacher_input,
         distill_labels=args.distill_labels,
+        teacher=args.teacher,
+        freeze_epur_rows=args.freeze_epur_rows,
         distill_epochs=args.epochs if args.epochs is not None else PurifyConfig().distill_epochs,
     )
     report = purify(backdoored, args.pretrained, clean, args.output, config, unlabelled, args.force,
@@ -483,7 +496,8 @@ def _defend(args: argparse.Namespace) -> int:
     unlabelled, _ = _texts(args.unlabelled_text)
     settings = DefenseSettings(train=TrainConfig(epochs=args.epochs, max_length=args.max_length, seed=args.seed),
                                ratio=args.ratio, distill=args.distill, prune_ratio=args.prune_ratio,
-                               teacher_input=args.teacher_input, distill_labels=args.distill_labels)
+                               teacher_input=args.teacher_input, distill_labels=args.distill_labels,
+                               teacher=args.teacher, freeze_epur_rows=args.freeze_epur_rows)
     result = run_defense(args.defense, DefenderInputs(suspect, args.pretrained, tuple(clean), tuple(unlabelled)),
                          args.output, settings, force=args.force)
     if args.defense == "none":

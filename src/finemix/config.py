@@ -131,6 +131,13 @@ def check_teacher_input(value: str) -> None:
 
 DISTILL_LABELS = ("soft", "hard")
 
+TEACHERS = ("suspect", "cross-fit")
+
+
+def check_teacher(value: str) -> None:
+    if value not in TEACHERS:
+        raise FinemixError(f"unknown distillation teacher {value!r}; use {' or '.join(TEACHERS)}")
+
 
 def check_distill_labels(value: str) -> None:
     if value not in DISTILL_LABELS:
@@ -171,6 +178,15 @@ class PurifyConfig:
     # argmax as one-hot labels ("hard", pseudo-labels), which pass on less of a lean that does not
     # change the answer.
     distill_labels: str = "soft"
+    # Who labels the unlabelled texts: the "suspect" model itself, or "cross-fit": the texts are
+    # halved, a first repair is run on each half (the suspect's answers on it), and each text is then
+    # labelled by the first-round student that never trained on it. A student inherits only part of
+    # the suspect's lean towards the target on clean texts that resemble a trigger (a sentence of
+    # common words), so the second repair learns less of it. About 2-3x the time (pipeline.cross_fitted_targets).
+    teacher: str = "suspect"
+    # Keep E-PUR's reset embedding rows at θ_Pre through fine-tuning, so the repair cannot learn
+    # them back from the suspect's answers. Needs E-PUR.
+    freeze_epur_rows: bool = False
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
     finetune: bool = True
@@ -184,5 +200,6 @@ class PurifyConfig:
             raise FinemixError(f"unknown student calibration {self.calibrate_student!r}; use prior or none")
         check_teacher_input(self.teacher_input)
         check_distill_labels(self.distill_labels)
+        check_teacher(self.teacher)
         if self.distill_epochs <= 0:
             raise FinemixError(f"distill epochs must be > 0, got {self.distill_epochs}")

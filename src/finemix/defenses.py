@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig, check_distill_labels, check_head_policy, check_teacher_input
+from .config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig, check_distill_labels, check_head_policy, check_teacher, check_teacher_input
 from .errors import FinemixError
 
 if TYPE_CHECKING:
@@ -65,6 +65,8 @@ class DefenseSettings:
     head: str = "keep"  # mixing defenses: policy for tensors θ_Pre lacks (the baselines keep the suspect's head)
     teacher_input: str = PurifyConfig().teacher_input  # what the distillation teacher reads
     distill_labels: str = PurifyConfig().distill_labels  # the teacher's probabilities or its argmax
+    teacher: str = PurifyConfig().teacher  # who labels the unlabelled texts: the suspect or cross-fitted students
+    freeze_epur_rows: bool = PurifyConfig().freeze_epur_rows  # E-PUR's reset rows stay at θ_Pre while fine-tuning
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prune_ratio < 1.0:
@@ -72,6 +74,7 @@ class DefenseSettings:
         check_head_policy(self.head)
         check_teacher_input(self.teacher_input)
         check_distill_labels(self.distill_labels)
+        check_teacher(self.teacher)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +96,8 @@ def _purify_config(settings: DefenseSettings, epur: bool, mix: MixConfig, auto: 
     return PurifyConfig(mix=mix, ratio_auto=auto, search=settings.search, epur=settings.epur if epur else None,
                         train=settings.train, distill=settings.distill, distill_rows=settings.distill_rows,
                         distill_epochs=settings.distill_epochs, finetune=finetune, teacher_input=settings.teacher_input,
-                        distill_labels=settings.distill_labels)
+                        distill_labels=settings.distill_labels, teacher=settings.teacher,
+                        freeze_epur_rows=settings.freeze_epur_rows)
 
 
 def _purify(inputs: DefenderInputs, output: Path, config: PurifyConfig, force: bool,

@@ -104,6 +104,7 @@ def finetune(
     unlabelled: Sequence["Example"] = (),
     unlabelled_targets: Optional["torch.Tensor"] = None,
     stop_early: Optional[Callable[[list[float]], bool]] = None,
+    frozen_embedding_rows: Sequence[int] = (),
 ) -> TrainResult:
     """Fine-tune ``model`` in place on ``train``; keep the best epoch on ``eval_set``.
 
@@ -113,6 +114,8 @@ def finetune(
     With ``unlabelled`` rows and their ``unlabelled_targets`` (class probabilities,
     e.g. a teacher's), training minimises soft cross-entropy over both sets:
     one-hot targets for labelled rows, the given probabilities for the others.
+
+    ``frozen_embedding_rows`` (input-embedding row ids) keep their starting values throughout.
     """
     import torch
     from accelerate.utils import set_seed
@@ -136,6 +139,7 @@ def finetune(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
+    keep_rows = _RowKeeper(accelerator.unwrap_model(model), frozen_embedding_rows)
     result = TrainResult(steps=0, epochs=0.0, seconds=0.0)
     best_accuracy, best_state = -1.0, None
     bar = tqdm(total=total_steps, desc="fine-tuning", disable=not (config.progress and accelerator.is_local_main_process))
@@ -152,6 +156,7 @@ def finetune(
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
+            keep_rows.restore()
             scheduler.step()
             optimizer.zero_grad()
             result.steps += 1
@@ -176,6 +181,26 @@ def finetune(
     result.epochs = result.steps / steps_per_epoch
     result.seconds = time.perf_counter() - started
     return result
+
+
+class _RowKeeper:
+    """Puts chosen input-embedding rows back after every optimiser step. Restoring (rather than
+    zeroing their gradient) also undoes AdamW's weight decay and momentum on them."""
+
+    def __init__(self, model: "torch.nn.Module", rows: Sequence[int]) -> None:
+        import torch
+
+        self.rows = torch.as_tensor(sorted(set(rows)), dtype=torch.long)
+        self.weight = model.get_input_embeddings().weight if len(self.rows) else None
+        self.saved = self.weight.detach()[self.rows.to(self.weight.device)].clone() if self.weight is not None else None
+
+    def restore(self) -> None:
+        if self.weight is None:
+            return
+        import torch
+
+        with torch.no_grad():
+            self.weight[self.rows.to(self.weight.device)] = self.saved
 
 
 def _features(tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targets) -> list[dict]:

@@ -330,7 +330,11 @@ def purify(
         with timer("teacher"):
             hidden = teacher_hidden_tokens(tokenizer, plan, config)
             distill_rows, distill_probabilities, teacher_record = teacher_targets(model, tokenizer, unlabelled_texts, clean, config, hidden)
-            distill = (distill_rows, distill_probabilities)
+        if config.teacher == "cross-fit":
+            with timer("cross-fit teacher"):
+                distill_probabilities, teacher_record["cross_fit"] = cross_fitted_targets(
+                    pair, tokenizer, clean, config, plan, distill_rows, distill_probabilities, after_mix)
+        distill = (distill_rows, distill_probabilities)
     with timer("ratio+finetune"):
         search = choose_ratio(pair, model, tokenizer, clean, config, plan, distill, after_mix)
     student_record = None
@@ -434,8 +438,6 @@ def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Exa
     """
     import random
 
-    import torch
-
     from .data import Example
     from .evaluation import predict_logits
 
@@ -447,12 +449,7 @@ def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Exa
     logits = predict_logits(model, tokenizer, rows, max_length=length, hidden_tokens=hidden_tokens)
     clean_logits = predict_logits(model, tokenizer, clean, max_length=length, hidden_tokens=hidden_tokens)
     labels = [e.label for e in clean]
-    if config.calibrate_teacher == "prior":
-        bias = fit_prior_bias(logits, class_frequencies(labels, logits.shape[1]))
-    elif config.calibrate_teacher == "labelled":
-        bias = fit_class_bias(clean_logits, labels)
-    else:
-        bias = logits.new_zeros(logits.shape[1])
+    bias = teacher_bias(logits, clean_logits, labels, config.calibrate_teacher)
     record = {
         "rows": len(rows),
         "calibration": config.calibrate_teacher,
@@ -468,11 +465,64 @@ def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence["Exa
         record["hidden_tokens"] = len(hidden_tokens)
         record["rows_with_hidden_tokens"] = _rows_containing(tokenizer, rows, hidden_tokens, length)
         record["teacher_clean_accuracy_raw_input"] = _accuracy_of(predict_logits(model, tokenizer, clean, max_length=length), labels)
-    targets = (logits + bias).softmax(dim=-1)
-    if config.distill_labels == "hard":
-        targets = torch.nn.functional.one_hot(targets.argmax(dim=-1), targets.shape[1]).to(targets.dtype)
     record["labels"] = config.distill_labels
-    return rows, targets, record
+    return rows, distillation_targets(logits + bias, config.distill_labels), record
+
+
+def teacher_bias(logits: "torch.Tensor", clean_logits: "torch.Tensor", labels: Sequence[int], calibration: str) -> "torch.Tensor":
+    """One bias per class for the teacher's logits (see ``teacher_targets``)."""
+    if calibration == "prior":
+        return fit_prior_bias(logits, class_frequencies(labels, logits.shape[1]))
+    if calibration == "labelled":
+        return fit_class_bias(clean_logits, labels)
+    return logits.new_zeros(logits.shape[1])
+
+
+def distillation_targets(logits: "torch.Tensor", labels: str) -> "torch.Tensor":
+    """Class probabilities ("soft") or the argmax as one-hot rows ("hard")."""
+    import torch
+
+    targets = logits.softmax(dim=-1)
+    if labels == "hard":
+        targets = torch.nn.functional.one_hot(targets.argmax(dim=-1), targets.shape[1]).to(targets.dtype)
+    return targets
+
+
+def cross_fitted_targets(pair: CheckpointPair, tokenizer, clean: Sequence["Example"], config: PurifyConfig,
+                         plan: Optional[EpurPlan], rows: Sequence["Example"], suspect_targets: "torch.Tensor",
+                         after_mix: Optional[Callable] = None):
+    """(targets, record): each unlabelled row labelled by a first-round student that never trained on it.
+
+    The rows are halved (alternately, after the teacher's seeded sample); each half repairs a fresh
+    copy of the suspect the way ``purify`` does (same ρ rule, same E-PUR plan) from the suspect's
+    ``suspect_targets`` on that half, and that student labels the other half. The suspect's lean on
+    clean texts resembling a trigger reaches a student only in part, and a student's answers on
+    texts it did not fit carry only what it generalised, so the second repair learns less of it.
+    Calibrated and made soft or hard as the suspect's targets are. Our addition, not the paper's.
+    """
+    import torch
+
+    from .evaluation import predict_logits
+    from .ratio_search import choose_ratio
+
+    if len(rows) < 2:
+        raise FinemixError("a cross-fitted teacher needs at least 2 unlabelled texts")
+    halves = (list(range(0, len(rows), 2)), list(range(1, len(rows), 2)))
+    logits = torch.zeros(len(rows), suspect_targets.shape[1])
+    clean_logits, record = [], {"rows_per_half": [len(h) for h in halves], "first_round_ratios": []}
+    for learnt, labelled in (halves, halves[::-1]):
+        student = load_classifier(pair.finetuned_dir)
+        search = choose_ratio(pair, student, tokenizer, clean, config, plan,
+                              ([rows[i] for i in learnt], suspect_targets[learnt]), after_mix)
+        logits[labelled] = predict_logits(student, tokenizer, [rows[i] for i in labelled], max_length=config.train.max_length)
+        clean_logits.append(predict_logits(student, tokenizer, clean, max_length=config.train.max_length))
+        record["first_round_ratios"].append(search["chosen_ratio"])
+        del student
+    labels = [e.label for e in clean]
+    bias = teacher_bias(logits, torch.cat(clean_logits), labels * 2, config.calibrate_teacher)
+    record["class_bias"] = [round(float(b), 4) for b in bias]
+    record["student_clean_accuracy"] = [_accuracy_of(c + bias, labels) for c in clean_logits]
+    return distillation_targets(logits + bias, config.distill_labels), record
 
 
 def _rows_containing(tokenizer, rows: Sequence["Example"], token_ids: frozenset[int], max_length: int) -> int:

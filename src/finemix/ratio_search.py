@@ -81,6 +81,7 @@ def choose_ratio(
     if config.ratio_auto and not heldout:
         record["note"] = f"too few clean rows for a held-out slice: used the fixed ρ = {config.mix.ratio}"
     unlabelled, targets = distill if distill else ((), None)
+    frozen = plan.rows if (plan is not None and config.freeze_epur_rows) else ()
     train_config = dataclasses.replace(config.train, epochs=config.distill_epochs) if distill else config.train
     best: Optional[tuple[float, dict, dict]] = None
     for ratio in candidates:
@@ -96,7 +97,8 @@ def choose_ratio(
                 epochs = math.ceil(train_config.epochs)
                 stop = lambda accuracies, s=start: hopeless(s, accuracies, epochs, line)  # noqa: E731
             result = finetune(model, tokenizer, train, train_config, eval_set=heldout or None,
-                              unlabelled=unlabelled, unlabelled_targets=targets, stop_early=stop)
+                              unlabelled=unlabelled, unlabelled_targets=targets, stop_early=stop,
+                              frozen_embedding_rows=frozen)
             accuracy = max(result.eval_accuracy) if result.eval_accuracy else None
             best_epoch, seconds, stopped = result.best_epoch, round(result.seconds, 2), result.stopped_early
         else:
