@@ -323,6 +323,12 @@ def test_cross_fitted_targets_label_each_text_by_a_student_that_never_trained_on
     assert targets.shape == (9, 2) and torch.allclose(targets.sum(dim=1), torch.ones(9))
 
 
+def test_a_cross_fitted_repair_keeps_the_first_rounds_smallest_ratio():
+    config = pipeline.second_round_config(PurifyConfig(), [0.2, 0.1])
+    assert config.ratio_auto is False and config.mix.ratio == 0.1
+    assert config.search == PurifyConfig().search and config.mix.mode == PurifyConfig().mix.mode
+
+
 def test_purify_with_a_cross_fitted_teacher_reports_it(tmp_path, bert_pair):
     unlabelled = [text for text, _ in text_rows()]
     config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=1, teacher="cross-fit")
@@ -332,6 +338,12 @@ def test_purify_with_a_cross_fitted_teacher_reports_it(tmp_path, bert_pair):
     assert cross["first_round_ratios"] == [0.0, 0.0] and len(cross["student_clean_accuracy"]) == 2
     assert report["timings_s"]["cross-fit teacher"] > 0
     assert report["settings"]["teacher"] == "cross-fit"
+    # ρ searched in the first round, then kept: the report shows the user's setting and a fixed final ρ
+    searched = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "auto",
+                      dataclasses.replace(config, ratio_auto=True), unlabelled)
+    assert searched["settings"]["ratio_auto"] is True
+    assert searched["ratio_search"]["mode"] == "fixed"
+    assert searched["ratio_search"]["chosen_ratio"] == min(searched["unlabelled_text"]["teacher"]["cross_fit"]["first_round_ratios"])
 
 
 def test_unknown_teacher_is_refused():

@@ -325,7 +325,7 @@ def purify(
         with timer("epur"):
             texts = [t for e in clean for t in (e.text, e.text_b) if t] + list(unlabelled_texts) + list(frequency_texts)
             plan = plan_epur(pair, tokenizer, texts, config.epur, config.train.max_length)
-    distill = None
+    distill, repair_config = None, config
     if config.finetune and config.distill and unlabelled_texts and config.distill_rows > 0:
         with timer("teacher"):
             hidden = teacher_hidden_tokens(tokenizer, plan, config)
@@ -334,9 +334,10 @@ def purify(
             with timer("cross-fit teacher"):
                 distill_probabilities, teacher_record["cross_fit"] = cross_fitted_targets(
                     pair, tokenizer, clean, config, plan, distill_rows, distill_probabilities, after_mix)
+            repair_config = second_round_config(config, teacher_record["cross_fit"]["first_round_ratios"])
         distill = (distill_rows, distill_probabilities)
     with timer("ratio+finetune"):
-        search = choose_ratio(pair, model, tokenizer, clean, config, plan, distill, after_mix)
+        search = choose_ratio(pair, model, tokenizer, clean, repair_config, plan, distill, after_mix)
     student_record = None
     if distill and config.calibrate_student == "prior":
         with timer("calibrate"):
@@ -486,6 +487,15 @@ def distillation_targets(logits: "torch.Tensor", labels: str) -> "torch.Tensor":
     if labels == "hard":
         targets = torch.nn.functional.one_hot(targets.argmax(dim=-1), targets.shape[1]).to(targets.dtype)
     return targets
+
+
+def second_round_config(config: PurifyConfig, first_round_ratios: Sequence[float]) -> PurifyConfig:
+    """The final repair of a cross-fitted run keeps the smallest ρ the first round chose instead of
+    searching again: a search would hold the student-taught repair to the suspect's held-out accuracy,
+    a bar a slightly weaker teacher misses at small ρ, and a larger ρ brings the backdoor back (measured:
+    mr / addsent seed 0 re-searched to ρ = 0.2, flip rate 22.8; docs/results.md)."""
+    ratio = min(first_round_ratios)
+    return dataclasses.replace(config, ratio_auto=False, mix=dataclasses.replace(config.mix, ratio=ratio))
 
 
 def cross_fitted_targets(pair: CheckpointPair, tokenizer, clean: Sequence["Example"], config: PurifyConfig,
