@@ -222,11 +222,14 @@ def test_teacher_hidden_tokens_never_include_special_tokens(bert_pair):
     assert pipeline.teacher_hidden_tokens(tokenizer, None, masked) == frozenset()
 
 
-def test_unknown_teacher_input_is_refused():
+@pytest.mark.parametrize("field,value,message", [("teacher_input", "masked", "teacher input"),
+                                                   ("distill_labels", "onehot", "distillation labels"),
+                                                   ("teacher", "victim", "distillation teacher")])
+def test_unknown_distillation_settings_are_refused(field, value, message):
     from finemix.errors import FinemixError
 
-    with pytest.raises(FinemixError, match="teacher input"):
-        PurifyConfig(teacher_input="masked")
+    with pytest.raises(FinemixError, match=message):
+        PurifyConfig(**{field: value})
 
 
 def test_hard_distillation_labels_are_the_calibrated_teachers_argmax(bert_pair):
@@ -244,12 +247,6 @@ def test_hard_distillation_labels_are_the_calibrated_teachers_argmax(bert_pair):
     assert set(hard.flatten().tolist()) <= {0.0, 1.0}
     assert torch.equal(hard.argmax(dim=1), soft.argmax(dim=1))
 
-
-def test_unknown_distillation_labels_are_refused():
-    from finemix.errors import FinemixError
-
-    with pytest.raises(FinemixError, match="distillation labels"):
-        PurifyConfig(distill_labels="onehot")
 
 
 def test_frozen_embedding_rows_keep_their_values_through_training(bert_pair):
@@ -344,10 +341,3 @@ def test_purify_with_a_cross_fitted_teacher_reports_it(tmp_path, bert_pair):
     assert searched["settings"]["ratio_auto"] is True
     assert searched["ratio_search"]["mode"] == "fixed"
     assert searched["ratio_search"]["chosen_ratio"] == min(searched["unlabelled_text"]["teacher"]["cross_fit"]["first_round_ratios"])
-
-
-def test_unknown_teacher_is_refused():
-    from finemix.errors import FinemixError
-
-    with pytest.raises(FinemixError, match="distillation teacher"):
-        PurifyConfig(teacher="victim")
