@@ -286,7 +286,7 @@ def test_freeze_epur_rows_leaves_the_reset_rows_pretrained(tmp_path, bert_pair):
 
 
 def test_cross_fitted_targets_label_each_text_by_a_student_that_never_trained_on_it(monkeypatch, bert_pair):
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     import finemix.evaluation as evaluation
     from finemix.checkpoint import open_pair
@@ -310,9 +310,11 @@ def test_cross_fitted_targets_label_each_text_by_a_student_that_never_trained_on
     clean = rows(1)
     unlabelled = [Example(f"unlabelled text number {i} about a film", 0) for i in range(9)]
     suspect = torch.tensor([[0.9, 0.1]] * 9)
-    targets, record = pipeline.cross_fitted_targets(open_pair(bert_pair.finetuned, bert_pair.pretrained),
+    model = AutoModelForSequenceClassification.from_pretrained(bert_pair.finetuned)
+    targets, record = pipeline.cross_fitted_targets(open_pair(bert_pair.finetuned, bert_pair.pretrained), model,
                                                     AutoTokenizer.from_pretrained(bert_pair.finetuned), clean,
                                                     PurifyConfig(train=FAST), None, unlabelled, suspect)
+    assert not hasattr(model, "student_id")  # the students were copies; the suspect is left as it was
     assert record["rows_per_half"] == [5, 4] and record["first_round_ratios"] == [0.0, 0.0]
     assert trained_on[0].isdisjoint(trained_on[1]) and len(trained_on[0] | trained_on[1]) == 9
     assert set(labelled_by) == {e.text for e in unlabelled}

@@ -190,9 +190,10 @@ class _RowKeeper:
     def __init__(self, model: "torch.nn.Module", rows: Sequence[int]) -> None:
         import torch
 
-        self.rows = torch.as_tensor(sorted(set(rows)), dtype=torch.long)
-        self.weight = model.get_input_embeddings().weight if len(self.rows) else None
-        self.saved = self.weight.detach()[self.rows.to(self.weight.device)].clone() if self.weight is not None else None
+        self.weight = model.get_input_embeddings().weight if rows else None
+        if self.weight is not None:
+            self.rows = torch.as_tensor(sorted(set(rows)), dtype=torch.long, device=self.weight.device)
+            self.saved = self.weight.detach()[self.rows].clone()
 
     def restore(self) -> None:
         if self.weight is None:
@@ -200,7 +201,7 @@ class _RowKeeper:
         import torch
 
         with torch.no_grad():
-            self.weight[self.rows.to(self.weight.device)] = self.saved
+            self.weight[self.rows] = self.saved
 
 
 def _features(tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targets) -> list[dict]:

@@ -333,7 +333,7 @@ def purify(
         if config.teacher == "cross-fit":
             with timer("cross-fit teacher"):
                 distill_probabilities, teacher_record["cross_fit"] = cross_fitted_targets(
-                    pair, tokenizer, clean, config, plan, distill_rows, distill_probabilities, after_mix)
+                    pair, model, tokenizer, clean, config, plan, distill_rows, distill_probabilities, after_mix)
             repair_config = second_round_config(config, teacher_record["cross_fit"]["first_round_ratios"])
         distill = (distill_rows, distill_probabilities)
     with timer("ratio+finetune"):
@@ -498,18 +498,20 @@ def second_round_config(config: PurifyConfig, first_round_ratios: Sequence[float
     return dataclasses.replace(config, ratio_auto=False, mix=dataclasses.replace(config.mix, ratio=ratio))
 
 
-def cross_fitted_targets(pair: CheckpointPair, tokenizer, clean: Sequence["Example"], config: PurifyConfig,
+def cross_fitted_targets(pair: CheckpointPair, suspect, tokenizer, clean: Sequence["Example"], config: PurifyConfig,
                          plan: Optional[EpurPlan], rows: Sequence["Example"], suspect_targets: "torch.Tensor",
                          after_mix: Optional[Callable] = None):
     """(targets, record): each unlabelled row labelled by a first-round student that never trained on it.
 
     The rows are halved (alternately, after the teacher's seeded sample); each half repairs a fresh
-    copy of the suspect the way ``purify`` does (same ρ rule, same E-PUR plan) from the suspect's
+    copy of the loaded ``suspect`` (left untouched) the way ``purify`` does (same ρ rule, same E-PUR plan) from the suspect's
     ``suspect_targets`` on that half, and that student labels the other half. The suspect's lean on
     clean texts resembling a trigger reaches a student only in part, and a student's answers on
     texts it did not fit carry only what it generalised, so the second repair learns less of it.
     Calibrated and made soft or hard as the suspect's targets are. Our addition, not the paper's.
     """
+    import copy
+
     import torch
 
     from .evaluation import predict_logits
@@ -521,7 +523,7 @@ def cross_fitted_targets(pair: CheckpointPair, tokenizer, clean: Sequence["Examp
     logits = torch.zeros(len(rows), suspect_targets.shape[1])
     clean_logits, record = [], {"rows_per_half": [len(h) for h in halves], "first_round_ratios": []}
     for learnt, labelled in (halves, halves[::-1]):
-        student = load_classifier(pair.finetuned_dir)
+        student = copy.deepcopy(suspect)
         search = choose_ratio(pair, student, tokenizer, clean, config, plan,
                               ([rows[i] for i in learnt], suspect_targets[learnt]), after_mix)
         logits[labelled] = predict_logits(student, tokenizer, [rows[i] for i in labelled], max_length=config.train.max_length)
