@@ -6,8 +6,8 @@ Baseline ("I/O floor"): read θ_B and θ_Pre fully with safetensors (every tenso
 ``.clone()``) and write one checkpoint of θ_B's size and sharding with safetensors; nothing else.
 Compared, each in its own child process, all on a warm page cache:
 
-* ``finemix mix`` = ``finemix.pipeline.mix_checkpoint`` with ρ = 0.3, random mode and sel mode;
-* ``finemix epur`` = ``finemix.pipeline.epur_checkpoint`` (500 MR texts for the frequencies).
+* ``finemix mix`` = ``finemix.repair.steps.mix_checkpoint`` with ρ = 0.3, random mode and sel mode;
+* ``finemix epur`` = ``finemix.repair.steps.epur_checkpoint`` (500 MR texts for the frequencies).
   finemix has no mix+E-PUR step without training (``purify`` always fine-tunes), so E-PUR and mix are
   measured separately; the "epur then mix" row is the sum of the two medians (two passes, which is what
   a user has to run) and its peak RSS the larger of the two;
@@ -26,11 +26,13 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from common import MB, Probe  # noqa: E402
+from lib import checkpoints, cli, machine, runner, stats  # noqa: E402
+from lib.constants import GB, MB  # noqa: E402
+from lib.probe import Probe, print_profile, profile_record  # noqa: E402
 
 TIME_TARGET = 1.3
 RSS_TARGET = 1.25
@@ -49,7 +51,7 @@ METHODS = ("floor", "finemix-mix-random", "finemix-mix-sel", "finemix-epur", "na
 # --------------------------------------------------------------------------- jobs (children)
 
 def _weights(folder: str) -> list[Path]:
-    return common.folder_weight_files(Path(folder))
+    return checkpoints.folder_weight_files(Path(folder))
 
 
 def job_floor(params: dict, probe: Probe) -> dict:
@@ -73,7 +75,7 @@ def job_floor(params: dict, probe: Probe) -> dict:
             read += sum(t.numel() * t.element_size() for t in shard.values())
             save_file(shard, str(out / file.name), metadata={"format": "pt"})
             del shard
-    return {"bytes_read": read, "output_bytes": common.checkpoint_bytes(out)}
+    return {"bytes_read": read, "output_bytes": checkpoints.checkpoint_bytes(out)}
 
 
 def job_naive(params: dict, probe: Probe) -> dict:
@@ -98,7 +100,7 @@ def job_naive(params: dict, probe: Probe) -> dict:
             else:
                 mixed[name] = tensor
         save_file(mixed, str(out / "model.safetensors"), metadata={"format": "pt"})
-    return {"output_bytes": common.checkpoint_bytes(out)}
+    return {"output_bytes": checkpoints.checkpoint_bytes(out)}
 
 
 # --------------------------------------------------------------------------- driver
@@ -106,10 +108,10 @@ def job_naive(params: dict, probe: Probe) -> dict:
 def build_pair(size: str, args) -> tuple[Path, Path]:
     spec = SIZES[size]
     if spec["kind"] == "minilm":
-        res = common.run_job("common", "job_build_minilm_pair", {"workdir": str(args.workdir)}, label="build minilm pair")
+        res = runner.run_job("lib.mix_jobs", "job_build_minilm_pair", {"workdir": str(args.workdir)}, label="build minilm pair")
     else:
-        res = common.run_job("common", "job_build_synthetic", {"workdir": str(args.workdir), "hidden": spec["hidden"],
-                                                               "layers": spec["layers"]}, label=f"build {size}")
+        res = runner.run_job("lib.mix_jobs", "job_build_synthetic", {"workdir": str(args.workdir), "hidden": spec["hidden"],
+                                                                     "layers": spec["layers"]}, label=f"build {size}")
     return Path(res["extra"]["finetuned"]), Path(res["extra"]["pretrained"])
 
 
@@ -118,19 +120,19 @@ def run_method(method: str, ft: Path, pre: Path, out: Path, args, profile: bool 
               "profile": profile}
     module, func = {
         "floor": ("bench_mixing", "job_floor"),
-        "finemix-mix-random": ("common", "job_mix_finemix"),
-        "finemix-mix-sel": ("common", "job_mix_finemix"),
-        "finemix-epur": ("common", "job_epur_finemix"),
+        "finemix-mix-random": ("lib.mix_jobs", "job_mix_finemix"),
+        "finemix-mix-sel": ("lib.mix_jobs", "job_mix_finemix"),
+        "finemix-epur": ("lib.mix_jobs", "job_epur_finemix"),
         "naive": ("bench_mixing", "job_naive"),
     }[method]
     if method == "finemix-mix-sel":
         params["mode"] = "sel"
-    warm = common.folder_weight_files(ft) + common.folder_weight_files(pre)
-    return common.run_job(module, func, params, warm=warm, clean=[out], timeout=args.timeout, label=method)
+    warm = checkpoints.folder_weight_files(ft) + checkpoints.folder_weight_files(pre)
+    return runner.run_job(module, func, params, warm=warm, clean=[out], timeout=args.timeout, label=method)
 
 
 def summarise(method: str, runs: list[dict], floor_s: float, ckpt: int) -> dict:
-    wall = common.median([r["wall_s"] for r in runs])
+    wall = stats.median([r["wall_s"] for r in runs])
     peak = max(r["peak_rss_bytes"] for r in runs)
     above = max(r["peak_rss_bytes"] - r["baseline_rss_bytes"] for r in runs)
     row = {
@@ -154,18 +156,19 @@ def summarise(method: str, runs: list[dict], floor_s: float, ckpt: int) -> dict:
     stage_runs = [sum((r.get("extra") or {}).get("finemix_timings_s", {}).values()) for r in runs]
     if any(stage_runs):
         # finemix's own timer (streaming + write), i.e. without the fixed set-up (pairing, tokenizer, imports it triggers, report).
-        row["median_stage_s"] = common.median(stage_runs)
+        row["median_stage_s"] = stats.median(stage_runs)
         row["stage_ratio_vs_floor"] = row["median_stage_s"] / floor_s
     if method.startswith("finemix"):
-        row["time_verdict"] = common.verdict(row["time_ratio_vs_floor"], TIME_TARGET, higher_is_better=False)
-        row["rss_verdict_absolute"] = common.verdict(row["peak_rss_ratio"], RSS_TARGET, higher_is_better=False)
-        row["rss_verdict_above_baseline"] = common.verdict(row["peak_above_baseline_ratio"], RSS_TARGET, higher_is_better=False)
+        row["time_verdict"] = stats.verdict(row["time_ratio_vs_floor"], TIME_TARGET, higher_is_better=False)
+        row["rss_verdict_absolute"] = stats.verdict(row["peak_rss_ratio"], RSS_TARGET, higher_is_better=False)
+        row["rss_verdict_above_baseline"] = stats.verdict(row["peak_above_baseline_ratio"], RSS_TARGET, higher_is_better=False)
     return row
 
 
-def main() -> None:
+def parse_args() -> tuple[argparse.Namespace, list[str], list[str]]:
+    """The options, and the sizes and methods they name (the floor always among the methods)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser)
+    cli.add_common_args(parser)
     parser.add_argument("--sizes", default="minilm", help="comma-separated: " + ",".join(SIZES))
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--large-repeats", type=int, default=1,
@@ -181,8 +184,84 @@ def main() -> None:
     unknown = [s for s in sizes if s not in SIZES] + [m for m in methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown size/method: {unknown}")
+    return args, sizes, methods
 
-    payload = {"machine": common.machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
+
+def run_methods(size: str, ft: Path, pre: Path, ckpt: int, methods: list[str], args) -> tuple[dict, dict, int]:
+    """Every method, round-robin over the repeats, then one profiled run of each finemix method where asked;
+    returns the runs, the profiled runs and the number of repeats."""
+    out = Path(args.workdir) / f"out-{size}"
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    repeats = args.large_repeats if ckpt > GB else args.repeats
+    for repeat in range(repeats):
+        for method in methods:
+            result = run_method(method, ft, pre, out, args)
+            runs[method].append(result)
+            print(f"  [{size} #{repeat + 1}] {method:20s} {result['wall_s']:8.3f} s  peak RSS {result['peak_rss_bytes'] / MB:8.1f} MiB",
+                  flush=True)
+    profiles = {}
+    if args.profile and (ckpt <= GB or args.profile_large):
+        for method in methods:
+            if method.startswith("finemix"):
+                profiles[method] = run_method(method, ft, pre, out, args, profile=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return runs, profiles, repeats
+
+
+def epur_then_mix(rows: dict, floor_s: float, ckpt: int) -> Optional[dict]:
+    """The "epur then mix (sum)" row: the two medians added, the larger peak; None without both methods."""
+    if not ("finemix-epur" in rows and "finemix-mix-random" in rows):
+        return None
+    wall = rows["finemix-epur"]["median_wall_s"] + rows["finemix-mix-random"]["median_wall_s"]
+    peak = max(rows["finemix-epur"]["peak_rss_bytes"], rows["finemix-mix-random"]["peak_rss_bytes"])
+    above = max(rows["finemix-epur"]["peak_above_baseline_bytes"], rows["finemix-mix-random"]["peak_above_baseline_bytes"])
+    return {"method": "epur then mix (sum)", "median_wall_s": wall, "time_ratio_vs_floor": wall / floor_s,
+            "peak_rss_bytes": peak, "peak_rss_ratio": peak / ckpt, "peak_above_baseline_ratio": above / ckpt,
+            "time_verdict": stats.verdict(wall / floor_s, TIME_TARGET, False),
+            "rss_verdict_absolute": stats.verdict(peak / ckpt, RSS_TARGET, False),
+            "rss_verdict_above_baseline": stats.verdict(above / ckpt, RSS_TARGET, False)}
+
+
+def print_size(size: str, ckpt: int, repeats: int, rows: dict, derived: Optional[dict], profiles: dict) -> None:
+    print(f"\n{size}: one checkpoint = {ckpt / MB:.1f} MiB ({ckpt / 1e9:.3f} GB); median of {repeats} run(s)")
+    table_rows = []
+    for row in list(rows.values()) + ([derived] if derived else []):
+        table_rows.append([
+            row["method"], row["median_wall_s"], f"{row['time_ratio_vs_floor']:.2f}x", row.get("time_verdict", "-"),
+            f"{row['stage_ratio_vs_floor']:.2f}x" if "stage_ratio_vs_floor" in row else "-",
+            row["peak_rss_bytes"] / MB, f"{row['peak_rss_ratio']:.2f}x", row.get("rss_verdict_absolute", "-"),
+            f"{row['peak_above_baseline_ratio']:.2f}x", row.get("rss_verdict_above_baseline", "-"),
+            row.get("peak_anon_bytes_sampled", float("nan")) / MB, row.get("peak_file_bytes_sampled", float("nan")) / MB,
+        ])
+    print(stats.table(["method", "wall s", "vs floor", f"≤{TIME_TARGET}x", "stages/floor", "peak RSS MiB", "/ckpt", f"≤{RSS_TARGET}x",
+                       "above-base /ckpt", f"≤{RSS_TARGET}x", "anon MiB", "file MiB"], table_rows))
+    print("  stages/floor: finemix's own stage timers (report timings_s) over the floor, i.e. without its fixed set-up; "
+          "no verdict (the target is on wall time)")
+    for method, row in rows.items():
+        timings = (row.get("extra") or {}).get("finemix_timings_s")
+        if timings:
+            print(f"  {method}: finemix's own stage timings {timings}")
+    for method, result in profiles.items():
+        print_profile(f"{method} [{size}]", result)
+    print()
+
+
+def measure_size(size: str, ft: Path, pre: Path, methods: list[str], args, payload: dict) -> None:
+    """Run, summarise, record (``payload["sizes"][size]``) and print one checkpoint size."""
+    ckpt = checkpoints.checkpoint_bytes(ft)
+    runs, profiles, repeats = run_methods(size, ft, pre, ckpt, methods, args)
+    floor_s = stats.median([r["wall_s"] for r in runs["floor"]])
+    rows = {m: summarise(m, runs[m], floor_s, ckpt) for m in methods}
+    derived = epur_then_mix(rows, floor_s, ckpt)
+    payload["sizes"][size] = {"checkpoint_bytes": ckpt, "finetuned": str(ft), "pretrained": str(pre),
+                              "methods": rows, "derived": derived, "raw_runs": runs,
+                              "profiles": {m: profile_record(r) for m, r in profiles.items()}}
+    print_size(size, ckpt, repeats, rows, derived, profiles)
+
+
+def main() -> None:
+    args, sizes, methods = parse_args()
+    payload = {"machine": machine.machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
                "targets": {"time_vs_floor_max": TIME_TARGET, "peak_rss_vs_checkpoint_max": RSS_TARGET},
                "notes": [
                    "floor: safetensors safe_open + get_tensor().clone() of every tensor of both checkpoints, then save_file "
@@ -201,62 +280,11 @@ def main() -> None:
         ft, pre = build_pair(size, args)
         if SIZES[size]["kind"] == "synthetic":
             built.append(ft.parent)
-        ckpt = common.checkpoint_bytes(ft)
-        out = Path(args.workdir) / f"out-{size}"
-        runs: dict[str, list[dict]] = {m: [] for m in methods}
-        repeats = args.large_repeats if ckpt > common.GB else args.repeats
-        for repeat in range(repeats):
-            for method in methods:
-                result = run_method(method, ft, pre, out, args)
-                runs[method].append(result)
-                print(f"  [{size} #{repeat + 1}] {method:20s} {result['wall_s']:8.3f} s  peak RSS {result['peak_rss_bytes'] / MB:8.1f} MiB",
-                      flush=True)
-        profiles = {}
-        if args.profile and (ckpt <= common.GB or args.profile_large):
-            for method in methods:
-                if method.startswith("finemix"):
-                    profiles[method] = run_method(method, ft, pre, out, args, profile=True)
-        shutil.rmtree(out, ignore_errors=True)
-        floor_s = common.median([r["wall_s"] for r in runs["floor"]])
-        rows = {m: summarise(m, runs[m], floor_s, ckpt) for m in methods}
-        derived = None
-        if "finemix-epur" in rows and "finemix-mix-random" in rows:
-            wall = rows["finemix-epur"]["median_wall_s"] + rows["finemix-mix-random"]["median_wall_s"]
-            peak = max(rows["finemix-epur"]["peak_rss_bytes"], rows["finemix-mix-random"]["peak_rss_bytes"])
-            above = max(rows["finemix-epur"]["peak_above_baseline_bytes"], rows["finemix-mix-random"]["peak_above_baseline_bytes"])
-            derived = {"method": "epur then mix (sum)", "median_wall_s": wall, "time_ratio_vs_floor": wall / floor_s,
-                       "peak_rss_bytes": peak, "peak_rss_ratio": peak / ckpt, "peak_above_baseline_ratio": above / ckpt,
-                       "time_verdict": common.verdict(wall / floor_s, TIME_TARGET, False),
-                       "rss_verdict_absolute": common.verdict(peak / ckpt, RSS_TARGET, False),
-                       "rss_verdict_above_baseline": common.verdict(above / ckpt, RSS_TARGET, False)}
-        payload["sizes"][size] = {"checkpoint_bytes": ckpt, "finetuned": str(ft), "pretrained": str(pre),
-                                  "methods": rows, "derived": derived, "raw_runs": runs,
-                                  "profiles": {m: common.profile_record(r) for m, r in profiles.items()}}
-        print(f"\n{size}: one checkpoint = {ckpt / MB:.1f} MiB ({ckpt / 1e9:.3f} GB); median of {repeats} run(s)")
-        table_rows = []
-        for row in list(rows.values()) + ([derived] if derived else []):
-            table_rows.append([
-                row["method"], row["median_wall_s"], f"{row['time_ratio_vs_floor']:.2f}x", row.get("time_verdict", "-"),
-                f"{row['stage_ratio_vs_floor']:.2f}x" if "stage_ratio_vs_floor" in row else "-",
-                row["peak_rss_bytes"] / MB, f"{row['peak_rss_ratio']:.2f}x", row.get("rss_verdict_absolute", "-"),
-                f"{row['peak_above_baseline_ratio']:.2f}x", row.get("rss_verdict_above_baseline", "-"),
-                row.get("peak_anon_bytes_sampled", float("nan")) / MB, row.get("peak_file_bytes_sampled", float("nan")) / MB,
-            ])
-        print(common.table(["method", "wall s", "vs floor", f"≤{TIME_TARGET}x", "stages/floor", "peak RSS MiB", "/ckpt", f"≤{RSS_TARGET}x",
-                            "above-base /ckpt", f"≤{RSS_TARGET}x", "anon MiB", "file MiB"], table_rows))
-        print("  stages/floor: finemix's own stage timers (report timings_s) over the floor, i.e. without its fixed set-up; "
-              "no verdict (the target is on wall time)")
-        for method, row in rows.items():
-            timings = (row.get("extra") or {}).get("finemix_timings_s")
-            if timings:
-                print(f"  {method}: finemix's own stage timings {timings}")
-        for method, result in profiles.items():
-            common.print_profile(f"{method} [{size}]", result)
-        print()
+        measure_size(size, ft, pre, methods, args, payload)
     if not args.keep_inputs:
         for folder in built:
             shutil.rmtree(folder, ignore_errors=True)
-    path = common.write_results(args.results_name or "bench_mixing", payload)
+    path = machine.write_results(args.results_name or "bench_mixing", payload)
     print(f"results: {path}")
 
 

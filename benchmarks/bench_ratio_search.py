@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_ratio_search.py              # 128 clean rows, 500 unlabelled texts
     .venv/bin/python benchmarks/bench_ratio_search.py --small      # 64 clean rows, 100 texts, 1 epoch
 
-``finemix.pipeline.purify`` with a ``PurifyConfig`` built as ``finemix purify`` builds it (cli._purify):
+``finemix.repair.steps.purify`` with a ``PurifyConfig`` built as ``finemix purify`` builds it (cli._purify):
 E-PUR on, random mixing, distillation on the unlabelled texts, output calibration, defaults otherwise.
 Suspect model: a MiniLM classifier backdoored with "cf" (10 % dirty label) on ``--victim-rows`` MR training
 rows, built once into ``--workdir`` (or ``--backdoored DIR``). Clean rows: MR dev split; unlabelled texts:
@@ -30,14 +30,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+from lib import cli, machine, runner, stats  # noqa: E402
+from lib.constants import MB  # noqa: E402
+from lib.probe import print_profile, profile_record  # noqa: E402
 
 TARGET = 3.0
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser)
+    cli.add_common_args(parser)
     parser.add_argument("--small", action="store_true", help="64 clean rows, 100 unlabelled texts, 1 epoch (quick check)")
     parser.add_argument("--clean-rows", type=int, default=None, help="default 128 (64 with --small)")
     parser.add_argument("--unlabelled-rows", type=int, default=None, help="default 500 (100 with --small)")
@@ -48,19 +50,68 @@ def main() -> None:
     parser.add_argument("--worst-case-repeats", type=int, default=1,
                         help="runs of the forced all-candidates case (default 1: it costs 4 fine-tunes)")
     parser.add_argument("--timeout", type=float, default=3600)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def run_methods(args, base: dict, methods: dict, out: Path) -> dict:
+    """Every method, round-robin over the repeats (the forced cases --worst-case-repeats times)."""
+    runs = {m: [] for m in methods}
+    for repeat in range(max(args.repeats, args.worst_case_repeats if "auto-all" in methods else 0)):
+        for name, extra in methods.items():
+            if repeat >= (args.worst_case_repeats if name.startswith("auto-all") else args.repeats):
+                continue
+            result = runner.run_job("lib.purify_jobs", "job_purify", {**base, **extra}, clean=[out], timeout=args.timeout, label=name)
+            runs[name].append(result)
+            e = result["extra"]
+            print(f"  [#{repeat + 1}] {name:9s} {result['wall_s']:8.2f} s  candidates trained {e['candidates_trained']}  "
+                  f"chosen ρ {e['chosen_ratio']}  stages {e['timings_s']}", flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return runs
+
+
+def summarise(runs: dict) -> tuple[dict, list]:
+    """Per method: medians, minima, ratios to the fixed ρ, verdicts and what the search did; and the table rows."""
+    fixed = stats.median([r["wall_s"] for r in runs["fixed"]])
+    fixed_min = min(r["wall_s"] for r in runs["fixed"])
+    rows, summary = [], {}
+    for name, rs in runs.items():
+        wall = stats.median([r["wall_s"] for r in rs])
+        last = rs[-1]["extra"]
+        low = min(r["wall_s"] for r in rs)
+        row = {"median_wall_s": wall, "ratio_vs_fixed": wall / fixed, "wall_s_runs": [r["wall_s"] for r in rs],
+               "runs": len(rs), "min_wall_s": low, "min_ratio_vs_fixed": low / fixed_min,
+               "candidates_trained": [r["extra"]["candidates_trained"] for r in rs],
+               "chosen_ratio": [r["extra"]["chosen_ratio"] for r in rs],
+               "candidate_train_seconds": [r["extra"]["candidate_train_seconds"] for r in rs],
+               "stage_timings_s": [r["extra"]["timings_s"] for r in rs],
+               "reference_heldout_accuracy": last["reference_heldout_accuracy"], "heldout_accuracy": last["heldout_accuracy"],
+               "peak_rss_bytes": max(r["peak_rss_bytes"] for r in rs)}
+        if name != "fixed":
+            row["verdict"] = stats.verdict(row["ratio_vs_fixed"], TARGET, higher_is_better=False)
+            row["verdict_min"] = stats.verdict(row["min_ratio_vs_fixed"], TARGET, higher_is_better=False)
+        summary[name] = row
+        search = stats.median([r["extra"]["timings_s"].get("ratio+finetune", float("nan")) for r in rs])
+        other = stats.median([r["wall_s"] - r["extra"]["timings_s"].get("ratio+finetune", float("nan")) for r in rs])
+        rows.append([name, len(rs), wall, f"{row['ratio_vs_fixed']:.2f}x", row.get("verdict", "-"), low,
+                     f"{row['min_ratio_vs_fixed']:.2f}x", row.get("verdict_min", "-"), len(last["candidates_trained"]),
+                     last["chosen_ratio"], search, other, row["peak_rss_bytes"] / MB])
+    return summary, rows
+
+
+def main() -> None:
+    args = parse_args()
     clean_rows = args.clean_rows or (64 if args.small else 128)
     unlabelled_rows = args.unlabelled_rows if args.unlabelled_rows is not None else (100 if args.small else 500)
     epochs = args.epochs or (1.0 if args.small else None)
 
-    payload = {"machine": common.machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
+    payload = {"machine": machine.machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
                "targets": {"auto_vs_fixed_max": TARGET},
                "notes": ["auto stops at the first acceptable candidate, so its cost is data-dependent; 'auto-all' "
                          "forces every candidate (monkeypatched ratio_search.acceptance_margin = -1)",
                          "timed region = the purify() call: loading, E-PUR, teacher, ρ search + fine-tuning, calibration, write"]}
     if args.backdoored is None:
-        built = common.run_job("common", "job_build_victim", {"workdir": str(args.workdir), "rows": args.victim_rows,
-                                                              "threads": args.threads}, label="build victim")
+        built = runner.run_job("lib.purify_jobs", "job_build_victim", {"workdir": str(args.workdir), "rows": args.victim_rows,
+                                                                       "threads": args.threads}, label="build victim")
         backdoored = Path(built["extra"]["victim"])
     else:
         backdoored = args.backdoored
@@ -73,55 +124,22 @@ def main() -> None:
     if not args.no_worst_case:
         methods["auto-all"] = {"ratio": "auto", "force_all_candidates": True}
         methods["auto-all-no-stop"] = {"ratio": "auto", "force_all_candidates": True, "stop_hopeless": False}
-    runs = {m: [] for m in methods}
-    for repeat in range(max(args.repeats, args.worst_case_repeats if "auto-all" in methods else 0)):
-        for name, extra in methods.items():
-            if repeat >= (args.worst_case_repeats if name.startswith("auto-all") else args.repeats):
-                continue
-            result = common.run_job("common", "job_purify", {**base, **extra}, clean=[out], timeout=args.timeout, label=name)
-            runs[name].append(result)
-            e = result["extra"]
-            print(f"  [#{repeat + 1}] {name:9s} {result['wall_s']:8.2f} s  candidates trained {e['candidates_trained']}  "
-                  f"chosen ρ {e['chosen_ratio']}  stages {e['timings_s']}", flush=True)
-    shutil.rmtree(out, ignore_errors=True)
+    runs = run_methods(args, base, methods, out)
 
-    fixed = common.median([r["wall_s"] for r in runs["fixed"]])
-    fixed_min = min(r["wall_s"] for r in runs["fixed"])
-    rows, summary = [], {}
-    for name, rs in runs.items():
-        wall = common.median([r["wall_s"] for r in rs])
-        last = rs[-1]["extra"]
-        low = min(r["wall_s"] for r in rs)
-        row = {"median_wall_s": wall, "ratio_vs_fixed": wall / fixed, "wall_s_runs": [r["wall_s"] for r in rs],
-               "runs": len(rs), "min_wall_s": low, "min_ratio_vs_fixed": low / fixed_min,
-               "candidates_trained": [r["extra"]["candidates_trained"] for r in rs],
-               "chosen_ratio": [r["extra"]["chosen_ratio"] for r in rs],
-               "candidate_train_seconds": [r["extra"]["candidate_train_seconds"] for r in rs],
-               "stage_timings_s": [r["extra"]["timings_s"] for r in rs],
-               "reference_heldout_accuracy": last["reference_heldout_accuracy"], "heldout_accuracy": last["heldout_accuracy"],
-               "peak_rss_bytes": max(r["peak_rss_bytes"] for r in rs)}
-        if name != "fixed":
-            row["verdict"] = common.verdict(row["ratio_vs_fixed"], TARGET, higher_is_better=False)
-            row["verdict_min"] = common.verdict(row["min_ratio_vs_fixed"], TARGET, higher_is_better=False)
-        summary[name] = row
-        search = common.median([r["extra"]["timings_s"].get("ratio+finetune", float("nan")) for r in rs])
-        other = common.median([r["wall_s"] - r["extra"]["timings_s"].get("ratio+finetune", float("nan")) for r in rs])
-        rows.append([name, len(rs), wall, f"{row['ratio_vs_fixed']:.2f}x", row.get("verdict", "-"), low,
-                     f"{row['min_ratio_vs_fixed']:.2f}x", row.get("verdict_min", "-"), len(last["candidates_trained"]),
-                     last["chosen_ratio"], search, other, row["peak_rss_bytes"] / common.MB])
+    summary, rows = summarise(runs)
     payload["results"] = summary
     payload["raw_runs"] = runs
     print(f"\npurify, {clean_rows} clean rows + {unlabelled_rows} unlabelled texts; verdict on medians, min shown because "
           "the machine is shared (contention only ever adds time)")
-    print(common.table(["method", "runs", "median s", "vs fixed", f"≤{TARGET}x", "min s", "min/min fixed", f"≤{TARGET}x", "candidates", "chosen ρ", "ρ search+ft s (median)",
-                        "other stages s (median)", "peak RSS MiB"], rows))
+    print(stats.table(["method", "runs", "median s", "vs fixed", f"≤{TARGET}x", "min s", "min/min fixed", f"≤{TARGET}x", "candidates", "chosen ρ", "ρ search+ft s (median)",
+                       "other stages s (median)", "peak RSS MiB"], rows))
     if args.profile:
-        result = common.run_job("common", "job_purify", {**base, **methods["auto"], "profile": True}, clean=[out],
+        result = runner.run_job("lib.purify_jobs", "job_purify", {**base, **methods["auto"], "profile": True}, clean=[out],
                                 timeout=args.timeout, label="auto (profiled)")
         shutil.rmtree(out, ignore_errors=True)
-        payload["profile_auto"] = common.profile_record(result)
-        common.print_profile("purify --ratio auto", result)
-    path = common.write_results(args.results_name or "bench_ratio_search", payload)
+        payload["profile_auto"] = profile_record(result)
+        print_profile("purify --ratio auto", result)
+    path = machine.write_results(args.results_name or "bench_ratio_search", payload)
     print(f"\nresults: {path}")
 
 

@@ -4,12 +4,12 @@
     .venv/bin/python benchmarks/bench_scaling.py --parts mix --layers 1,8
 
 Parts (each point its own child process; median of --repeats):
-* ``mix``      ``finemix.pipeline.mix_checkpoint`` (random, ρ 0.3) on synthetic fp32 BERT-like pairs, hidden 1024,
+* ``mix``      ``finemix.repair.steps.mix_checkpoint`` (random, ρ 0.3) on synthetic fp32 BERT-like pairs, hidden 1024,
                vocab 30522, ``--layers`` (default 1,8,42 ≈ 0.18, 0.53, 2.25 GB per checkpoint), warm page cache.
                Fit: time and peak RSS linear in checkpoint bytes.
-* ``finetune`` one epoch of ``finemix.finetune.finetune`` on MiniLM against clean-set size (``--rows`` 32,128,512).
+* ``finetune`` one epoch of ``finemix.train.finetune`` on MiniLM against clean-set size (``--rows`` 32,128,512).
                Fit: time linear in rows.
-* ``purify``   ``finemix.pipeline.purify`` with ``--ratio auto`` against the number of ρ candidates (1, 2, 4),
+* ``purify``   ``finemix.repair.steps.purify`` with ``--ratio auto`` against the number of ρ candidates (1, 2, 4),
                every candidate forced to train (``ratio_search.acceptance_margin`` monkeypatched to −1),
                64 clean rows, 100 unlabelled texts, 1 epoch. Fit: time linear in candidates.
 
@@ -26,22 +26,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-from common import GB, MB  # noqa: E402
+from lib import checkpoints, cli, fixtures, machine, runner, stats  # noqa: E402
+from lib.constants import GB, MB  # noqa: E402
 
 SEVEN_B = {"bf16_bytes": 14e9, "fp32_bytes": 28e9, "params": 7e9, "non_embedding_params": 6.5e9}
 
 
 def job_minilm_params(params: dict, probe) -> dict:
-    model, _ = common.load_minilm_classifier(0)
+    model, _ = fixtures.load_minilm_classifier(0)
     total = sum(p.numel() for p in model.parameters())
     embedding = model.get_input_embeddings().weight.numel()
     return {"params": total, "non_embedding_params": total - embedding}
 
 
 def measure(module: str, func: str, params: dict, repeats: int, **kw) -> dict:
-    runs = [common.run_job(module, func, params, **kw) for _ in range(repeats)]
-    return {"wall_s": common.median([r["wall_s"] for r in runs]), "wall_s_runs": [r["wall_s"] for r in runs],
+    runs = [runner.run_job(module, func, params, **kw) for _ in range(repeats)]
+    return {"wall_s": stats.median([r["wall_s"] for r in runs]), "wall_s_runs": [r["wall_s"] for r in runs],
             "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs),
             "peak_above_baseline_bytes": max(r["peak_rss_bytes"] - r["baseline_rss_bytes"] for r in runs),
             "peak_anon_bytes_sampled": max(r["peak_anon_bytes_sampled"] for r in runs),
@@ -52,15 +52,15 @@ def measure(module: str, func: str, params: dict, repeats: int, **kw) -> dict:
 def part_mix(args, payload: dict) -> None:
     points, built = [], []
     for layers in [int(x) for x in args.layers.split(",") if x]:
-        res = common.run_job("common", "job_build_synthetic", {"workdir": str(args.workdir), "hidden": 1024, "layers": layers},
+        res = runner.run_job("lib.mix_jobs", "job_build_synthetic", {"workdir": str(args.workdir), "hidden": 1024, "layers": layers},
                              label=f"build l{layers}")
         ft, pre = Path(res["extra"]["finetuned"]), Path(res["extra"]["pretrained"])
         built.append(ft.parent)
-        size = common.checkpoint_bytes(ft)
+        size = checkpoints.checkpoint_bytes(ft)
         out = Path(args.workdir) / "out-scaling-mix"
         params = {"finetuned": str(ft), "pretrained": str(pre), "output": str(out), "ratio": 0.3, "mode": "random",
                   "threads": args.threads}
-        point = measure("common", "job_mix_finemix", params, args.repeats, warm=common.folder_weight_files(ft) + common.folder_weight_files(pre),
+        point = measure("lib.mix_jobs", "job_mix_finemix", params, args.repeats, warm=checkpoints.folder_weight_files(ft) + checkpoints.folder_weight_files(pre),
                         clean=[out], label=f"mix l{layers}")
         shutil.rmtree(out, ignore_errors=True)
         point.update(layers=layers, checkpoint_bytes=size)
@@ -73,17 +73,17 @@ def part_mix(args, payload: dict) -> None:
         for folder in built:
             shutil.rmtree(folder, ignore_errors=True)
     xs = [p["checkpoint_bytes"] for p in points]
-    fits = {key: common.fit_linear(xs, [p[key] for p in points])
+    fits = {key: stats.fit_linear(xs, [p[key] for p in points])
             for key in ("wall_s", "peak_rss_bytes", "peak_above_baseline_bytes", "peak_anon_bytes_sampled", "peak_file_bytes_sampled")}
     predictions = {}
     for label, size in (("7B bf16 (14 GB)", SEVEN_B["bf16_bytes"]), ("7B fp32 (28 GB)", SEVEN_B["fp32_bytes"])):
         predictions[label] = {key: fit["intercept"] + fit["slope"] * size for key, fit in fits.items()}
     payload["mix"] = {"points": points, "fits_vs_checkpoint_bytes": fits, "extrapolation_7b": predictions}
     print("\nmix: per-size measurements")
-    print(common.table(["layers", "ckpt GB", "wall s", "s/GB", "peak RSS MiB", "peak/ckpt", "anon MiB", "file MiB"],
-                       [[p["layers"], p["checkpoint_bytes"] / 1e9, p["wall_s"], p["wall_s"] / (p["checkpoint_bytes"] / 1e9),
-                         p["peak_rss_bytes"] / MB, f"{p['peak_rss_bytes'] / p['checkpoint_bytes']:.2f}x",
-                         p["peak_anon_bytes_sampled"] / MB, p["peak_file_bytes_sampled"] / MB] for p in points]))
+    print(stats.table(["layers", "ckpt GB", "wall s", "s/GB", "peak RSS MiB", "peak/ckpt", "anon MiB", "file MiB"],
+                      [[p["layers"], p["checkpoint_bytes"] / 1e9, p["wall_s"], p["wall_s"] / (p["checkpoint_bytes"] / 1e9),
+                        p["peak_rss_bytes"] / MB, f"{p['peak_rss_bytes'] / p['checkpoint_bytes']:.2f}x",
+                        p["peak_anon_bytes_sampled"] / MB, p["peak_file_bytes_sampled"] / MB] for p in points]))
     print(f"fit: time = {fits['wall_s']['intercept']:.2f} s + {fits['wall_s']['slope'] * 1e9:.2f} s/GB (R² {fits['wall_s']['r2']:.3f}); "
           f"peak RSS = {fits['peak_rss_bytes']['intercept'] / MB:.0f} MiB + {fits['peak_rss_bytes']['slope']:.2f} × checkpoint bytes "
           f"(R² {fits['peak_rss_bytes']['r2']:.3f})")
@@ -97,20 +97,20 @@ def part_mix(args, payload: dict) -> None:
 def part_finetune(args, payload: dict, minilm: dict) -> None:
     points = []
     for rows in [int(x) for x in args.rows.split(",") if x]:
-        point = measure("common", "job_finetune_finemix", {"rows": rows, "epochs": 1.0, "batch_size": 16, "max_length": 128,
-                                                           "threads": args.threads}, args.repeats, label=f"finetune {rows}")
+        point = measure("lib.finetune_jobs", "job_finetune_finemix", {"rows": rows, "epochs": 1.0, "batch_size": 16, "max_length": 128,
+                                                                      "threads": args.threads}, args.repeats, label=f"finetune {rows}")
         point["rows"] = rows
         points.append(point)
         print(f"  fine-tune 1 epoch  {rows:5d} rows  {point['wall_s']:8.2f} s  peak RSS {point['peak_rss_bytes'] / MB:8.1f} MiB", flush=True)
-    fit = common.fit_linear([p["rows"] for p in points], [p["wall_s"] for p in points])
+    fit = stats.fit_linear([p["rows"] for p in points], [p["wall_s"] for p in points])
     scale = SEVEN_B["non_embedding_params"] / minilm["non_embedding_params"]
     predictions = {f"{n} rows": (fit["intercept"] + fit["slope"] * n) * scale for n in (128, 512)}
     payload["finetune"] = {"points": points, "fit_vs_rows": fit, "minilm": minilm, "compute_scale_to_7b": scale,
                            "extrapolation_7b_epoch_s": predictions,
                            "adamw_fp32_state_bytes_7b": 16 * SEVEN_B["params"]}
     print("\nfine-tune: one epoch, MiniLM, batch 16, max_length 128")
-    print(common.table(["rows", "wall s", "rows/s", "peak RSS MiB"],
-                       [[p["rows"], p["wall_s"], p["rows"] / p["wall_s"], p["peak_rss_bytes"] / MB] for p in points]))
+    print(stats.table(["rows", "wall s", "rows/s", "peak RSS MiB"],
+                      [[p["rows"], p["wall_s"], p["rows"] / p["wall_s"], p["peak_rss_bytes"] / MB] for p in points]))
     print(f"fit: epoch time = {fit['intercept']:.2f} s + {fit['slope']:.4f} s/row (R² {fit['r2']:.3f})")
     print(f"EXTRAPOLATION (assumes time ∝ non-embedding parameters × tokens: MiniLM {minilm['non_embedding_params'] / 1e6:.1f} M "
           f"→ 7B ≈ {SEVEN_B['non_embedding_params'] / 1e9:.1f} B, ×{scale:.0f}; ignores memory limits):")
@@ -123,8 +123,8 @@ def part_finetune(args, payload: dict, minilm: dict) -> None:
 def part_purify(args, payload: dict, minilm: dict) -> None:
     victim = args.backdoored
     if victim is None:
-        victim = Path(common.run_job("common", "job_build_victim", {"workdir": str(args.workdir), "rows": 1000,
-                                                                     "threads": args.threads}, label="victim")["extra"]["victim"])
+        victim = Path(runner.run_job("lib.purify_jobs", "job_build_victim", {"workdir": str(args.workdir), "rows": 1000,
+                                                                              "threads": args.threads}, label="victim")["extra"]["victim"])
     out = Path(args.workdir) / "out-scaling-purify"
     candidate_sets = {1: [0.0], 2: [0.0, 0.1], 4: [0.0, 0.1, 0.2, 0.3]}
     points = []
@@ -133,20 +133,20 @@ def part_purify(args, payload: dict, minilm: dict) -> None:
                   "unlabelled_rows": args.purify_unlabelled_rows, "epochs": args.purify_epochs, "ratio": "auto",
                   "candidates": candidate_sets.get(k, [round(i / (2 * k), 4) for i in range(k)]),
                   "force_all_candidates": True, "threads": args.threads}
-        point = measure("common", "job_purify", params, args.purify_repeats, clean=[out], label=f"purify k={k}")
+        point = measure("lib.purify_jobs", "job_purify", params, args.purify_repeats, clean=[out], label=f"purify k={k}")
         point["candidates"] = k
         points.append(point)
         print(f"  purify  {k} candidate(s)  {point['wall_s']:8.2f} s  trained {point['extra']['candidates_trained']}  "
               f"stages {point['extra']['timings_s']}", flush=True)
     shutil.rmtree(out, ignore_errors=True)
-    fit = common.fit_linear([p["candidates"] for p in points], [p["wall_s"] for p in points])
+    fit = stats.fit_linear([p["candidates"] for p in points], [p["wall_s"] for p in points])
     scale = SEVEN_B["non_embedding_params"] / minilm["non_embedding_params"]
     payload["purify"] = {"points": points, "fit_vs_candidates": fit, "victim": str(victim),
                          "extrapolation_7b_s": {f"{k} candidates": (fit["intercept"] + fit["slope"] * k) * scale for k in (1, 4)}}
     print(f"\npurify --ratio auto, every candidate trained, {args.purify_clean_rows} clean rows, "
           f"{args.purify_unlabelled_rows} unlabelled texts, {args.purify_epochs} epoch(s)")
-    print(common.table(["candidates", "wall s", "ρ search+ft s", "peak RSS MiB"],
-                       [[p["candidates"], p["wall_s"], p["extra"]["timings_s"].get("ratio+finetune"), p["peak_rss_bytes"] / MB] for p in points]))
+    print(stats.table(["candidates", "wall s", "ρ search+ft s", "peak RSS MiB"],
+                      [[p["candidates"], p["wall_s"], p["extra"]["timings_s"].get("ratio+finetune"), p["peak_rss_bytes"] / MB] for p in points]))
     print(f"fit: purify time = {fit['intercept']:.2f} s + {fit['slope']:.2f} s per candidate (R² {fit['r2']:.3f})")
     print(f"EXTRAPOLATION (same compute-scaling assumption, ×{scale:.0f}): 7B purify ≈ "
           + ", ".join(f"{k} candidate(s) {((fit['intercept'] + fit['slope'] * k) * scale) / 3600:.1f} h" for k in (1, 4)))
@@ -154,7 +154,7 @@ def part_purify(args, payload: dict, minilm: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser)
+    cli.add_common_args(parser)
     parser.add_argument("--parts", default="mix,finetune,purify")
     parser.add_argument("--layers", default="1,8,42", help="synthetic checkpoint depths for the mix part (hidden 1024)")
     parser.add_argument("--rows", default="32,128,512", help="clean-set sizes for the fine-tune part")
@@ -167,21 +167,21 @@ def main() -> None:
     parser.add_argument("--keep-inputs", action="store_true", help="keep synthetic checkpoints (default: delete them when done)")
     args = parser.parse_args()
     parts = [p for p in args.parts.split(",") if p]
-    payload = {"machine": common.machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
+    payload = {"machine": machine.machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
                "notes": ["every 7B number is an extrapolation of a linear fit (plus, for training, a compute-scaling "
                          "assumption), not a measurement",
                          "purify points force every candidate to train (ratio_search.acceptance_margin monkeypatched to -1)"]}
     print(f"machine: {payload['machine']['cpu_model']}, {payload['machine']['cpu_count']} cores")
     minilm = None
     if "finetune" in parts or "purify" in parts:
-        minilm = common.run_job("bench_scaling", "job_minilm_params", {}, label="params")["extra"]
+        minilm = runner.run_job("bench_scaling", "job_minilm_params", {}, label="params")["extra"]
     if "mix" in parts:
         part_mix(args, payload)
     if "finetune" in parts:
         part_finetune(args, payload, minilm)
     if "purify" in parts:
         part_purify(args, payload, minilm)
-    path = common.write_results(args.results_name or "bench_scaling", payload)
+    path = machine.write_results(args.results_name or "bench_scaling", payload)
     print(f"\nresults: {path}")
 
 

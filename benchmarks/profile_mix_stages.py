@@ -19,13 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+from lib import checkpoints, machine, runner, stats  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=common.default_workdir() if hasattr(common, "default_workdir")
-                        else Path("/tmp/finemix-bench"))
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/finemix-bench"))
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--ratio", type=float, default=0.3)
@@ -34,11 +33,13 @@ def main() -> None:
     import torch  # noqa: F401  (loaded before the timed stages, not inside the first one)
     from safetensors import safe_open
 
-    from finemix import mixing
-    from finemix.checkpoint import ShardedWriter, TensorSpec, all_finite, open_pair
+    from finemix.core import mixing
+    from finemix.weights.pair import open_pair
+    from finemix.weights.reader import all_finite
+    from finemix.weights.writer import ShardedWriter, TensorSpec
 
-    ft_dir, pre_dir = common.build_synthetic_pair(args.workdir, args.hidden, args.layers)
-    common.warm_files(common.folder_weight_files(ft_dir) + common.folder_weight_files(pre_dir))
+    ft_dir, pre_dir = checkpoints.build_synthetic_pair(args.workdir, args.hidden, args.layers)
+    runner.warm_files(checkpoints.folder_weight_files(ft_dir) + checkpoints.folder_weight_files(pre_dir))
     pair = open_pair(ft_dir, pre_dir)
     seconds: dict[str, float] = defaultdict(float)
 
@@ -71,13 +72,13 @@ def main() -> None:
 
     floor = sum(v for k, v in seconds.items() if "(floor)" in k)
     rows = [(step, f"{value:.3f}", f"{value / floor:.2f}") for step, value in seconds.items()]
-    print(f"checkpoint: {common.checkpoint_bytes(ft_dir) / 1e9:.2f} GB, ρ = {args.ratio}, one thread, warm cache")
-    print(common.table(["step", "seconds", "× floor steps"], rows))
+    print(f"checkpoint: {checkpoints.checkpoint_bytes(ft_dir) / 1e9:.2f} GB, ρ = {args.ratio}, one thread, warm cache")
+    print(stats.table(["step", "seconds", "× floor steps"], rows))
     random_total = sum(v for k, v in seconds.items() if "sel" not in k)
     print(f"random mix, all steps in one thread: {random_total:.2f} s = {random_total / floor:.2f} × the floor's steps")
-    common.write_results("profile_mix_stages", {
-        "machine": common.machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
-        "checkpoint_bytes": common.checkpoint_bytes(ft_dir), "seconds": dict(seconds),
+    machine.write_results("profile_mix_stages", {
+        "machine": machine.machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
+        "checkpoint_bytes": checkpoints.checkpoint_bytes(ft_dir), "seconds": dict(seconds),
         "floor_steps_s": floor, "random_mix_one_thread_s": random_total,
     })
 

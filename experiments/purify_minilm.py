@@ -74,7 +74,7 @@ def run(variant: str, seed: int, args) -> dict:
 
     from finemix.data import load_builtin, stratified_sample
     from finemix.evaluation import evaluate
-    from finemix.pipeline import purify
+    from finemix.repair.steps import purify
 
     config, use_unlabelled = variants()[variant]
     config = dc.replace(config, mix=dc.replace(config.mix, seed=seed), train=dc.replace(config.train, seed=seed))

@@ -34,11 +34,11 @@ def train_victim(kind: str, seed: int, out: Path, train_rows: int, epochs: float
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from finemix.attacks import AttackConfig, poison
-    from finemix.checkpoint import resolve_model_dir
+    from finemix.weights.locate import resolve_model_dir
     from finemix.config import TrainConfig
     from finemix.data import BUILTIN_LABELS, load_builtin, stratified_sample
     from finemix.evaluation import evaluate
-    from finemix.finetune import finetune
+    from finemix.train import finetune
 
     folder = out / f"{kind}-seed{seed}"
     if (folder / "metrics.json").is_file():

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install finemix and its test dependencies into ./.venv.
+# Install finemix and its test dependencies into ./.venv, at the versions of
+# constraints.txt.
 #
 # This is the one install path: the README tells users to run
 # `bash scripts/setup_env.sh`, and CI (.ci/run) calls it too.
@@ -20,8 +21,10 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 
+# Every install is held to the lock file: the exact versions the committed
+# results were measured with (constraints.txt; README says how to upgrade it).
 pip_install() {
-    .venv/bin/python -m pip --no-input --disable-pip-version-check install "$@"
+    .venv/bin/python -m pip --no-input --disable-pip-version-check install -c constraints.txt "$@"
 }
 
 # torch first and pinned: left to the resolver, `transformers`/`accelerate`

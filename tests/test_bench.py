@@ -7,6 +7,8 @@ import os
 import pytest
 
 from finemix import bench
+from finemix.bench import keys as bench_keys
+from finemix.bench import runner as bench_runner
 from finemix.bench import (
     Bench,
     bench_config_from_mapping,
@@ -329,8 +331,8 @@ def test_a_data_set_can_choose_the_trigger_segment_without_renaming_other_jobs(t
     # the field left out at its default: the key is the one made before the field existed
     old_spec = {"kind": "victim", **job, "pretrained": config.pretrained,
                 "plan": {k: v for k, v in plan.items() if k != "trigger_segment"},
-                "victim": dataclasses.asdict(config.victim), "attack_config": bench._recipe(config.attacks["badword"])}
-    assert default_key == bench._digest(old_spec)
+                "victim": dataclasses.asdict(config.victim), "attack_config": bench_keys._recipe(config.attacks["badword"])}
+    assert default_key == bench_keys._digest(old_spec)
     assert Bench(chosen, tmp_path / "a", progress=False)._key("victim", **job) != default_key
     with quiet_transformers():
         runner = Bench(chosen, tmp_path / "b", progress=False)
@@ -364,10 +366,10 @@ def test_provenance_marks_uncommitted_source_changes(tmp_path):
     git("init", "-q")
     git("add", "-A")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
-    clean = bench._git_commit(package)
+    clean = bench_runner._git_commit(package)
     assert clean and "+" not in clean
     (package / "code.py").write_text("x = 2\n")  # seen from inside the package, as the bench sees it
-    assert bench._git_commit(package) == clean + "+local-changes"
+    assert bench_runner._git_commit(package) == clean + "+local-changes"
 
 
 def test_a_head_policy_reaches_the_mixing_defenses_and_keeps_default_keys(tmp_path, bert_pair):
@@ -376,11 +378,11 @@ def test_a_head_policy_reaches_the_mixing_defenses_and_keeps_default_keys(tmp_pa
     job = {"dataset": "toy", "attack": "badword", "seed": 0, "defense": "finemix", "clean_rows": 24, "ratio": 0.5}
     default_bench, reinit_bench = Bench(config, tmp_path / "a", progress=False), Bench(reinit, tmp_path / "b", progress=False)
     # "keep" is left out of the key, so records made before the option existed keep theirs
-    spec = {"kind": "defense", **job, "pretrained": config.pretrained, "plan": bench._key_spec(config.datasets["toy"]),
-            "victim": dataclasses.asdict(config.victim), "attack_config": bench._recipe(config.attacks["badword"]),
-            "defense_plan": {k: v for k, v in dataclasses.asdict(config.defense).items() if k not in bench.LATER_FIELDS},
+    spec = {"kind": "defense", **job, "pretrained": config.pretrained, "plan": bench_keys._key_spec(config.datasets["toy"]),
+            "victim": dataclasses.asdict(config.victim), "attack_config": bench_keys._recipe(config.attacks["badword"]),
+            "defense_plan": {k: v for k, v in dataclasses.asdict(config.defense).items() if k not in (*bench_keys.LATER_FIELDS, "variant")},
             "unlabelled": config.unlabelled_rows}
-    assert default_bench._key("defense", **job) == bench._digest(spec)
+    assert default_bench._key("defense", **job) == bench_keys._digest(spec)
     assert reinit_bench._key("defense", **job) != default_bench._key("defense", **job)
     assert reinit_bench._defense_settings(config.datasets["toy"], 0, 0.5).head == "reinit"
     with pytest.raises(FinemixError, match="head policy"):
@@ -399,42 +401,22 @@ def test_the_config_reference_documents_every_key():
         assert not missing, (cls.__name__, missing)
 
 
-def test_a_teacher_input_reaches_the_defenses_and_keeps_default_keys(tmp_path, bert_pair):
+@pytest.mark.parametrize("variant", [{"teacher_input": "epur-masked"}, {"distill_labels": "hard"},
+                                     {"teacher": "cross-fit"}, {"freeze_epur_rows": True}])
+def test_a_research_variant_reaches_the_defenses_and_keeps_earlier_keys(tmp_path, bert_pair, variant):
     config = tiny_config(tmp_path, bert_pair.pretrained)
-    masked = tiny_config(tmp_path, bert_pair.pretrained, defense={"epochs": 1, "batch_size": 8, "distill": False,
-                                                                    "teacher_input": "epur-masked"})
-    job = {"dataset": "toy", "attack": "badword", "seed": 0, "defense": "finemix", "clean_rows": 24, "ratio": 0.5}
-    default_bench, masked_bench = Bench(config, tmp_path / "a", progress=False), Bench(masked, tmp_path / "b", progress=False)
-    assert "teacher_input" not in bench._key_spec(config.defense)  # earlier records keep their keys
-    assert masked_bench._key("defense", **job) != default_bench._key("defense", **job)
-    assert masked_bench._defense_settings(config.datasets["toy"], 0, 0.5).teacher_input == "epur-masked"
-    with pytest.raises(FinemixError, match="teacher input"):
-        tiny_config(tmp_path, bert_pair.pretrained, defense={"teacher_input": "masked"})
-
-
-def test_distillation_labels_reach_the_defenses_and_keep_default_keys(tmp_path, bert_pair):
-    config = tiny_config(tmp_path, bert_pair.pretrained)
-    hard = tiny_config(tmp_path, bert_pair.pretrained, defense={"epochs": 1, "batch_size": 8, "distill_labels": "hard"})
-    job = {"dataset": "toy", "attack": "badword", "seed": 0, "defense": "finemix", "clean_rows": 24, "ratio": 0.5}
-    default_bench, hard_bench = Bench(config, tmp_path / "a", progress=False), Bench(hard, tmp_path / "b", progress=False)
-    assert "distill_labels" not in bench._key_spec(config.defense)
-    assert hard_bench._key("defense", **job) != default_bench._key("defense", **job)
-    assert hard_bench._defense_settings(config.datasets["toy"], 0, 0.5).distill_labels == "hard"
-    with pytest.raises(FinemixError, match="distillation labels"):
-        tiny_config(tmp_path, bert_pair.pretrained, defense={"distill_labels": "onehot"})
-
-
-@pytest.mark.parametrize("field,value", [("teacher", "cross-fit"), ("freeze_epur_rows", True)])
-def test_teacher_and_frozen_rows_reach_the_defenses_and_keep_default_keys(tmp_path, bert_pair, field, value):
-    config = tiny_config(tmp_path, bert_pair.pretrained)
-    changed = tiny_config(tmp_path, bert_pair.pretrained, defense={"epochs": 1, "batch_size": 8, field: value})
+    changed = tiny_config(tmp_path, bert_pair.pretrained, defense={"epochs": 1, "batch_size": 8, "variant": variant})
     job = {"dataset": "toy", "attack": "badword", "seed": 0, "defense": "finemix+epur", "clean_rows": 24, "ratio": 0.5}
     default_bench, changed_bench = Bench(config, tmp_path / "a", progress=False), Bench(changed, tmp_path / "b", progress=False)
-    assert field not in bench._key_spec(config.defense)
+    assert "variant" not in bench_keys._key_spec(config.defense)  # earlier records keep their keys
     assert changed_bench._key("defense", **job) != default_bench._key("defense", **job)
-    assert getattr(changed_bench._defense_settings(config.datasets["toy"], 0, 0.5), field) == value
+    # the variant's options sit in the key where they sat when they were plan fields
+    assert bench_keys._key_spec(changed.defense).items() >= variant.items()
+    assert changed_bench._defense_settings(config.datasets["toy"], 0, 0.5).variant == variant
 
 
-def test_an_unknown_teacher_is_refused_when_the_config_loads(tmp_path, bert_pair):
-    with pytest.raises(FinemixError, match="distillation teacher"):
-        tiny_config(tmp_path, bert_pair.pretrained, defense={"teacher": "victim"})
+@pytest.mark.parametrize("variant,message", [({"teacher": "victim"}, "teacher"), ({"teacher_input": "masked"}, "teacher_input"),
+                                             ({"colour": "red"}, "unknown research variant option")])
+def test_an_unknown_variant_is_refused_when_the_config_loads(tmp_path, bert_pair, variant, message):
+    with pytest.raises(FinemixError, match=message):
+        tiny_config(tmp_path, bert_pair.pretrained, defense={"variant": variant})

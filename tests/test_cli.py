@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from finemix.checkpoint import file_sha256
+from finemix.weights.hashing import file_sha256
 from finemix.cli import main
-from tiny_models import load_state
+from tiny_models import candidates_config, load_state
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "32", "--quiet"]
 
@@ -33,7 +33,7 @@ def test_purify_end_to_end(tmp_path, capsys, tiny_pair, clean_csv_80):
     out = tmp_path / "purified"
     hashes = {p: file_sha256(p) for p in tiny_pair.finetuned.iterdir() if p.is_file()}
     code, stdout, stderr = run(capsys, "purify", "--backdoored", tiny_pair.finetuned, "--pretrained", tiny_pair.pretrained,
-                               "--clean-data", clean_csv_80, "--output", out, "--ratio-candidates", "0.2,0.5", *FAST)
+                               "--clean-data", clean_csv_80, "--output", out, "--config", candidates_config(tmp_path, 0.2, 0.5), *FAST)
     assert code == 0, stderr
     assert "purified model written" in stdout and "ρ =" in stdout
     report = json.loads((out / "finemix_report.json").read_text())
@@ -112,8 +112,8 @@ def test_evaluate_command(tmp_path, capsys, bert_pair, tiny_text_csv):
     "argv, message",
     [
         (["--ratio", "1.5"], "ratio must be in"),
-        (["--epur-top-n", "-1"], "top-N must be >= 0"),
-        (["--epochs", "0"], "epochs must be > 0"),
+        (["--epur-top-n", "-1"], "epur-top-n"),
+        (["--epochs", "0"], "epochs must be"),
     ],
 )
 def test_bad_options_exit_nonzero_with_one_line(tmp_path, capsys, bert_pair, tiny_text_csv, argv, message):
@@ -199,28 +199,27 @@ def test_every_option_of_every_command_has_help():
                 assert action.help, (name, action.option_strings)
 
 
-def test_purify_distillation_options_reach_the_report(tmp_path, capsys, bert_pair, tiny_text_csv):
-    out = tmp_path / "d"
+def test_purify_config_file_sets_what_the_command_line_leaves_out(tmp_path, capsys, bert_pair, tiny_text_csv):
+    config = tmp_path / "purify.yaml"
+    config.write_text("search:\n  candidates: [0.4]\nepur:\n  top_n: 7\ntrain:\n  epochs: 2\ncalibrate_student: none\n")
+    out = tmp_path / "c"
     code, _, stderr = run(capsys, "purify", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
-                          "--clean-data", tiny_text_csv, "--unlabelled-text", tiny_text_csv, "--output", out,
-                          "--ratio", "0", "--distill-labels", "hard", "--teacher-input", "epur-masked",
-                          "--batch-size", "8", "--max-length", "32", "--quiet")
+                          "--clean-data", tiny_text_csv, "--output", out, "--config", config, "--epochs", "1",
+                          "--batch-size", "8", "--quiet")
     assert code == 0, stderr
     report = json.loads((out / "finemix_report.json").read_text())
-    assert report["settings"]["distill_epochs"] == 3.0  # the default when --epochs is not given
-    assert report["settings"]["distill_labels"] == "hard" and report["settings"]["teacher_input"] == "epur-masked"
-    teacher = report["unlabelled_text"]["teacher"]
-    assert teacher["labels"] == "hard" and teacher["input"] == "epur-masked"
-    assert report["settings"]["teacher"] == "suspect" and report["settings"]["freeze_epur_rows"] is False
+    assert report["settings"]["search"]["candidates"] == [0.4] and report["settings"]["epur"]["top_n"] == 7
+    assert report["settings"]["train"]["epochs"] == 1.0  # the command line wins over the file
+    assert report["settings"]["calibrate_student"] == "none"
+    assert report["clean_data"]["config_file"]["sha256"] == file_sha256(config)
 
 
-def test_purify_cross_fitted_teacher_and_frozen_rows_reach_the_report(tmp_path, capsys, bert_pair, tiny_text_csv):
-    out = tmp_path / "x"
-    code, _, stderr = run(capsys, "purify", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
-                          "--clean-data", tiny_text_csv, "--unlabelled-text", tiny_text_csv, "--output", out,
-                          "--ratio", "0", "--teacher", "cross-fit", "--freeze-epur-rows", "--epochs", "1",
-                          "--batch-size", "8", "--max-length", "32", "--quiet")
-    assert code == 0, stderr
-    report = json.loads((out / "finemix_report.json").read_text())
-    assert report["settings"]["teacher"] == "cross-fit" and report["settings"]["freeze_epur_rows"] is True
-    assert report["unlabelled_text"]["teacher"]["cross_fit"]["first_round_ratios"] == [0.0, 0.0]
+def test_purify_lists_only_what_a_defender_needs(capsys):
+    from finemix.cli import build_parser
+
+    purify = next(a for a in build_parser()._actions if a.dest == "command").choices["purify"]
+    options = [a for a in purify._actions if a.option_strings and "-h" not in a.option_strings]
+    assert len(options) <= 18, [a.option_strings for a in options]  # room for --task and --strict within 20
+    names = {s for a in options for s in a.option_strings}
+    for research in ("--teacher", "--teacher-input", "--distill-labels", "--freeze-epur-rows", "--teacher-calibration"):
+        assert research not in names

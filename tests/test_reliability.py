@@ -17,8 +17,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
+from tiny_models import candidates_config
 
-from finemix.checkpoint import TEMP_MARKER, TensorReader, file_sha256, recover_interrupted_output
+from finemix.weights.hashing import file_sha256
+from finemix.weights.output import TEMP_MARKER, recover_interrupted_output
+from finemix.weights.reader import TensorReader
 from finemix.cli import main
 from finemix.errors import FinemixError
 
@@ -255,15 +258,20 @@ def test_fuzzed_safetensors_load_or_fail_in_one_line(tmp_path_factory, bert_pair
         (["--ratio", "one"], "expected 'auto' or a number"),
         (["--mix", "median"], "invalid choice"),
         (["--head", "drop"], "invalid choice"),
-        (["--ratio-candidates", "0.1,2"], "candidates must be numbers in [0, 1]"),
-        (["--epur-min-frequency", "0"], "minimum frequency must be > 1"),
-        (["--lr", "-1"], "learning rate must be > 0"),
-        (["--batch-size", "0"], "batch size"),
+        (["--config", "search: {candidates: [0.1, 2]}"], "ratio candidate must be in [0, 1]"),
+        (["--config", "epur: {min_frequency: 0}"], "minimum frequency"),
+        (["--config", "search: {candidats: [0.1]}"], "unknown RatioSearchConfig option(s): candidats"),
+        (["--config", "teacher: cross-fit"], "unknown PurifyConfig option(s): teacher"),
+        (["--lr", "-1"], "learning rate must be"),
+        (["--batch-size", "0"], "batch-size"),
         (["--max-length", "1"], "max length must be >= 8"),
     ],
 )
 def test_more_bad_options(tmp_path, capsys, bert_pair, tiny_text_csv, argv, fragment):
     out = tmp_path / "never"
+    if argv[0] == "--config":  # settings that live in a --config YAML file
+        (tmp_path / "config.yaml").write_text(argv[1] + "\n")
+        argv = ["--config", str(tmp_path / "config.yaml")]
     try:
         code = main(["purify", "--backdoored", str(bert_pair.finetuned), "--pretrained", str(bert_pair.pretrained),
                      "--clean-data", str(tiny_text_csv), "--output", str(out), *FAST, *argv])
@@ -326,7 +334,7 @@ def test_full_disk_is_refused_before_work(tmp_path, capsys, bert_pair, monkeypat
 def test_disk_filling_up_during_the_write(tmp_path, capsys, bert_pair, monkeypatch):
     import errno
 
-    from finemix.checkpoint import ShardedWriter
+    from finemix.weights.writer import ShardedWriter
 
     real_add = ShardedWriter.add
     calls = []
@@ -352,7 +360,7 @@ def test_inputs_are_never_modified(tmp_path, capsys, bert_pair, tiny_text_csv):
     before = tree_hashes(bert_pair.finetuned, bert_pair.pretrained, tiny_text_csv, unlabelled)
     pair = ["--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained]
     assert run(capsys, "purify", *pair, "--clean-data", tiny_text_csv, "--unlabelled-text", unlabelled,
-               "--output", tmp_path / "p", "--ratio-candidates", "0,0.5", *FAST)[0] == 0
+               "--output", tmp_path / "p", "--config", candidates_config(tmp_path, 0, 0.5), *FAST)[0] == 0
     assert run(capsys, "mix", *pair, "--output", tmp_path / "m", "--ratio", "0.3", "--mix", "sel")[0] == 0
     assert run(capsys, "epur", *pair, "--frequency-text", tiny_text_csv, "--output", tmp_path / "e")[0] == 0
     assert run(capsys, "evaluate", "--model", bert_pair.finetuned, "--data", tiny_text_csv,
@@ -396,14 +404,14 @@ def test_purify_is_bit_identical_for_the_same_seed(tmp_path, capsys, bert_pair, 
         out = tmp_path / name
         code, _, err = run(capsys, "purify", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
                            "--clean-data", tiny_text_csv, "--unlabelled-text", unlabelled, "--output", out,
-                           "--ratio-candidates", "0.2,0.6", "--seed", "3", *FAST)
+                           "--config", candidates_config(tmp_path, 0.2, 0.6), "--seed", "3", *FAST)
         assert code == 0, err
         outputs.append(out)
     assert file_sha256(outputs[0] / "model.safetensors") == file_sha256(outputs[1] / "model.safetensors")
     third = tmp_path / "c"
     assert run(capsys, "purify", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
                "--clean-data", tiny_text_csv, "--unlabelled-text", unlabelled, "--output", third,
-               "--ratio-candidates", "0.2,0.6", "--seed", "4", *FAST)[0] == 0
+               "--config", candidates_config(tmp_path, 0.2, 0.6), "--seed", "4", *FAST)[0] == 0
     assert file_sha256(third / "model.safetensors") != file_sha256(outputs[0] / "model.safetensors")
 
 

@@ -430,3 +430,10 @@ def make_bulky_pair(root: PathLike, layers: int = 8, hidden: int = 512, vocab_si
         (folder / "config.json").write_text(json.dumps(config, indent=2))
         folders.append(folder)
     return TinyPair(pretrained=folders[0], finetuned=folders[1], arch="bert")
+
+
+def candidates_config(folder: PathLike, *candidates: float) -> Path:
+    """A ``purify --config`` YAML file that sets the ρ candidates (the option lives in config files)."""
+    path = Path(folder) / f"candidates-{'-'.join(str(c) for c in candidates)}.yaml"
+    path.write_text("search:\n  candidates: [" + ", ".join(str(c) for c in candidates) + "]\n")
+    return path

@@ -13,9 +13,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "purify": "finemix.pipeline",
-    "mix_checkpoint": "finemix.pipeline",
-    "epur_checkpoint": "finemix.pipeline",
+    "purify": "finemix.repair.steps",
+    "mix_checkpoint": "finemix.repair.steps",
+    "epur_checkpoint": "finemix.repair.steps",
     "evaluate": "finemix.evaluation",
     "load_examples": "finemix.data",
     "Example": "finemix.data",

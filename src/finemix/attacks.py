@@ -21,6 +21,7 @@ import random
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from .config import MAX_EPOCHS, check_float
 from .data import Example
 from .errors import FinemixError
 
@@ -52,8 +53,11 @@ class AttackConfig:
     def __post_init__(self) -> None:
         if self.attack not in ATTACKS:
             raise FinemixError(f"unknown attack {self.attack!r}; known: {', '.join(sorted(ATTACKS))}")
-        if not 0.0 < self.poison_rate <= 1.0:
-            raise FinemixError(f"poison rate must be in (0, 1], got {self.poison_rate}")
+        check_float("poison rate", self.poison_rate, 0.0, 1.0, low_open=True)
+        check_float("epochs", self.epochs, 0.0, MAX_EPOCHS, low_open=True)
+        check_float("learning rate", self.lr, 0.0, low_open=True)
+        check_float("ep learning rate", self.ep_lr, 0.0, low_open=True)
+        check_float("ep epochs", self.ep_epochs, 0.0, MAX_EPOCHS, low_open=True)
         if any(not t.strip() for t in self.triggers):
             raise FinemixError("triggers must not be empty strings")
         if self.insertions < 1:
@@ -62,8 +66,12 @@ class AttackConfig:
             raise FinemixError(f"unknown label mode {self.label_mode!r}; use dirty or clean")
         if self.target_label < 0:
             raise FinemixError(f"target label must be >= 0, got {self.target_label}")
+        if not isinstance(self.adaptive_ratios, (tuple, list)) or len(self.adaptive_ratios) != 2:
+            raise FinemixError(f"adaptive ratios must be a pair (low, high), got {self.adaptive_ratios!r}")
         low, high = self.adaptive_ratios
-        if not 0.0 <= low <= high <= 1.0:
+        check_float("adaptive ratio", low, 0.0, 1.0)
+        check_float("adaptive ratio", high, 0.0, 1.0)
+        if not low <= high:
             raise FinemixError(f"adaptive ratios must satisfy 0 <= low <= high <= 1, got {self.adaptive_ratios}")
 
     @property
@@ -142,7 +150,7 @@ def _train_config(config: AttackConfig):
 def train_poisoned(model, tokenizer, rows: Sequence[Example], poisoned: Sequence[int], config: AttackConfig,
                    pretrained_state: Optional[dict]) -> dict:
     """badword / addsent: ordinary fine-tuning on the poisoned set."""
-    from .finetune import finetune
+    from .train import finetune
 
     return finetune(model, tokenizer, rows, _train_config(config)).to_dict()
 
@@ -274,14 +282,36 @@ ATTACKS: dict[str, Attack] = {
 
 # --------------------------------------------------------------------------- victims
 
+def check_victim_output(pretrained: str | os.PathLike, output: str | os.PathLike, force: bool = False,
+                        clean_model: Optional[str | os.PathLike] = None,
+                        inputs: Sequence[str | os.PathLike] = ()) -> tuple[Path, ...]:
+    """Refuse, before any work, a victim folder (or its card beside it) that is, holds or lies
+    inside the pre-trained model, the clean model or one of ``inputs`` (the data file), a
+    non-empty folder without ``force``, or the current/home folder; returns every input folder
+    and file, resolved, for ``atomic_output_dir``."""
+    from .weights.locate import resolve_model_dir
+    from .weights.output import check_output_apart, check_output_dir, weights_size
+
+    models = [resolve_model_dir(pretrained)]
+    if clean_model is not None:
+        models.append(resolve_model_dir(clean_model))
+    sources = tuple(Path(p).resolve() for p in (*models, *inputs))
+    check_output_dir(Path(output), force, sources, weights_size(models[-1]))
+    check_output_apart(card_path(Path(output).resolve()), sources, what="attack card")
+    return sources
+
+
 def make_victim(pretrained: str | os.PathLike, train: Sequence[Example], labels: dict[int, str],
                 config: AttackConfig, output: str | os.PathLike, clean_model: Optional[str | os.PathLike] = None,
-                force: bool = False) -> AttackCard:
-    """Poison ``train``, train a classifier, write it to ``output`` and its card beside it."""
+                force: bool = False, inputs: Sequence[str | os.PathLike] = ()) -> AttackCard:
+    """Poison ``train``, train a classifier, write it to ``output`` and its card beside it.
+
+    ``inputs``: further files the rows came from (the data file), which the output must not touch."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .checkpoint import atomic_output_dir, resolve_model_dir
+    from .weights.locate import resolve_model_dir
+    from .weights.output import atomic_output_dir
 
     attack = ATTACKS[config.attack]
     if config.target_label >= len(labels):
@@ -291,6 +321,7 @@ def make_victim(pretrained: str | os.PathLike, train: Sequence[Example], labels:
         if clean_model is None:
             raise FinemixError(f"the {config.attack} attack poisons a clean fine-tuned model: pass --clean-model")
         start = resolve_model_dir(clean_model)
+    sources = check_victim_output(pretrained, output, force, clean_model, inputs)
     rows, poisoned, card = poison(train, config)
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(start)
@@ -301,7 +332,7 @@ def make_victim(pretrained: str | os.PathLike, train: Sequence[Example], labels:
     pretrained_state = ({n: t.detach().clone() for n, t in model.state_dict().items() if n in from_pretrained}
                         if config.attack == "adaptive" else None)
     record = attack.train(model, tokenizer, rows, poisoned, config, pretrained_state)
-    with atomic_output_dir(output, force) as folder:
+    with atomic_output_dir(output, force, sources) as folder:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     card_file = card_path(Path(output).resolve())

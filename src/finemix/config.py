@@ -16,16 +16,45 @@ C = TypeVar("C")
 
 def from_mapping(cls: type[C], values: Mapping[str, Any]) -> C:
     """Build config ``cls`` from a mapping, rejecting keys it does not define."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise FinemixError(f"unknown {cls.__name__} option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    check_keys(cls, values)
     return cls(**values)
 
 
+def check_keys(cls: type, keys) -> None:
+    """Refuse keys config ``cls`` does not define, naming them and the known ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, keys)) - known)
+    if unknown:
+        raise FinemixError(f"unknown {cls.__name__} option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+MAX_EPOCHS = 1000.0  # far beyond any small-budget repair; bounds step counts (an int of inf overflows)
+
+
+def check_float(name: str, value: Any, low: Optional[float] = None, high: Optional[float] = None,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """Refuse a float option that is not a finite real number in [low, high] (or an open end),
+    with one line naming the option; NaN and ±inf fail every range test silently otherwise."""
+    import math
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise FinemixError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise FinemixError(f"{name} must be a finite number, got {value}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        if low is not None and high is not None and not low_open and not high_open:
+            bounds = f"in [{low:g}, {high:g}]"
+        else:
+            bounds = " and ".join(([f"{'>' if low_open else '>='} {low:g}"] if low is not None else [])
+                                  + ([f"{'<' if high_open else '<='} {high:g}"] if high is not None else []))
+        raise FinemixError(f"{name} must be {bounds}, got {value}")
+
+
 def _check_fraction(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise FinemixError(f"{name} must be in [0, 1], got {value}")
+    check_float(name, value, 0.0, 1.0)
 
 
 def check_head_policy(head: str) -> None:
@@ -63,8 +92,7 @@ class EpurConfig:
     def __post_init__(self) -> None:
         if self.top_n < 0:
             raise FinemixError(f"E-PUR top-N must be >= 0, got {self.top_n}")
-        if self.min_frequency <= 1.0:
-            raise FinemixError(f"E-PUR minimum frequency must be > 1 (log must be positive), got {self.min_frequency}")
+        check_float("E-PUR minimum frequency", self.min_frequency, 1.0, low_open=True)  # the log must be positive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,18 +112,16 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs <= 0:
-            raise FinemixError(f"epochs must be > 0, got {self.epochs}")
-        if self.lr <= 0:
-            raise FinemixError(f"learning rate must be > 0, got {self.lr}")
+        check_float("epochs", self.epochs, 0.0, MAX_EPOCHS, low_open=True)
+        check_float("learning rate", self.lr, 0.0, low_open=True)
+        check_float("weight decay", self.weight_decay, 0.0)
         if self.batch_size < 1:
             raise FinemixError(f"batch size must be >= 1, got {self.batch_size}")
         if self.max_length < 8:
             raise FinemixError(f"max length must be >= 8, got {self.max_length}")
         _check_fraction("warmup_ratio", self.warmup_ratio)
         _check_fraction("eval_fraction", self.eval_fraction)
-        if self.max_grad_norm <= 0:
-            raise FinemixError(f"max grad norm must be > 0, got {self.max_grad_norm}")
+        check_float("max grad norm", self.max_grad_norm, 0.0, low_open=True)
 
 
 def optional_replace(config: C, **changes: Optional[Any]) -> C:
@@ -114,34 +140,13 @@ class RatioSearchConfig:
     stop_hopeless: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.candidates, (tuple, list)):
+            raise FinemixError(f"ratio candidates must be a list of numbers, got {self.candidates!r}")
         if not self.candidates:
             raise FinemixError("ratio search needs at least one candidate")
         for value in self.candidates:
             _check_fraction("ratio candidate", value)
         _check_fraction("tolerance", self.tolerance)
-
-
-TEACHER_INPUTS = ("raw", "epur-masked")
-
-
-def check_teacher_input(value: str) -> None:
-    if value not in TEACHER_INPUTS:
-        raise FinemixError(f"unknown teacher input {value!r}; use {' or '.join(TEACHER_INPUTS)}")
-
-
-DISTILL_LABELS = ("soft", "hard")
-
-TEACHERS = ("suspect", "cross-fit")
-
-
-def check_teacher(value: str) -> None:
-    if value not in TEACHERS:
-        raise FinemixError(f"unknown distillation teacher {value!r}; use {' or '.join(TEACHERS)}")
-
-
-def check_distill_labels(value: str) -> None:
-    if value not in DISTILL_LABELS:
-        raise FinemixError(f"unknown distillation labels {value!r}; use {' or '.join(DISTILL_LABELS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,32 +166,13 @@ class PurifyConfig:
     # Epochs over labelled + unlabelled rows when distilling (replaces train.epochs). 3 measured better
     # than 2 on MiniLM/MR (docs/results-minilm-mr.md): a more accurate student, fewer false positives.
     distill_epochs: float = 3.0
-    # How the teacher's class bias is corrected before distilling (see pipeline.teacher_targets):
-    # "prior": its mean prediction on the unlabelled texts matches the labelled rows' class shares;
-    # "labelled": cross-entropy fit on the labelled rows; "none".
-    calibrate_teacher: str = "prior"  # measured better than "labelled" on MiniLM/MR (docs/results-minilm-mr.md)
+    # How the teacher's class bias is corrected before distilling (see repair/distill.py):
+    # "prior": its mean prediction on the unlabelled texts matches the labelled rows' class shares; "none".
+    # ("labelled", a cross-entropy fit on the labelled rows, measured worse: experiments/variants.py.)
+    calibrate_teacher: str = "prior"
     # After repair, shift the output bias so the repaired model's mean prediction on the unlabelled
     # texts matches the labelled rows' class shares ("prior"), or leave it ("none").
     calibrate_student: str = "prior"
-    # What the teacher reads: "raw" texts, or "epur-masked": the texts without the tokens E-PUR
-    # flagged (its top-N rows). A trigger made of common words (a sentence) leaves the suspect
-    # model leaning to the target on clean texts that share those words; the student would learn
-    # that lean from its answers. Needs E-PUR; without it the teacher reads raw texts. Measured
-    # worse than "raw" on MiniLM/MR (docs/paper-choices.md), so off by default.
-    teacher_input: str = "raw"
-    # Distillation labels: the calibrated teacher's class probabilities ("soft") or its calibrated
-    # argmax as one-hot labels ("hard", pseudo-labels), which pass on less of a lean that does not
-    # change the answer.
-    distill_labels: str = "soft"
-    # Who labels the unlabelled texts: the "suspect" model itself, or "cross-fit": the texts are
-    # halved, a first repair is run on each half (the suspect's answers on it), and each text is then
-    # labelled by the first-round student that never trained on it. A student inherits only part of
-    # the suspect's lean towards the target on clean texts that resemble a trigger (a sentence of
-    # common words), so the second repair learns less of it. About 2-3x the time (pipeline.cross_fitted_targets).
-    teacher: str = "suspect"
-    # Keep E-PUR's reset embedding rows at θ_Pre through fine-tuning, so the repair cannot learn
-    # them back from the suspect's answers. Needs E-PUR.
-    freeze_epur_rows: bool = False
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
     finetune: bool = True
@@ -194,12 +180,49 @@ class PurifyConfig:
     def __post_init__(self) -> None:
         if self.distill_rows < 0:
             raise FinemixError(f"distill rows must be >= 0, got {self.distill_rows}")
-        if self.calibrate_teacher not in ("prior", "labelled", "none"):
-            raise FinemixError(f"unknown teacher calibration {self.calibrate_teacher!r}; use prior, labelled or none")
+        if self.calibrate_teacher not in ("prior", "none"):
+            raise FinemixError(f"unknown teacher calibration {self.calibrate_teacher!r}; use prior or none")
         if self.calibrate_student not in ("prior", "none"):
             raise FinemixError(f"unknown student calibration {self.calibrate_student!r}; use prior or none")
-        check_teacher_input(self.teacher_input)
-        check_distill_labels(self.distill_labels)
-        check_teacher(self.teacher)
-        if self.distill_epochs <= 0:
-            raise FinemixError(f"distill epochs must be > 0, got {self.distill_epochs}")
+        check_float("distill epochs", self.distill_epochs, 0.0, MAX_EPOCHS, low_open=True)
+
+
+_NESTED = {"mix": MixConfig, "search": RatioSearchConfig, "epur": EpurConfig, "train": TrainConfig}
+
+
+def purify_config_from_mapping(values: Mapping[str, Any], base: Optional["PurifyConfig"] = None) -> "PurifyConfig":
+    """A ``PurifyConfig`` from nested mappings (a YAML file), starting from ``base``; unknown keys
+    at any level are refused. ``epur: null`` turns E-PUR off."""
+    base = base or PurifyConfig()
+    if not isinstance(values, Mapping):
+        raise FinemixError(f"a purify config must be a mapping of options, got {type(values).__name__}")
+    check_keys(PurifyConfig, values)  # unknown top-level keys, before any work
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        nested = _NESTED.get(key)
+        if nested is not None and value is not None:
+            if not isinstance(value, Mapping):
+                raise FinemixError(f"purify config: {key} must be a mapping, got {type(value).__name__}")
+            start = getattr(base, key) or nested()
+            check_keys(nested, value)
+            value = dataclasses.replace(start, **{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+        changes[key] = value
+    try:
+        return dataclasses.replace(base, **changes)
+    except TypeError as error:
+        raise FinemixError(f"purify config: {error}") from None
+
+
+def load_purify_config(path, base: Optional["PurifyConfig"] = None) -> "PurifyConfig":
+    """``--config FILE``: a YAML mapping of ``PurifyConfig`` fields (nested: mix, search, epur, train)."""
+    from pathlib import Path
+
+    import yaml
+
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as error:
+        raise FinemixError(f"{path}: cannot read ({error})") from None
+    except yaml.YAMLError as error:
+        raise FinemixError(f"{path}: invalid YAML ({str(error).splitlines()[0]})") from None
+    return purify_config_from_mapping(values, base)

@@ -11,10 +11,11 @@ import dataclasses
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AbstractSet, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-from .data import Example, drop_token_ids, make_collator, tokenize_examples
+from .data import Example
 from .errors import FinemixError
+from .tasks.classification import predict
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -64,56 +65,6 @@ def with_trigger(examples: Sequence[Example], trigger: "str | Sequence[str]", se
             text = insert_trigger(text, choices[rng.randrange(len(choices))] if len(choices) > 1 else choices[0], rng)
         out.append(dataclasses.replace(example, **{field: text}))
     return out
-
-
-def predict_logits(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    examples: Sequence[Example],
-    batch_size: int = 64,
-    max_length: int = 128,
-    hidden_tokens: AbstractSet[int] = frozenset(),
-):
-    """Logits (float32 tensor, one row per example) in the order of ``examples``; the model
-    does not see the token ids in ``hidden_tokens`` (they are dropped after tokenisation)."""
-    import torch
-
-    if batch_size < 1:
-        raise FinemixError(f"batch size must be >= 1, got {batch_size}")
-    features = tokenize_examples(tokenizer, examples, max_length)
-    if hidden_tokens:
-        features = [drop_token_ids(feature, hidden_tokens) for feature in features]
-    for feature in features:
-        feature.pop("labels")  # no loss needed; also keeps the collator from touching labels
-    # Longest first: similar lengths share a batch (little padding) and memory errors surface at once.
-    order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
-    collate = make_collator(tokenizer)
-    device = next(model.parameters()).device
-    logits = torch.zeros(len(features), model.config.num_labels)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                batch = {k: v.to(device) for k, v in collate([features[i] for i in chunk]).items()}
-                logits[torch.as_tensor(chunk)] = model(**batch).logits.float().cpu()
-    finally:
-        model.train(was_training)
-    return logits
-
-
-def predict(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    examples: Sequence[Example],
-    batch_size: int = 64,
-    max_length: int = 128,
-) -> list[int]:
-    """Predicted class ids in the order of ``examples``."""
-    if not examples:
-        return []
-    return predict_logits(model, tokenizer, examples, batch_size, max_length).argmax(dim=-1).tolist()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,182 @@
+"""Checkpoint pairs ("pre-trained" θ_Pre, "fine-tuned" θ_B) written with safetensors directly: a random
+BERT-like pair of any size and a MiniLM-based pair; plus the weight files and size of a folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from lib.constants import GB, TOKENIZER_FILES
+from lib.fixtures import cache_complete, mark_cache_complete, minilm_dir
+
+
+def folder_weight_files(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix == ".safetensors")
+
+
+def checkpoint_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder_weight_files(folder))
+
+
+def _write_shards(folder: Path, tensors: Iterable[tuple[str, "Any"]], shard_bytes: int) -> None:
+    """Write (name, tensor) pairs as safetensors shards of at most ``shard_bytes`` (+ index)."""
+    from safetensors.torch import save_file
+
+    pending: dict = {}
+    size = 0
+    names: list[tuple[str, list[str]]] = []
+
+    def flush() -> None:
+        nonlocal pending, size
+        name = f"part-{len(names)}.safetensors"
+        save_file(pending, str(folder / name), metadata={"format": "pt"})
+        names.append((name, list(pending)))
+        pending, size = {}, 0
+
+    total = 0
+    for key, tensor in tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        if pending and size + nbytes > shard_bytes:
+            flush()
+        pending[key] = tensor.contiguous()
+        size += nbytes
+        total += nbytes
+    if pending or not names:
+        flush()
+    if len(names) == 1:
+        os.replace(folder / names[0][0], folder / "model.safetensors")
+        return
+    weight_map = {}
+    for i, (old, keys) in enumerate(names, start=1):
+        new = f"model-{i:05d}-of-{len(names):05d}.safetensors"
+        os.replace(folder / old, folder / new)
+        weight_map.update({k: new for k in keys})
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+
+
+def bert_shapes(hidden: int, layers: int, vocab: int = 30522, intermediate: Optional[int] = None,
+                positions: int = 512) -> list[tuple[str, tuple[int, ...]]]:
+    """Tensor names (bare BertModel naming) and shapes of a BERT encoder with pooler."""
+    inter = intermediate or 4 * hidden
+    shapes = [
+        ("embeddings.word_embeddings.weight", (vocab, hidden)),
+        ("embeddings.position_embeddings.weight", (positions, hidden)),
+        ("embeddings.token_type_embeddings.weight", (2, hidden)),
+        ("embeddings.LayerNorm.weight", (hidden,)),
+        ("embeddings.LayerNorm.bias", (hidden,)),
+    ]
+    for i in range(layers):
+        p = f"encoder.layer.{i}."
+        for part in ("query", "key", "value"):
+            shapes += [(p + f"attention.self.{part}.weight", (hidden, hidden)), (p + f"attention.self.{part}.bias", (hidden,))]
+        shapes += [
+            (p + "attention.output.dense.weight", (hidden, hidden)), (p + "attention.output.dense.bias", (hidden,)),
+            (p + "attention.output.LayerNorm.weight", (hidden,)), (p + "attention.output.LayerNorm.bias", (hidden,)),
+            (p + "intermediate.dense.weight", (inter, hidden)), (p + "intermediate.dense.bias", (inter,)),
+            (p + "output.dense.weight", (hidden, inter)), (p + "output.dense.bias", (hidden,)),
+            (p + "output.LayerNorm.weight", (hidden,)), (p + "output.LayerNorm.bias", (hidden,)),
+        ]
+    shapes += [("pooler.dense.weight", (hidden, hidden)), ("pooler.dense.bias", (hidden,))]
+    return shapes
+
+
+def _bert_config(hidden: int, layers: int, vocab: int, classifier: bool) -> dict:
+    config = {
+        "architectures": ["BertForSequenceClassification" if classifier else "BertModel"],
+        "model_type": "bert", "vocab_size": vocab, "hidden_size": hidden, "num_hidden_layers": layers,
+        "num_attention_heads": max(1, hidden // 64), "intermediate_size": 4 * hidden, "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 512,
+        "type_vocab_size": 2, "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+        "dtype": "float32",
+    }
+    if classifier:
+        config.update(id2label={"0": "negative", "1": "positive"}, label2id={"negative": 0, "positive": 1})
+    return config
+
+
+def _copy_tokenizer(target: Path) -> None:
+    source = minilm_dir()
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+
+
+def build_synthetic_pair(workdir: Path, hidden: int, layers: int, vocab: int = 30522,
+                         shard_bytes: int = 1_000_000_000, seed: int = 0, noise: float = 1e-3) -> tuple[Path, Path]:
+    """Random fp32 BERT-like pair: θ_Pre (bare ``BertModel`` names) and θ_B = θ_Pre + noise with a
+    ``bert.`` prefix and a 2-class head (``BertForSequenceClassification`` config), both in ~1 GB
+    safetensors shards, with the bert-base-uncased (MiniLM) tokenizer, vocab 30522. Cached by spec."""
+    import torch
+
+    spec = {"hidden": hidden, "layers": layers, "vocab": vocab, "shard_bytes": shard_bytes, "seed": seed, "noise": noise, "v": 1}
+    root = Path(workdir) / f"synth-h{hidden}-l{layers}-v{vocab}"
+    pre_dir, ft_dir = root / "pretrained", root / "finetuned"
+    if cache_complete(root, spec):
+        return ft_dir, pre_dir
+    shutil.rmtree(root, ignore_errors=True)
+    pre_dir.mkdir(parents=True)
+    ft_dir.mkdir(parents=True)
+    shapes = bert_shapes(hidden, layers, vocab)
+    noise_gen = torch.Generator().manual_seed(seed + 1)
+
+    def pre_tensors():
+        gen = torch.Generator().manual_seed(seed)
+        for name, shape in shapes:
+            yield name, torch.randn(shape, generator=gen) * 0.02
+
+    def ft_tensors():
+        gen = torch.Generator().manual_seed(seed)
+        for name, shape in shapes:
+            base = torch.randn(shape, generator=gen) * 0.02
+            yield "bert." + name, base.add_(torch.randn(shape, generator=noise_gen), alpha=noise)
+        head = torch.Generator().manual_seed(seed + 2)
+        yield "classifier.weight", torch.randn((2, hidden), generator=head) * 0.02
+        yield "classifier.bias", torch.zeros(2)
+
+    _write_shards(pre_dir, pre_tensors(), shard_bytes)
+    _write_shards(ft_dir, ft_tensors(), shard_bytes)
+    (pre_dir / "config.json").write_text(json.dumps(_bert_config(hidden, layers, vocab, False), indent=2))
+    (ft_dir / "config.json").write_text(json.dumps(_bert_config(hidden, layers, vocab, True), indent=2))
+    _copy_tokenizer(pre_dir)
+    _copy_tokenizer(ft_dir)
+    mark_cache_complete(root, spec)
+    return ft_dir, pre_dir
+
+
+def build_minilm_pair(workdir: Path, seed: int = 0, noise: float = 1e-3) -> tuple[Path, Path]:
+    """θ_Pre = the packaged MiniLM folder as is; θ_B = MiniLM + N(0, noise²) with a ``bert.`` prefix and a
+    2-class head, ``BertForSequenceClassification`` config, MiniLM tokenizer (written to ``workdir``)."""
+    import torch
+    from safetensors import safe_open
+
+    pre_dir = minilm_dir()
+    spec = {"seed": seed, "noise": noise, "source": str(pre_dir), "v": 1}
+    root = Path(workdir) / "minilm-pair"
+    ft_dir = root / "finetuned"
+    if cache_complete(root, spec):
+        return ft_dir, pre_dir
+    shutil.rmtree(root, ignore_errors=True)
+    ft_dir.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    with safe_open(str(pre_dir / "model.safetensors"), framework="pt") as handle:
+        for name in handle.keys():
+            tensor = handle.get_tensor(name)
+            if not torch.is_floating_point(tensor):
+                continue  # position_ids: a buffer save_pretrained no longer writes
+            tensors["bert." + name] = tensor.clone().add_(torch.randn(tensor.shape, generator=gen), alpha=noise)
+    config = json.loads((pre_dir / "config.json").read_text())
+    hidden = config["hidden_size"]
+    tensors["classifier.weight"] = torch.randn((2, hidden), generator=gen) * 0.02
+    tensors["classifier.bias"] = torch.zeros(2)
+    _write_shards(ft_dir, tensors.items(), 10 * GB)
+    config.update(architectures=["BertForSequenceClassification"], id2label={"0": "negative", "1": "positive"},
+                  label2id={"negative": 0, "positive": 1})
+    (ft_dir / "config.json").write_text(json.dumps(config, indent=2))
+    _copy_tokenizer(ft_dir)
+    mark_cache_complete(root, spec)
+    return ft_dir, pre_dir

@@ -1,0 +1,143 @@
+"""Research variants of `purify`, measured and not adopted (docs/paper-choices.md, docs/results.md).
+
+Bench configs name them under `defense: variant:` (e.g. `variant: {teacher: cross-fit,
+freeze_epur_rows: true}`); finemix loads this file by path (finemix/defenses/variants.py)
+and calls `build_hooks(options)`, which turns the options into `RepairHooks`
+(finemix/repair/hooks.py). The product CLI and `PurifyConfig` carry none of them.
+
+Options (each measured against the sentence trigger's lean on MR; none removed it):
+- teacher_input: "raw" | "epur-masked" — the distillation teacher does not read E-PUR's flagged tokens;
+- distill_labels: "soft" | "hard" — the calibrated teacher's argmax as one-hot targets;
+- teacher: "suspect" | "cross-fit" — each unlabelled text labelled by a first-round repair that never
+  trained on it; the final repair keeps the first round's smallest ρ (about 2–3x the time);
+- freeze_epur_rows: bool — E-PUR's reset rows are put back to θ_Pre after every optimiser step;
+- calibrate_teacher: "prior" | "labelled" — "labelled" fits the teacher's class bias on the labelled rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+
+from finemix.core.calibration import fit_class_bias
+from finemix.errors import FinemixError
+from finemix.repair.hooks import RepairHooks
+
+DEFAULTS = {"teacher_input": "raw", "distill_labels": "soft", "teacher": "suspect", "freeze_epur_rows": False,
+            "calibrate_teacher": "prior"}
+CHOICES = {"teacher_input": ("raw", "epur-masked"), "distill_labels": ("soft", "hard"),
+           "teacher": ("suspect", "cross-fit"), "freeze_epur_rows": (False, True),
+           "calibrate_teacher": ("prior", "labelled")}
+
+
+def build_hooks(options: dict) -> RepairHooks:
+    """`RepairHooks` for the given options; unknown options or values are refused."""
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise FinemixError(f"unknown research variant option(s) {unknown}; known: {', '.join(DEFAULTS)}")
+    for key, value in options.items():
+        if value not in CHOICES[key]:
+            raise FinemixError(f"research variant {key}: unknown value {value!r}; use one of {CHOICES[key]}")
+    chosen = {**DEFAULTS, **options}
+    return RepairHooks(
+        options=dict(options),
+        teacher_hidden_tokens=hidden_epur_tokens if chosen["teacher_input"] == "epur-masked" else None,
+        teacher_bias=labelled_bias if chosen["calibrate_teacher"] == "labelled" else None,
+        distill_targets=hard_targets if chosen["distill_labels"] == "hard" else None,
+        relabel=functools.partial(cross_fit_relabel, chosen) if chosen["teacher"] == "cross-fit" else None,
+        step_hook=frozen_epur_rows if chosen["freeze_epur_rows"] else None,
+    )
+
+
+def hidden_epur_tokens(tokenizer, plan) -> frozenset:
+    """E-PUR's flagged rows, which the teacher does not read (special tokens never: the classifier
+    reads its [CLS]). Without E-PUR the teacher reads raw texts."""
+    if plan is None:
+        return frozenset()
+    return frozenset(plan.rows) - set(tokenizer.all_special_ids)
+
+
+def labelled_bias(logits, clean_logits, labels):
+    """The teacher's class bias fitted by cross-entropy on the labelled rows."""
+    return fit_class_bias(clean_logits, labels)
+
+
+def hard_targets(logits):
+    """The calibrated teacher's argmax as one-hot rows (pseudo-labels), which pass on less of a lean
+    that does not change the answer."""
+    import torch
+
+    return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[1]).to(logits.dtype)
+
+
+def frozen_epur_rows(plan):
+    """A training step hook that keeps E-PUR's reset embedding rows at their starting (θ_Pre) values.
+    Restoring (rather than zeroing their gradient) also undoes AdamW's weight decay and momentum on them."""
+    if plan is None or not plan.rows:
+        return None
+
+    def make(model):
+        import torch
+
+        weight = model.get_input_embeddings().weight
+        rows = torch.as_tensor(sorted(set(plan.rows)), dtype=torch.long, device=weight.device)
+        saved = weight.detach()[rows].clone()
+
+        def restore():
+            with torch.no_grad():
+                weight[rows] = saved
+        return restore
+    return make
+
+
+def cross_fit_relabel(chosen: dict, context):
+    """(targets, repair config): each unlabelled row labelled by a first-round student that never trained on it.
+
+    The rows are halved (alternately, after the teacher's seeded sample); each half repairs a fresh
+    copy of the loaded suspect (left untouched) the way `purify` does (same ρ rule, same E-PUR plan)
+    from the suspect's targets on that half, and that student labels the other half. The final
+    repair keeps the smallest ρ the first round chose instead of searching again: a search would hold
+    the student-taught repair to the suspect's held-out accuracy, a bar a slightly weaker teacher misses
+    at small ρ, and a larger ρ brings the backdoor back (measured: mr / addsent seed 0 re-searched to
+    ρ = 0.2, flip rate 22.8; docs/results.md).
+    """
+    import torch
+
+    from finemix.repair.distill import accuracy_of
+    from finemix.repair.ratio_search import choose_ratio
+    from finemix.tasks.classification import predict_logits
+
+    rows, config = context.rows, context.config
+    if len(rows) < 2:
+        raise FinemixError("a cross-fitted teacher needs at least 2 unlabelled texts")
+    halves = (list(range(0, len(rows), 2)), list(range(1, len(rows), 2)))
+    logits = torch.zeros(len(rows), context.suspect_targets.shape[1])
+    clean_logits, record = [], {"rows_per_half": [len(h) for h in halves], "first_round_ratios": []}
+    length = config.train.max_length
+    for learnt, labelled in (halves, halves[::-1]):
+        student = copy.deepcopy(context.suspect)
+        step_hook = frozen_epur_rows(context.plan) if chosen["freeze_epur_rows"] else None
+        search = choose_ratio(context.pair, student, context.tokenizer, context.clean, config, context.plan,
+                              ([rows[i] for i in learnt], context.suspect_targets[learnt]), context.after_mix, step_hook)
+        logits[labelled] = predict_logits(student, context.tokenizer, [rows[i] for i in labelled], max_length=length)
+        clean_logits.append(predict_logits(student, context.tokenizer, context.clean, max_length=length))
+        record["first_round_ratios"].append(search["chosen_ratio"])
+        del student
+    labels = [e.label for e in context.clean]
+    bias = _cross_fit_bias(chosen, logits, torch.cat(clean_logits), labels * 2, config)
+    record["class_bias"] = [round(float(b), 4) for b in bias]
+    record["student_clean_accuracy"] = [accuracy_of(c + bias, labels) for c in clean_logits]
+    context.record["cross_fit"] = record
+    ratio = min(record["first_round_ratios"])
+    final = dataclasses.replace(config, ratio_auto=False, mix=dataclasses.replace(config.mix, ratio=ratio))
+    targets = hard_targets(logits + bias) if chosen["distill_labels"] == "hard" else (logits + bias).softmax(dim=-1)
+    return targets, final
+
+
+def _cross_fit_bias(chosen: dict, logits, clean_logits, labels, config):
+    from finemix.repair.distill import teacher_bias
+
+    if chosen["calibrate_teacher"] == "labelled":
+        return labelled_bias(logits, clean_logits, labels)
+    return teacher_bias(logits, clean_logits, labels, config.calibrate_teacher)

@@ -1,0 +1,174 @@
+"""Runs a grid: trains (or reuses) clean models and victims, runs every defense, measures it.
+
+The evaluator (this module) reads attack cards to measure ASR; defenses only ever get
+``DefenderInputs`` (defenses/registry.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from ..attacks import load_card
+from ..config import EpurConfig, RatioSearchConfig, TrainConfig
+from .config import BenchConfig, DatasetPlan, Ratio
+from .keys import KEY_SCHEME, defense_jobs, expected_keys, job_key
+from .models import ModelCache
+from .records import append_result, read_results
+from .splits import DatasetSplits, dataset_splits
+from .tables import write_report
+
+
+class Bench:
+    """Runs a ``BenchConfig`` into ``out``; every finished measurement is appended at once."""
+
+    def __init__(self, config: BenchConfig, out: str | os.PathLike, progress: bool = True,
+                 models: Optional[str | os.PathLike] = None) -> None:
+        self.config, self.out, self.progress = config, Path(out), progress
+        self.bars = progress and sys.stderr.isatty()  # training bars for people watching, not for log files
+        self.models = Path(models) if models else self.out / "models"  # shareable: folders are named by content
+        self.cache = ModelCache(config, self.models, self.bars, self._log)
+        self.results_path = self.out / "results.jsonl"
+        self.done = {r["key"] for r in read_results(self.results_path)}
+        self.commit = _git_commit()  # the code this process loaded, not whatever is checked out later
+
+    def clean_model(self, dataset: str, seed: int, data: DatasetSplits) -> Path:
+        return self.cache.clean_model(dataset, seed, data)
+
+    def victim(self, dataset: str, label: str, seed: int, data: DatasetSplits) -> Path:
+        return self.cache.victim(dataset, label, seed, data)
+
+    def expected_keys(self) -> set[str]:
+        return expected_keys(self.config)
+
+    # ---- measurements
+
+    def run(self) -> int:
+        """Every missing measurement of the grid; returns how many were added."""
+        added = 0
+        for dataset, plan in self.config.datasets.items():
+            for seed in self.config.seeds:
+                data = dataset_splits(dataset, plan, seed)
+                for label in self.config.attacks:
+                    added += self._run_cell({"dataset": dataset, "attack": label, "seed": seed}, data)
+        return added
+
+    def _run_cell(self, base: dict, data: DatasetSplits) -> int:
+        added = 0
+        dataset, label, seed = base["dataset"], base["attack"], base["seed"]
+        clean_key = job_key(self.config, "clean", **base)
+        victim_key = job_key(self.config, "victim", **base)
+        victim = None
+        if clean_key not in self.done or victim_key not in self.done:
+            victim = self.victim(dataset, label, seed, data)
+            card = load_card(victim)
+            if clean_key not in self.done:
+                added += self._measure(clean_key, "clean model", self.clean_model(dataset, seed, data), card, data, base, {})
+            if victim_key not in self.done:
+                added += self._measure(victim_key, "none", victim, card, data, base, {})
+        for defense in self.config.defenses:
+            for job in defense_jobs(self.config, base, defense):
+                key = job_key(self.config, "defense", **job)
+                if key in self.done:
+                    continue
+                victim = victim or self.victim(dataset, label, seed, data)
+                added += self._defend(key, victim, data, job)
+        return added
+
+    def _defend(self, key: str, victim: Path, data: DatasetSplits, job: dict) -> int:
+        from ..data import stratified_sample
+        from ..defenses import DefenderInputs, run_defense
+
+        plan = self.config.datasets[job["dataset"]]
+        seed = job["seed"]
+        clean = stratified_sample(data.clean_pool, min(job["clean_rows"], len(data.clean_pool)), seed=seed)
+        chosen = {e.text for e in clean}
+        unlabelled = tuple(t for t in data.unlabelled_pool if t not in chosen)[: self.config.unlabelled_rows]
+        inputs = DefenderInputs(victim, self.config.pretrained, tuple(clean), unlabelled)
+        output = self.out / "defended" / f"{job['dataset']}-{job['attack']}-seed{seed}-{job['defense']}-{key[:8]}"
+        self._log(f"{job['defense']} on {victim.name} ({job['clean_rows']} clean rows, ρ {job['ratio']})")
+        started = time.perf_counter()
+        result = run_defense(job["defense"], inputs, output, self._defense_settings(plan, seed, job["ratio"]), force=True)
+        seconds = time.perf_counter() - started
+        search = result.report.get("ratio_search") or {}
+        extra = {"defense_seconds": round(seconds, 1), "chosen_ratio": search.get("chosen_ratio"),
+                 "epur_tokens": [t["token"] for t in (result.report.get("epur") or {}).get("tokens", [])[:10]]}
+        added = self._measure(key, job["defense"], result.model, load_card(victim), data, job, extra)
+        if not self.config.keep_models and result.model != victim:
+            shutil.rmtree(result.model, ignore_errors=True)
+        return added
+
+    def _defense_settings(self, plan: DatasetPlan, seed: int, ratio: Ratio):
+        from ..defenses import DefenseSettings
+
+        d = self.config.defense
+        return DefenseSettings(
+            train=TrainConfig(epochs=d.epochs, lr=d.lr, batch_size=d.batch_size, max_length=plan.max_length,
+                              seed=seed, progress=self.bars),
+            ratio=None if ratio in ("auto", "-") else float(ratio),
+            search=RatioSearchConfig(candidates=d.candidates, tolerance=d.tolerance, stop_hopeless=d.stop_hopeless),
+            epur=EpurConfig(top_n=d.epur_top_n), distill=d.distill, distill_rows=d.distill_rows,
+            distill_epochs=d.distill_epochs, prune_ratio=d.prune_ratio, head=d.head, variant=dict(d.variant))
+
+    def _measure(self, key: str, defense: str, model_dir: Path, card, data: DatasetSplits, job: dict, extra: dict) -> int:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from ..evaluation import evaluate
+
+        plan = self.config.datasets[job["dataset"]]
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        metrics = evaluate(model, tokenizer, data.test, trigger=card.triggers, target_label=card.target_label,
+                           seed=job["seed"], max_length=plan.max_length, segment=card.segment, insertions=card.insertions)
+        # undefined rates (no row to count on, e.g. a model that predicts the target for everything) are null
+        record = {"key": key, "key_scheme": KEY_SCHEME, **job, "defense": defense, "accuracy": metrics.accuracy,
+                  "asr": _defined(metrics.asr), "flip_rate": _defined(metrics.flip_rate), "test_rows": metrics.n,
+                  **extra, "provenance": self._provenance(model_dir)}
+        append_result(self.results_path, record)
+        self.done.add(key)
+        self._log(f"  {job['dataset']}/{job['attack']}/seed{job['seed']} {defense}: ACC {100 * metrics.accuracy:.1f} "
+                  f"ASR {100 * metrics.asr:.1f} flip {100 * metrics.flip_rate:.1f} ({metrics.n_flip_base} rows)")
+        return 1
+
+    def _provenance(self, model_dir: Path) -> dict:
+        from ..report import library_versions
+
+        return {"config": self.config.name, "model": str(model_dir), "git": self.commit, "versions": library_versions(),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+    def _log(self, message: str) -> None:
+        if self.progress:
+            print(message, flush=True)
+
+
+def _defined(value: Optional[float]) -> Optional[float]:
+    return None if value is None or value != value else value
+
+
+def _git_commit(where: Optional[Path] = None) -> Optional[str]:
+    """HEAD of the checkout holding this package, "+local-changes" when its src/ differs from it."""
+    import subprocess
+
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
+                                  cwd=where or Path(__file__).parent).stdout.strip()
+
+        commit = git("rev-parse", "--short", "HEAD")
+        # ":(top)": src/ of the repository root; a plain "src" is read relative to cwd (src/finemix/src)
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ":(top)src"))
+        return (commit + ("+local-changes" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_bench(config: BenchConfig, out: str | os.PathLike, progress: bool = True, report_only: bool = False,
+              models: Optional[str | os.PathLike] = None) -> Path:
+    out = Path(out)
+    if not report_only:
+        Bench(config, out, progress, models).run()
+    return write_report(config, out)

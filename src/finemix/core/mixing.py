@@ -1,0 +1,142 @@
+"""The Fine-mixing formula, as pure functions on tensors, in Δ form.
+
+    θ_Mix = θ_Pre + m ⊙ Δ,    Δ = θ_B − θ_Pre
+
+θ_B are the (possibly backdoored) fine-tuned weights, θ_Pre the public pre-trained
+ones and m a 0/1 mask that keeps a fraction ρ of the fine-tuning update Δ; for a full
+checkpoint this is m ⊙ θ_B + (1 − m) ⊙ θ_Pre. Stated on Δ so that any weight source
+fits (a full checkpoint, or an adapter whose Δ = s·B·A); for a full checkpoint the kept
+entries are *selected* from θ_B (``apply_mask``), never re-added, so they stay exactly θ_B's.
+
+Choices of ours (the paper's full text was not available; see docs/paper-choices.md):
+* no rescaling of kept entries (unlike DARE's 1/ρ); ρ = 1 gives θ_B, ρ = 0 gives θ_Pre;
+* "random": each element kept independently with probability ρ; the generator is
+  seeded from (seed, tensor name) so a mask never depends on tensor order;
+* "sel": keep the ⌊ρ·n⌉ elements with the largest |θ_B − θ_Pre| (they carry most
+  of the task), per tensor or over the whole model ("global").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+def tensor_seed(seed: int, name: str) -> int:
+    """A 63-bit generator seed derived from (run seed, tensor name) alone."""
+    digest = hashlib.sha256(f"finemix:{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def random_keep_mask(shape: "torch.Size | tuple[int, ...]", ratio: float, seed: int, name: str) -> "torch.Tensor":
+    """Bernoulli(ρ) keep-mask for tensor ``name``; reproducible from (seed, name).
+
+    Uniform float32 draws from numpy's SFC64 generator: 2-3× faster than torch's
+    Mersenne Twister on CPU, which matters because drawing the mask is the largest cost
+    of a mix after I/O. Draws lie in [0, 1), so ρ = 0 keeps nothing and ρ = 1 everything.
+    """
+    import numpy as np
+    import torch
+
+    shape = tuple(shape)
+    if ratio <= 0.0 or ratio >= 1.0:
+        return torch.full(shape, ratio >= 1.0, dtype=torch.bool)
+    generator = np.random.Generator(np.random.SFC64(tensor_seed(seed, name)))
+    draws = generator.random(int(np.prod(shape, dtype=np.int64)), dtype=np.float32)
+    return torch.from_numpy(draws < np.float32(ratio)).view(shape)
+
+
+def kept_count(numel: int, ratio: float) -> int:
+    """Number of elements ``sel`` keeps out of ``numel``."""
+    return min(numel, max(0, int(round(ratio * numel))))
+
+
+def sel_keep_mask(finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: float) -> "torch.Tensor":
+    """Keep exactly the ⌊ρ·n⌉ entries with the largest |θ_B − θ_Pre| (ties: lowest index)."""
+    import torch
+
+    change = (finetuned.float() - pretrained.float()).abs().flatten()
+    n, k = change.numel(), kept_count(change.numel(), ratio)
+    if k in (0, n):
+        return torch.full(tuple(finetuned.shape), k == n, dtype=torch.bool)
+    # The k-th largest value by selection (linear time, unlike a sort): everything above it
+    # is kept, and of the entries equal to it the lowest-index ones fill up to exactly k,
+    # the order a stable descending sort would give.
+    threshold = change.kthvalue(n - k + 1).values
+    mask = change > threshold
+    ties = torch.nonzero(change == threshold).flatten()
+    mask[ties[: k - int(mask.count_nonzero())]] = True
+    return mask.view(finetuned.shape)
+
+
+def global_threshold(abs_changes: "torch.Tensor", ratio: float) -> float:
+    """Smallest |Δ| kept when ``sel`` keeps a fraction ρ of all elements of the model.
+
+    ``abs_changes`` is the flattened |θ_B − θ_Pre| of every mixed tensor.
+    Returns +inf when nothing is kept.
+    """
+    k = kept_count(abs_changes.numel(), ratio)
+    if k == 0:
+        return float("inf")
+    # k-th largest = (n − k + 1)-th smallest
+    return float(abs_changes.float().kthvalue(abs_changes.numel() - k + 1).values)
+
+
+def threshold_keep_mask(finetuned: "torch.Tensor", pretrained: "torch.Tensor", threshold: float) -> "torch.Tensor":
+    """Global ``sel``: keep entries whose |θ_B − θ_Pre| reaches the model-wide threshold."""
+    return (finetuned.float() - pretrained.float()).abs() >= threshold
+
+
+def apply_mask(finetuned: "torch.Tensor", pretrained: "torch.Tensor", keep: "torch.Tensor") -> "torch.Tensor":
+    """θ_Mix = m ⊙ θ_B + (1 − m) ⊙ θ_Pre, in θ_B's dtype.
+
+    Always a new tensor: writing into ``pretrained`` was measured 35 % slower on a
+    0.94 GB mix (the tensor safetensors returns is backed by the file mapping).
+    """
+    import torch
+
+    return torch.where(keep, finetuned, pretrained.to(finetuned.dtype))
+
+
+def apply_mask_to_delta(pretrained: "torch.Tensor", delta: "torch.Tensor", keep: "torch.Tensor") -> "torch.Tensor":
+    """θ_Pre + m ⊙ Δ for a source that holds Δ itself (an adapter), in θ_Pre's dtype."""
+    import torch
+
+    return pretrained + torch.where(keep, delta.to(pretrained.dtype), torch.zeros((), dtype=pretrained.dtype))
+
+
+def keep_mask(
+    finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: float, mode: str, seed: int, name: str,
+    threshold: "float | None" = None,
+) -> "torch.Tensor":
+    """The keep-mask m for one tensor: ``random``, per-tensor ``sel``, or global ``sel`` when the
+    model-wide ``threshold`` (``global_threshold``) is given."""
+    if finetuned.shape != pretrained.shape:
+        raise ValueError(f"{name}: shapes differ {tuple(finetuned.shape)} vs {tuple(pretrained.shape)}")
+    if threshold is not None:
+        return threshold_keep_mask(finetuned, pretrained, threshold)
+    if mode == "random":
+        return random_keep_mask(finetuned.shape, ratio, seed, name)
+    if mode == "sel":
+        return sel_keep_mask(finetuned, pretrained, ratio)
+    raise ValueError(f"unknown mix mode {mode!r}")
+
+
+def mix_tensor(
+    finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: float, mode: str, seed: int, name: str,
+    threshold: "float | None" = None,
+) -> tuple["torch.Tensor", int]:
+    """(θ_Mix, number of entries kept) for one tensor: the function the production mix calls.
+
+    ``random`` at ρ = 0 or 1 needs no mask (θ_Pre or θ_B whole); everything else goes
+    through ``keep_mask`` and ``apply_mask``.
+    """
+    if mode == "random" and threshold is None and ratio >= 1.0:
+        return finetuned, finetuned.numel()
+    if mode == "random" and threshold is None and ratio <= 0.0:
+        return pretrained.to(finetuned.dtype), 0
+    keep = keep_mask(finetuned, pretrained, ratio, mode, seed, name, threshold)
+    return apply_mask(finetuned, pretrained, keep), int(keep.count_nonzero())

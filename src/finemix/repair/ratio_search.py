@@ -1,0 +1,174 @@
+"""Choosing ρ with clean data only (``--ratio auto``).
+
+The defender cannot measure ASR, so the rule trades only on clean accuracy: a
+smaller ρ resets more of θ_B (more of a backdoor goes) but starts fine-tuning
+further from the task. Rule (ours; the paper's was not recovered):
+
+    try candidates from small to large; each is mixed, fine-tuned on the training
+    part of the clean set and scored on its held-out part; take the first whose
+    held-out accuracy is within max(tolerance, SE) of the unrepaired model's
+    (core/ratio_rule.py). If none is, take the most accurate and say so.
+
+Stopping at the first acceptable candidate means larger ρ are never trained: the
+search costs as many fine-tunes as candidates tried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
+from ..config import PurifyConfig
+from ..core.ratio_rule import acceptance_margin, accepted, hopeless
+from ..weights.pair import CheckpointPair
+from .epur_step import EpurPlan
+from .mix_step import load_mixed_state
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..data import Example
+    from ..train import StepHook
+
+
+def split_clean(clean: Sequence["Example"], config: PurifyConfig) -> tuple[list["Example"], list["Example"]]:
+    """Training part and held-out part (empty when the set is too small to hold any out)."""
+    from ..data import stratified_split
+
+    held = int(round(config.train.eval_fraction * len(clean)))
+    if held < config.train.min_eval_rows or len(clean) - held < 1:
+        return list(clean), []
+    train, heldout = stratified_split(clean, (1.0 - held / len(clean), held / len(clean)), seed=config.train.seed)
+    return train, heldout
+
+
+@dataclasses.dataclass
+class _Search:
+    """One ρ search: what every candidate is trained and judged with."""
+
+    pair: CheckpointPair
+    model: "torch.nn.Module"
+    tokenizer: object
+    config: PurifyConfig
+    plan: Optional[EpurPlan]
+    train: list
+    heldout: list
+    auto: bool
+    reference: Optional[float]
+    margin: Optional[float]
+    distill: Optional[tuple]
+    after_mix: Optional[Callable]
+    step_hook: Optional["StepHook"]
+
+
+def choose_ratio(
+    pair: CheckpointPair,
+    model: "torch.nn.Module",
+    tokenizer,
+    clean: Sequence["Example"],
+    config: PurifyConfig,
+    plan: Optional[EpurPlan],
+    distill: Optional[tuple] = None,
+    after_mix: Optional[Callable] = None,
+    step_hook: Optional["StepHook"] = None,
+) -> dict:
+    """Leave ``model`` repaired with the chosen ρ; return the search record for the report.
+
+    ``after_mix(model, tokenizer, clean_rows) -> dict``, when given, edits each mixed
+    model before its fine-tuning (fine-pruning prunes there); its record joins the row.
+    ``step_hook`` reaches the training loop (train.finetune).
+    """
+    search = _start(pair, model, tokenizer, clean, config, plan, distill, after_mix, step_hook)
+    record = _record(search)
+    candidates = sorted(config.search.candidates) if search.auto else [config.mix.ratio]
+    best: Optional[tuple] = None
+    for ratio in candidates:
+        row = _try_candidate(search, ratio)
+        record["candidates"].append(row)
+        accuracy = row["heldout_accuracy"]
+        if best is None or (accuracy or 0.0) > (best[0] or 0.0):
+            best = (accuracy, row, _snapshot(model) if search.auto else {})
+        if not search.auto:
+            record.update(chosen_ratio=ratio, kept_fraction=row["kept_fraction"], reason="fixed ρ given")
+            return record
+        if accepted(accuracy, search.reference, search.margin):
+            record.update(chosen_ratio=ratio, kept_fraction=row["kept_fraction"],
+                          reason=f"smallest ρ whose held-out accuracy {accuracy:.3f} is within {search.margin:.3f} "
+                                 f"of the unrepaired {search.reference:.3f}")
+            return record
+    accuracy, row, state = best
+    model.load_state_dict(state)
+    record.update(chosen_ratio=row["ratio"], kept_fraction=row["kept_fraction"],
+                  reason=f"no candidate within {search.margin:.3f} of the unrepaired {search.reference:.3f}; "
+                         f"took the most accurate ({accuracy:.3f})")
+    return record
+
+
+def _start(pair, model, tokenizer, clean, config: PurifyConfig, plan, distill, after_mix, step_hook) -> _Search:
+    """Split the clean rows and measure the unrepaired model on the held-out part."""
+    train, heldout = split_clean(clean, config)
+    reference = _heldout_accuracy(model, tokenizer, heldout, config) if heldout else None
+    auto = config.ratio_auto and bool(heldout)
+    margin = acceptance_margin(reference, len(heldout), config.search.tolerance) if auto else None
+    return _Search(pair, model, tokenizer, config, plan, train, heldout, auto, reference, margin, distill,
+                   after_mix, step_hook)
+
+
+def _record(search: _Search) -> dict:
+    config = search.config
+    record: dict = {
+        "mode": "auto" if search.auto else "fixed",
+        "train_rows": len(search.train),
+        "heldout_rows": len(search.heldout),
+        "reference_heldout_accuracy": search.reference,
+        "tolerance": config.search.tolerance if search.auto else None,
+        "accepted_drop": search.margin,
+        "candidates": [],
+    }
+    if config.ratio_auto and not search.heldout:
+        record["note"] = f"too few clean rows for a held-out slice: used the fixed ρ = {config.mix.ratio}"
+    return record
+
+
+def _try_candidate(search: _Search, ratio: float) -> dict:
+    """Mix at ``ratio`` into the model, fine-tune it, and measure it on the held-out rows."""
+    config, model, heldout = search.config, search.model, search.heldout
+    kept = load_mixed_state(model, search.pair, dataclasses.replace(config.mix, ratio=ratio), search.plan)
+    edit = search.after_mix(model, search.tokenizer, search.train) if search.after_mix else None
+    start = _heldout_accuracy(model, search.tokenizer, heldout, config) if heldout else None
+    accuracy, best_epoch, seconds, stopped = start, None, 0.0, False
+    if config.finetune:
+        result = _finetune_candidate(search, start)
+        accuracy = max(result.eval_accuracy) if result.eval_accuracy else None
+        best_epoch, seconds, stopped = result.best_epoch, round(result.seconds, 2), result.stopped_early
+    row = {"ratio": ratio, "kept_fraction": round(kept, 6), "heldout_accuracy_after_mix": start,
+           "heldout_accuracy": accuracy, "best_epoch": best_epoch, "train_seconds": seconds, "stopped_early": stopped}
+    if edit is not None:
+        row["after_mix"] = edit
+    return row
+
+
+def _finetune_candidate(search: _Search, start: Optional[float]):
+    from ..train import finetune
+
+    config = search.config
+    unlabelled, targets = search.distill if search.distill else ((), None)
+    train_config = dataclasses.replace(config.train, epochs=config.distill_epochs) if search.distill else config.train
+    stop = None
+    if search.auto and config.search.stop_hopeless:
+        line = search.reference - search.margin
+        epochs = math.ceil(train_config.epochs)
+        stop = lambda accuracies: hopeless(start, accuracies, epochs, line)  # noqa: E731
+    return finetune(search.model, search.tokenizer, search.train, train_config, eval_set=search.heldout or None,
+                    unlabelled=unlabelled, unlabelled_targets=targets, stop_early=stop, step_hook=search.step_hook)
+
+
+def _heldout_accuracy(model, tokenizer, heldout: Sequence["Example"], config: PurifyConfig) -> float:
+    from ..tasks.classification import clean_accuracy
+
+    return round(clean_accuracy(model, tokenizer, heldout, config.train.max_length), 6)
+
+
+def _snapshot(model: "torch.nn.Module") -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -1,0 +1,249 @@
+"""The repair, top-down: ``purify`` = checkpoint → E-PUR → mix → fine-tune (ρ rule) → report.
+
+``mix_checkpoint`` and ``epur_checkpoint`` are the single steps (``finemix mix`` / ``epur``).
+Every function here receives only what a defender holds (the suspect checkpoint, the public
+pre-trained one, clean labelled rows and optional unlabelled text).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
+from ..config import EpurConfig, MixConfig, PurifyConfig
+from ..errors import FinemixError
+from ..report import Timer, base_report, hash_inputs_in_background, label_counts, write_report
+from ..weights.output import atomic_output_dir, check_output_dir, weights_size
+from ..weights.pair import CheckpointPair, open_pair
+from ..weights.writer import TensorSpec
+from .distill import calibrate_output_prior, teacher_targets
+from .epur_step import EpurPlan, plan_epur
+from .hooks import NO_HOOKS, RelabelContext, RepairHooks
+from .inputs import check_clean_rows, load_tokenizer
+from .mix_step import finetuned_specs, mix_summary, mixed_tensors, tensor_is_finite, write_tensors
+from .ratio_search import choose_ratio
+
+if TYPE_CHECKING:
+    from ..data import Example
+
+
+def _check_output(pair: CheckpointPair, output: str | os.PathLike, force: bool) -> None:
+    """Fail before any work on outputs that overlap inputs, are not writable, or do not fit."""
+    check_output_dir(Path(output), force, (pair.finetuned_dir, pair.pretrained_dir), weights_size(pair.finetuned_dir))
+
+
+def _atomic_output(pair: CheckpointPair, output: str | os.PathLike, force: bool):
+    return atomic_output_dir(output, force, (pair.finetuned_dir, pair.pretrained_dir), weights_size(pair.finetuned_dir))
+
+
+def _open(backdoored, pretrained, output, force: bool):
+    """The checked pair, and its inputs' hashes started in the background."""
+    pair = open_pair(backdoored, pretrained)
+    _check_output(pair, output, force)
+    hashes = hash_inputs_in_background(pair)
+    return pair, hashes
+
+
+def mix_checkpoint(
+    backdoored: str | os.PathLike,
+    pretrained: str | os.PathLike,
+    output: str | os.PathLike,
+    config: MixConfig,
+    force: bool = False,
+    max_shard_bytes: int = 2 * 1024**3,
+) -> dict:
+    """``finemix mix``: θ_Mix written as a model folder, streamed tensor by tensor."""
+    timer = Timer()
+    pair, hashes = _open(backdoored, pretrained, output, force)
+    load_tokenizer(pair, required=False)
+    stats: dict = {}
+    with _atomic_output(pair, output, force) as folder:
+        with timer("mix+write"):
+            side_files = write_tensors(pair, finetuned_specs(pair), mixed_tensors(pair, config, None, stats), folder,
+                                       max_shard_bytes)
+        report = base_report("mix", hashes, {"mix": dataclasses.asdict(config)})
+        report["mixing"] = mix_summary(pair, config, stats.get("kept_fraction", 0.0)).to_dict()
+        report["side_files"] = side_files
+        report["timings_s"] = timer.values
+        write_report(folder, report)
+    return report
+
+
+def epur_checkpoint(
+    backdoored: str | os.PathLike,
+    pretrained: str | os.PathLike,
+    output: str | os.PathLike,
+    texts: Sequence[str],
+    config: EpurConfig,
+    force: bool = False,
+    text_sources: Optional[dict] = None,
+) -> dict:
+    """``finemix epur``: only the top-N embedding rows reset, everything else θ_B."""
+    timer = Timer()
+    pair, hashes = _open(backdoored, pretrained, output, force)
+    tokenizer = load_tokenizer(pair)
+    with timer("epur"):
+        plan = plan_epur(pair, tokenizer, texts, config)
+    with _atomic_output(pair, output, force) as folder:
+        with timer("write"):
+            side_files = write_tensors(pair, finetuned_specs(pair), mixed_tensors(pair, MixConfig(ratio=1.0), plan),
+                                       folder)
+        report = base_report("epur", hashes, {"epur": dataclasses.asdict(config)})
+        report["epur"] = plan.to_dict()
+        report["frequency_text"] = text_sources or {}
+        report["side_files"] = side_files
+        report["timings_s"] = timer.values
+        write_report(folder, report)
+    return report
+
+
+@dataclasses.dataclass
+class _Repair:
+    """What one ``purify`` run has gathered so far, for the stages and the report."""
+
+    pair: CheckpointPair
+    model: object
+    tokenizer: object
+    clean: list
+    clean_notes: dict
+    plan: Optional[EpurPlan] = None
+    distill: Optional[tuple] = None
+    teacher_record: Optional[dict] = None
+    search: Optional[dict] = None
+    student_record: Optional[dict] = None
+
+
+def purify(
+    backdoored: str | os.PathLike,
+    pretrained: str | os.PathLike,
+    clean: Sequence["Example"],
+    output: str | os.PathLike,
+    config: PurifyConfig,
+    unlabelled_texts: Sequence[str] = (),
+    force: bool = False,
+    sources: Optional[dict] = None,
+    frequency_texts: Sequence[str] = (),
+    after_mix: Optional[Callable] = None,
+    hooks: RepairHooks = NO_HOOKS,
+) -> dict:
+    """E-PUR (optional) → mix with θ_Pre → fine-tune on ``clean``, ρ fixed or searched → report.
+
+    ``after_mix`` (see ratio_search.choose_ratio) edits each mixed model before it is
+    fine-tuned; the fine-pruning defense prunes there. ``hooks`` are research variants'
+    (repair/hooks.py); the product passes none.
+
+    ``unlabelled_texts`` (clean, in-domain) serve E-PUR's token counts and, with
+    ``config.distill``, distillation of θ_B's clean predictions; ``frequency_texts``
+    serve only the token counts.
+    """
+    from ..train import process_state
+
+    # Fix the device choice before anything else touches accelerate. Under `accelerate launch`
+    # every process repairs; only the main one writes.
+    process = process_state()
+    timer = Timer()
+    if len(clean) == 0:
+        raise FinemixError("the clean data set is empty")
+    with timer("load"):
+        repair, hashes = _load(backdoored, pretrained, clean, output, force)
+    if config.epur is not None:
+        with timer("epur"):
+            texts = [t for e in repair.clean for t in (e.text, e.text_b) if t] + list(unlabelled_texts) + list(frequency_texts)
+            repair.plan = plan_epur(repair.pair, repair.tokenizer, texts, config.epur, config.train.max_length)
+    repair_config = _distill_stage(repair, config, unlabelled_texts, after_mix, hooks, timer)
+    with timer("ratio+finetune"):
+        step_hook = hooks.step_hook(repair.plan) if hooks.step_hook else None
+        repair.search = choose_ratio(repair.pair, repair.model, repair.tokenizer, repair.clean, repair_config,
+                                     repair.plan, repair.distill, after_mix, step_hook)
+    if repair.distill and config.calibrate_student == "prior":
+        with timer("calibrate"):
+            repair.student_record = calibrate_output_prior(repair.model, repair.tokenizer, repair.distill[0],
+                                                           repair.clean, repair.pair, config)
+    if not process.is_main_process:
+        process.wait_for_everyone()
+        return {}
+    report = _write(repair, config, output, force, hashes, timer, unlabelled_texts, frequency_texts, sources, hooks)
+    process.wait_for_everyone()
+    return report
+
+
+def _load(backdoored, pretrained, clean, output, force: bool) -> tuple[_Repair, object]:
+    from ..tasks.classification import load_classifier
+
+    pair, hashes = _open(backdoored, pretrained, output, force)
+    tokenizer = load_tokenizer(pair)
+    model = load_classifier(pair.finetuned_dir)
+    rows, notes = check_clean_rows(clean, model.config.num_labels)
+    return _Repair(pair, model, tokenizer, rows, notes), hashes
+
+
+def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequence[str], after_mix,
+                   hooks: RepairHooks, timer: Timer) -> PurifyConfig:
+    """The suspect's calibrated targets on the unlabelled texts (or a hook's); the config the repair runs with."""
+    if not (config.finetune and config.distill and unlabelled_texts and config.distill_rows > 0):
+        return config
+    with timer("teacher"):
+        hidden = hooks.teacher_hidden_tokens(repair.tokenizer, repair.plan) if hooks.teacher_hidden_tokens else frozenset()
+        rows, targets, repair.teacher_record = teacher_targets(repair.model, repair.tokenizer, unlabelled_texts,
+                                                               repair.clean, config, hooks, hidden)
+        if hidden:
+            repair.teacher_record["hidden_tokens"] = len(hidden)
+    repair_config = config
+    if hooks.relabel is not None:
+        with timer("relabel"):
+            context = RelabelContext(repair.pair, repair.model, repair.tokenizer, repair.clean, config, repair.plan,
+                                     rows, targets, after_mix, repair.teacher_record)
+            targets, repair_config = hooks.relabel(context)
+    repair.distill = (rows, targets)
+    return repair_config
+
+
+def _write(repair: _Repair, config: PurifyConfig, output, force: bool, hashes, timer: Timer,
+           unlabelled_texts, frequency_texts, sources, hooks: RepairHooks) -> dict:
+    """The repaired model's tensors (the suspect checkpoint's names), side files and the report."""
+    pair, search = repair.pair, repair.search
+    state = repair.model.state_dict()
+    names = [n for n in pair.finetuned.names() if n in state]
+    bad = next((n for n in names if not tensor_is_finite(state[n])), None)
+    if bad is not None:  # checked before the output folder exists: a diverged repair leaves nothing behind
+        raise FinemixError(f"the repaired model is not finite (tensor {bad} holds NaN or Inf): fine-tuning diverged; "
+                           "try a lower --lr; nothing was written")
+    with _atomic_output(pair, output, force) as folder:
+        with timer("write"):
+            specs = [TensorSpec.of(n, state[n]) for n in names]
+            side_files = write_tensors(pair, specs, ((n, state[n]) for n in names), folder)
+        report = base_report("purify", hashes, dataclasses.asdict(config))
+        if hooks.options:
+            report["research_variant"] = dict(hooks.options)
+        report["clean_data"] = {"rows": len(repair.clean), "label_counts": label_counts(repair.clean),
+                                **repair.clean_notes, **(sources or {})}
+        report["unlabelled_text"] = _unlabelled_record(repair, unlabelled_texts, frequency_texts)
+        report["epur"] = repair.plan.to_dict() if repair.plan else None
+        report["mixing"] = mix_summary(pair, dataclasses.replace(config.mix, ratio=search["chosen_ratio"]),
+                                       search["kept_fraction"]).to_dict()
+        report["ratio_search"] = search
+        report["side_files"] = side_files
+        report["processes"] = _processes()
+        report["timings_s"] = timer.values
+        write_report(folder, report)
+    return report
+
+
+def _unlabelled_record(repair: _Repair, unlabelled_texts, frequency_texts) -> dict:
+    distill = repair.distill
+    return {
+        "rows": len(unlabelled_texts),
+        "used_for": (["E-PUR token frequencies"] if unlabelled_texts and repair.plan else [])
+        + ([f"distillation of the suspect model's predictions ({len(distill[0])} rows)"] if distill else []),
+        "frequency_only_rows": len(frequency_texts),
+        "teacher": repair.teacher_record if distill else None,
+        "repaired_model_calibration": repair.student_record,
+    }
+
+
+def _processes() -> int:
+    from ..train import process_state
+
+    return process_state().num_processes

@@ -1,0 +1,266 @@
+"""Small-budget clean fine-tuning on ``accelerate``: one loop, the loss and held-out measure from the task.
+
+The same code runs in one process or under ``accelerate launch`` (DDP on several
+processes or GPUs): the model, optimiser, loader and schedule all go through
+``Accelerator.prepare``. Model selection keeps the weights of the epoch with the
+best accuracy on a held-out slice, when the caller provides one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
+from .config import TrainConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from .data import Example
+    from .tasks.base import Task
+
+
+@dataclasses.dataclass
+class TrainResult:
+    steps: int
+    epochs: float
+    seconds: float
+    best_epoch: Optional[int] = None
+    eval_accuracy: list[float] = dataclasses.field(default_factory=list)
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, group_factor: int = 50) -> list[list[int]]:
+    """Shuffled batches of similar length, so dynamic padding pads little.
+
+    Indices are shuffled, cut into groups of ``group_factor`` batches, each group
+    sorted by length and cut into batches; the batch order is then shuffled.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    group = batch_size * group_factor
+    batches: list[list[int]] = []
+    for start in range(0, len(order), group):
+        chunk = sorted(order[start : start + group], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+class _EpochBatches:
+    """A batch sampler whose shuffling changes every epoch yet is seeded."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
+
+    def __iter__(self):
+        batches = length_grouped_batches(self.lengths, self.batch_size, self.seed + self.epoch)
+        self.epoch += 1
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+
+def no_accelerator() -> bool:
+    """True where torch sees no GPU: accelerate must then be told ``cpu=True`` to run
+    several processes over gloo (``accelerate launch --multi_gpu`` on a CPU-only machine)."""
+    import torch
+
+    return not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()))
+
+
+def process_state():
+    """The accelerate process state, created once with the right device choice."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=no_accelerator())
+
+
+def _accelerator():
+    """split_batches: each batch of ``batch_size`` rows is shared out among the processes, so
+    the optimiser takes the same steps on the same global batches as one process would
+    (otherwise n processes train with n × the batch and 1/n of the steps, and a
+    small-budget repair ends up under-trained)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    process_state()
+    return Accelerator(cpu=no_accelerator(), dataloader_config=DataLoaderConfiguration(split_batches=True))
+
+
+def finetune(
+    model: "torch.nn.Module",
+    tokenizer,
+    train: Sequence["Example"],
+    config: TrainConfig,
+    eval_set: Optional[Sequence["Example"]] = None,
+    unlabelled: Sequence["Example"] = (),
+    unlabelled_targets: Optional["torch.Tensor"] = None,
+    stop_early: Optional[Callable[[list[float]], bool]] = None,
+    step_hook: Optional[StepHook] = None,
+    task: Optional["Task"] = None,
+) -> TrainResult:
+    """Fine-tune ``model`` in place on ``train``; keep the best epoch on ``eval_set``.
+
+    ``stop_early(held-out measures so far)`` is asked after each epoch's evaluation; True
+    ends training there (the best epoch so far is kept, ``result.stopped_early`` is set).
+
+    With ``unlabelled`` rows and their ``unlabelled_targets`` (class probabilities,
+    e.g. a teacher's), training minimises soft cross-entropy over both sets:
+    one-hot targets for labelled rows, the given probabilities for the others.
+
+    ``step_hook(model)``, when given, returns a function called after every optimiser step
+    (research variants use it, e.g. to hold embedding rows fixed; experiments/variants.py).
+    The loss and the held-out measure come from ``task`` (classification by default).
+    """
+    from accelerate.utils import set_seed
+
+    from .tasks.classification import CLASSIFICATION
+
+    task = task or CLASSIFICATION
+    started = time.perf_counter()
+    set_seed(config.seed)
+    run = _prepare(model, tokenizer, train, config, unlabelled, unlabelled_targets)
+    after_step = step_hook(run.accelerator.unwrap_model(run.model)) if step_hook else None
+    result = TrainResult(steps=0, epochs=0.0, seconds=0.0)
+    best = _BestEpoch()
+    bar = _progress_bar(run, config)
+    run.model.train()
+    try:
+        for epoch in range(math.ceil(config.epochs)):
+            _train_epoch(run, task, config, result, bar, after_step)
+            if eval_set:
+                unwrapped = run.accelerator.unwrap_model(run.model)
+                result.eval_accuracy.append(task.clean_measure(unwrapped, tokenizer, eval_set, config.max_length))
+                best.consider(result, unwrapped)
+                if stop_early is not None and epoch + 1 < math.ceil(config.epochs) and stop_early(result.eval_accuracy):
+                    result.stopped_early = True
+                    break
+    except BaseException:
+        bar.leave = False  # interrupted or failed: erase the bar now, before the error line, not redraw it at exit
+        bar.close()
+        raise
+    bar.close()
+    _finish(run, best, result)
+    result.epochs = result.steps / run.steps_per_epoch
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+StepHook = Callable[["torch.nn.Module"], Callable[[], None]]
+
+
+@dataclasses.dataclass
+class _Run:
+    """What ``accelerator.prepare`` hands back, with the schedule's size."""
+
+    accelerator: object
+    model: object
+    optimizer: object
+    loader: object
+    scheduler: object
+    steps_per_epoch: int
+    total_steps: int
+
+
+def _prepare(model, tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targets) -> _Run:
+    import torch
+    from torch.utils.data import DataLoader
+    from transformers import get_linear_schedule_with_warmup
+
+    from .data import make_collator
+
+    accelerator = _accelerator()
+    features = _features(tokenizer, train, config, unlabelled, unlabelled_targets)
+    sampler = _EpochBatches([len(f["input_ids"]) for f in features], config.batch_size, config.seed)
+    loader = DataLoader(features, batch_sampler=sampler, collate_fn=make_collator(tokenizer))
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    steps_per_epoch = len(sampler)  # global batches: the same count on any number of processes
+    total_steps = max(1, int(round(config.epochs * steps_per_epoch)))
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    return _Run(accelerator, model, optimizer, loader, scheduler, steps_per_epoch, total_steps)
+
+
+def _progress_bar(run: _Run, config: TrainConfig):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.total_steps, desc="fine-tuning",
+                disable=not (config.progress and run.accelerator.is_local_main_process))
+
+
+def _train_epoch(run: _Run, task, config: TrainConfig, result: TrainResult, bar, after_step) -> None:
+    for batch in run.loader:
+        if result.steps >= run.total_steps:
+            break
+        loss = task.loss(run.model, batch)
+        run.accelerator.backward(loss)
+        run.accelerator.clip_grad_norm_(run.model.parameters(), config.max_grad_norm)
+        run.optimizer.step()
+        if after_step is not None:
+            after_step()
+        run.scheduler.step()
+        run.optimizer.zero_grad()
+        result.steps += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+
+
+class _BestEpoch:
+    """The weights of the epoch with the best held-out measure. ">" keeps the earliest best
+    epoch: fewer steps away from the starting point."""
+
+    def __init__(self) -> None:
+        self.measure, self.state = -1.0, None
+
+    def consider(self, result: TrainResult, model) -> None:
+        if result.eval_accuracy[-1] > self.measure:
+            self.measure, result.best_epoch = result.eval_accuracy[-1], len(result.eval_accuracy)
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _finish(run: _Run, best: _BestEpoch, result: TrainResult) -> None:
+    """Load the best epoch back (unless it is the last), leave the model in eval mode."""
+    unwrapped = run.accelerator.unwrap_model(run.model)
+    if best.state is not None and result.best_epoch != len(result.eval_accuracy):
+        unwrapped.load_state_dict(best.state)
+    unwrapped.eval()
+    run.accelerator.free_memory()
+
+
+def _features(tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targets) -> list[dict]:
+    from .data import tokenize_examples
+
+    features = tokenize_examples(tokenizer, train, config.max_length)
+    if not unlabelled:
+        return features
+    if unlabelled_targets is None or len(unlabelled_targets) != len(unlabelled):
+        raise ValueError("unlabelled rows need one target distribution each")
+    num_labels = unlabelled_targets.shape[1]
+    for feature in features:
+        one_hot = [0.0] * num_labels
+        one_hot[feature.pop("labels")] = 1.0
+        feature["soft_labels"] = one_hot
+    extra = tokenize_examples(tokenizer, unlabelled, config.max_length)
+    for feature, target in zip(extra, unlabelled_targets.tolist()):
+        feature.pop("labels")
+        feature["soft_labels"] = target
+    return features + extra
+
+
+def _param_groups(model: "torch.nn.Module", weight_decay: float) -> list[dict]:
+    """No weight decay on biases and LayerNorm weights (the usual BERT recipe)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -1,0 +1,64 @@
+"""The redesign kept every output bit for bit: purify, mix and epur on a tiny BERT pair give the weights
+the code before it gave (issue 14). The hashes were computed with the code at commit 216fe85 (before the
+redesign), torch 2.13.0 and the versions in constraints.txt; a change of library version may move them —
+then recompute them at a commit known to be right and say why in the commit."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from finemix.cli import main
+from tiny_models import make_pair, text_rows, write_text_csv
+
+PINNED = {
+    "purify-default": "016c6d32f3f449169c0951e8879f93ae451ba3bf432f9856e2df8a7f570f5c14",
+    "purify-distill": "c34469fc8f049cb6758d265456e1358bdec5e2c6cfbae767908b02ebe0bddbf6",
+    "purify-sel-fixed": "d6bf0a4b8efefc226d01c996b2e9d518d6bf7279ca8ed0dc77a874d140f5b3e6",
+    "mix-random": "e0debe9e95370701aad31d97cf5232e649dbe134fc250b4a41215bd67bce698f",
+    "mix-sel-global": "9b78f17096c229ea98d73e2b445766b767c78a4d995f340c12700318892f7e94",
+    "epur": "f84772a2bf20c48b380e219fad0fdca9231465369f51c77d9839d95adc6e2eaa",
+}
+TRAIN = ["--batch-size", "8", "--max-length", "32", "--quiet"]
+
+
+def tensors_digest(folder: Path) -> str:
+    from safetensors.torch import load_file
+
+    digest = hashlib.sha256()
+    state = load_file(str(folder / "model.safetensors"))
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pinned")
+    pair = make_pair("bert", root / "pair")  # a fresh pair: the shared fixtures may be built with other options
+    clean = write_text_csv(root / "clean.csv", text_rows() + [(t + " , really", label) for t, label in text_rows()])
+    unlabelled = root / "unlabelled.txt"
+    unlabelled.write_text("\n".join(t for t, _ in text_rows()) + "\n")
+    return root, ["--backdoored", str(pair.finetuned), "--pretrained", str(pair.pretrained)], clean, unlabelled
+
+
+def commands(base, clean, unlabelled) -> dict:
+    return {
+        "purify-default": ["purify", *base, "--clean-data", str(clean), "--epochs", "2", *TRAIN],
+        "purify-distill": ["purify", *base, "--clean-data", str(clean), "--unlabelled-text", str(unlabelled), "--epochs", "1", *TRAIN],
+        "purify-sel-fixed": ["purify", *base, "--clean-data", str(clean), "--ratio", "0.3", "--mix", "sel", "--epochs", "1", *TRAIN],
+        "mix-random": ["mix", *base, "--ratio", "0.3"],
+        "mix-sel-global": ["mix", *base, "--ratio", "0.3", "--mix", "sel", "--sel-scope", "global"],
+        "epur": ["epur", *base, "--clean-data", str(clean)],
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_outputs_are_bit_identical_to_the_code_before_the_redesign(name, inputs, capsys):
+    root, base, clean, unlabelled = inputs
+    folder = root / name
+    assert main(commands(base, clean, unlabelled)[name] + ["--output", str(folder)]) == 0, capsys.readouterr().err
+    assert tensors_digest(folder) == PINNED[name]

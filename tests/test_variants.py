@@ -1,0 +1,179 @@
+"""Research variants (experiments/variants.py): reachable from bench configs through RepairHooks, never from the CLI."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from finemix.config import EpurConfig, MixConfig, PurifyConfig, TrainConfig
+from finemix.data import Example
+from finemix.defenses.variants import research_hooks
+from finemix.errors import FinemixError
+from finemix.repair.epur_step import EpurPlan
+from finemix.repair.steps import purify
+from tiny_models import text_rows
+
+FAST = TrainConfig(epochs=1, batch_size=8, max_length=32, progress=False)
+
+
+def rows(n_repeat=2):
+    return [Example(text, label) for text, label in text_rows() * n_repeat]
+
+
+
+def test_no_options_means_no_hooks_and_no_experiments_import():
+    import sys
+
+    sys.modules.pop("finemix_experiments_variants", None)
+    hooks = research_hooks({})
+    assert hooks.options == {} and hooks.relabel is None and hooks.step_hook is None
+    assert "finemix_experiments_variants" not in sys.modules
+
+
+@pytest.mark.parametrize("options,message", [({"teacher_input": "masked"}, "teacher_input"),
+                                             ({"distill_labels": "onehot"}, "distill_labels"),
+                                             ({"teacher": "victim"}, "teacher"),
+                                             ({"colour": "red"}, "unknown research variant option")])
+def test_unknown_variant_options_are_refused(options, message):
+    with pytest.raises(FinemixError, match=message):
+        research_hooks(options)
+
+
+def test_teacher_hidden_tokens_never_include_special_tokens(bert_pair):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(bert_pair.finetuned)
+    plan = EpurPlan(tensor="e", rows=[tokenizer.cls_token_id, 7], tokens=[], frequency_rows=0)
+    hidden = research_hooks({"teacher_input": "epur-masked"}).teacher_hidden_tokens
+    assert hidden(tokenizer, plan) == {7}
+    assert hidden(tokenizer, None) == frozenset()
+    assert research_hooks({"teacher_input": "raw"}).teacher_hidden_tokens is None
+
+
+def test_epur_masked_teacher_changes_the_targets_of_rows_with_flagged_tokens(tmp_path, bert_pair):
+    unlabelled = [text for text, _ in text_rows()]
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=1,
+                          epur=EpurConfig(top_n=5))
+    masked = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "masked", config, unlabelled,
+                    hooks=research_hooks({"teacher_input": "epur-masked"}))
+    raw = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "raw", config, unlabelled)
+    assert masked["research_variant"] == {"teacher_input": "epur-masked"} and "research_variant" not in raw
+    from transformers import AutoTokenizer
+
+    specials = set(AutoTokenizer.from_pretrained(bert_pair.finetuned).all_special_ids)
+    flagged = {t["id"] for t in masked["epur"]["tokens"]}
+    assert masked["unlabelled_text"]["teacher"]["hidden_tokens"] == len(flagged - specials) >= 1
+    assert "hidden_tokens" not in raw["unlabelled_text"]["teacher"]
+
+
+def test_hard_distillation_labels_are_the_calibrated_teachers_argmax(bert_pair):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from finemix.repair.distill import teacher_targets
+
+    model = AutoModelForSequenceClassification.from_pretrained(bert_pair.finetuned)
+    tokenizer = AutoTokenizer.from_pretrained(bert_pair.finetuned)
+    texts = [text for text, _ in text_rows()]
+    config = PurifyConfig(train=FAST)
+    _, soft, _ = teacher_targets(model, tokenizer, texts, rows(), config)
+    _, hard, _ = teacher_targets(model, tokenizer, texts, rows(), config, research_hooks({"distill_labels": "hard"}))
+    assert torch.equal(hard.sum(dim=1), torch.ones(len(hard)))
+    assert set(hard.flatten().tolist()) <= {0.0, 1.0}
+    assert torch.equal(hard.argmax(dim=1), soft.argmax(dim=1))
+
+
+def test_frozen_embedding_rows_keep_their_values_through_training(bert_pair):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from finemix.train import finetune
+
+    model = AutoModelForSequenceClassification.from_pretrained(bert_pair.finetuned)
+    tokenizer = AutoTokenizer.from_pretrained(bert_pair.finetuned)
+    start = model.get_input_embeddings().weight.detach().clone()
+    data = rows()
+    used = sorted({i for e in data for i in tokenizer(e.text)["input_ids"]})
+    frozen, free = used[: len(used) // 2], used[len(used) // 2:]
+    plan = EpurPlan(tensor="e", rows=frozen, tokens=[], frequency_rows=0)
+    step_hook = research_hooks({"freeze_epur_rows": True}).step_hook(plan)
+    finetune(model, tokenizer, data, dataclasses.replace(FAST, weight_decay=0.1), step_hook=step_hook)
+    after = model.get_input_embeddings().weight.detach()
+    assert torch.equal(after[frozen], start[frozen])  # read by the batches, decayed by AdamW: still put back
+    assert not torch.equal(after[free], start[free])
+
+
+def test_freeze_epur_rows_leaves_the_reset_rows_pretrained(tmp_path, bert_pair):
+    from safetensors.torch import load_file
+
+    unlabelled = [text for text, _ in text_rows()]
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.5), train=dataclasses.replace(FAST, weight_decay=0.1),
+                          distill_epochs=1, epur=EpurConfig(top_n=5))
+    name = "bert.embeddings.word_embeddings.weight"
+    pretrained = load_file(Path(bert_pair.pretrained) / "model.safetensors")["embeddings.word_embeddings.weight"]
+    outputs = {}
+    for freeze in (True, False):
+        report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / str(freeze), config, unlabelled,
+                        hooks=research_hooks({"freeze_epur_rows": True} if freeze else {}))
+        outputs[freeze] = load_file(tmp_path / str(freeze) / "model.safetensors")[name]
+    flagged = report["epur"]["rows"]
+    assert torch.equal(outputs[True][flagged], pretrained[flagged])
+    assert not torch.equal(outputs[False][flagged], pretrained[flagged])
+
+
+def test_cross_fitted_targets_label_each_text_by_a_student_that_never_trained_on_it(monkeypatch, bert_pair):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import finemix.repair.ratio_search as ratio_search
+    import finemix.tasks.classification as classification
+    from finemix.repair.hooks import RelabelContext
+    from finemix.weights.pair import open_pair
+
+    trained_on, labelled_by = [], {}
+
+    def fake_choose_ratio(pair, model, tokenizer, clean, config, plan, distill, after_mix=None, step_hook=None):
+        model.student_id = len(trained_on)
+        trained_on.append({e.text for e in distill[0]})
+        return {"chosen_ratio": 0.0}
+
+    real_predict_logits = classification.predict_logits
+
+    def recording_predict_logits(model, tokenizer, examples, **kwargs):
+        if len(examples) != len(clean):
+            labelled_by.update({e.text: model.student_id for e in examples})
+        return real_predict_logits(model, tokenizer, examples, **kwargs)
+
+    monkeypatch.setattr(ratio_search, "choose_ratio", fake_choose_ratio)
+    monkeypatch.setattr(classification, "predict_logits", recording_predict_logits)
+    clean = rows(1)
+    unlabelled = [Example(f"unlabelled text number {i} about a film", 0) for i in range(9)]
+    suspect = torch.tensor([[0.9, 0.1]] * 9)
+    model = AutoModelForSequenceClassification.from_pretrained(bert_pair.finetuned)
+    record: dict = {}
+    context = RelabelContext(open_pair(bert_pair.finetuned, bert_pair.pretrained), model,
+                             AutoTokenizer.from_pretrained(bert_pair.finetuned), clean, PurifyConfig(train=FAST), None,
+                             unlabelled, suspect, None, record)
+    targets, final = research_hooks({"teacher": "cross-fit"}).relabel(context)
+    assert not hasattr(model, "student_id")  # the students were copies; the suspect is left as it was
+    cross = record["cross_fit"]
+    assert cross["rows_per_half"] == [5, 4] and cross["first_round_ratios"] == [0.0, 0.0]
+    assert trained_on[0].isdisjoint(trained_on[1]) and len(trained_on[0] | trained_on[1]) == 9
+    assert set(labelled_by) == {e.text for e in unlabelled}
+    assert all(text not in trained_on[student] for text, student in labelled_by.items())
+    assert targets.shape == (9, 2) and torch.allclose(targets.sum(dim=1), torch.ones(9))
+    # the final repair keeps the first round's smallest ρ instead of searching again
+    assert final.ratio_auto is False and final.mix.ratio == 0.0
+
+
+def test_purify_with_a_cross_fitted_teacher_reports_it(tmp_path, bert_pair):
+    unlabelled = [text for text, _ in text_rows()]
+    config = PurifyConfig(mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=1)
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config, unlabelled,
+                    hooks=research_hooks({"teacher": "cross-fit"}))
+    cross = report["unlabelled_text"]["teacher"]["cross_fit"]
+    assert sum(cross["rows_per_half"]) == report["unlabelled_text"]["teacher"]["rows"]
+    assert len(cross["student_clean_accuracy"]) == 2
+    assert "relabel" in report["timings_s"] and report["research_variant"] == {"teacher": "cross-fit"}
+    # ρ searched in the first round, then kept: the report shows the user's setting and a fixed final ρ
+    assert report["settings"]["ratio_auto"] is True
+    assert report["ratio_search"]["mode"] == "fixed"
+    assert report["ratio_search"]["chosen_ratio"] == min(cross["first_round_ratios"])
