@@ -223,3 +223,17 @@ def test_purify_lists_only_what_a_defender_needs(capsys):
     names = {s for a in options for s in a.option_strings}
     for research in ("--teacher", "--teacher-input", "--distill-labels", "--freeze-epur-rows", "--teacher-calibration"):
         assert research not in names
+
+
+def test_every_output_gets_a_model_card_the_hub_tools_read(tmp_path, capsys, bert_pair, tiny_text_csv):
+    from huggingface_hub import ModelCard
+
+    out = tmp_path / "carded"
+    code, _, stderr = run(capsys, "purify", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
+                          "--clean-data", tiny_text_csv, "--output", out, "--epochs", "1", "--batch-size", "8", "--quiet")
+    assert code == 0, stderr
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == str(bert_pair.pretrained)
+    assert {"finemix", "backdoor-defense"} <= set(card.data.tags)
+    assert card.data.to_dict()["finemix"]["versions"]["torch"]
+    assert "E-PUR reset" in card.text and "finemix_report.json" in card.text
