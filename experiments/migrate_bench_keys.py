@@ -42,6 +42,7 @@ SCHEME1_FIELDS = {
 }
 LATER_DEFAULTS = {"trigger_segment": None, "head": "keep", "teacher_input": "raw", "distill_labels": "soft",
                   "teacher": "suspect", "freeze_epur_rows": False}
+VARIANT_FIELDS = ("teacher_input", "distill_labels", "teacher", "freeze_epur_rows")  # now options of `variant`
 
 
 def _digest(value) -> str:
@@ -55,10 +56,10 @@ def scheme1_plan(plan) -> dict:
         if spec.pop("stop_hopeless"):
             raise FinemixError("scheme 1 ran with stop_hopeless false; a config with true has no scheme-1 keys")
         variant = spec.pop("variant")
-        unknown = sorted(set(variant) - set(LATER_DEFAULTS))
+        unknown = sorted(set(variant) - set(VARIANT_FIELDS))
         if unknown:
             raise FinemixError(f"variant option(s) {unknown} were never defense plan fields; no scheme-1 keys")
-        spec.update({**{k: LATER_DEFAULTS[k] for k in SCHEME1_FIELDS[DefensePlan] if k in LATER_DEFAULTS}, **variant})
+        spec.update({**{k: LATER_DEFAULTS[k] for k in VARIANT_FIELDS}, **variant})
     if tuple(sorted(spec)) != tuple(sorted(SCHEME1_FIELDS[type(plan)])):
         raise FinemixError(f"{type(plan).__name__} has other fields than scheme 1 knew: {sorted(spec)}")
     return {k: v for k, v in spec.items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
@@ -100,10 +101,13 @@ def configs_by_name() -> dict:
 
 
 def migrate_line(line: str, mappings: dict, configs: dict) -> tuple[str, str]:
-    """The line with its key migrated, and what happened: "migrated", "kept" or "" (nothing to do)."""
+    """The line with its key migrated, and what happened: "migrated", "kept", "done" (scheme 2 already)
+    or "no key" (not a bench record)."""
     record = json.loads(line)
-    if "key" not in record or record.get("key_scheme") == 2:
-        return line, ""
+    if "key" not in record:
+        return line, "no key"
+    if record.get("key_scheme") == 2:
+        return line, "done"
     name = record["provenance"]["config"]
     if name not in mappings:
         mappings[name] = key_map(configs[name])
@@ -125,14 +129,14 @@ def main() -> None:
     args = parser.parse_args()
     configs, mappings = configs_by_name(), {}
     for path in sorted((ROOT / "docs" / "results").glob("*.jsonl")):
-        counts = {"migrated": 0, "kept": 0, "": 0}
+        counts = {"migrated": 0, "kept": 0, "done": 0, "no key": 0}
         lines = []
         for line in path.read_text(encoding="utf-8").splitlines():
             line, what = migrate_line(line, mappings, configs)
             lines.append(line)
             counts[what] += 1
-        print(f"{path.name}: {counts['migrated']} migrated, {counts['kept']} not in their config's grid (kept), "
-              f"{counts['']} without a scheme-1 key")
+        print(f"{path.name}: {counts['migrated']} migrated, {counts['kept']} kept (no job of their config), "
+              f"{counts['done']} already scheme 2, {counts['no key']} without a job key")
         if counts["migrated"] and not args.dry_run:
             temporary = path.with_name(f".{path.name}.tmp")
             temporary.write_text("".join(line + "\n" for line in lines), encoding="utf-8")

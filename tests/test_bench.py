@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from finemix.bench import (
     bench_config_from_mapping,
     column_groups,
     iter_grid,
+    job_key,
     load_bench_config,
     markdown_table,
     read_results,
@@ -24,6 +26,7 @@ from finemix.errors import FinemixError
 from tiny_models import quiet_transformers, text_rows, write_text_csv
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "bench")
+RESULTS = os.path.join(os.path.dirname(__file__), "..", "docs", "results")
 
 
 def tiny_config(tmp_path, pretrained, **changes):
@@ -119,6 +122,7 @@ def test_the_grid_runs_resumes_and_reuses_models(tmp_path, bert_pair, monkeypatc
     finemix = records[-1]
     assert finemix["ratio"] == 0.5 and finemix["chosen_ratio"] == 0.5 and finemix["clean_rows"] == 24
     assert {"git", "versions", "config"} <= set(finemix["provenance"])
+    assert all(r["key_scheme"] == bench_keys.KEY_SCHEME == 2 for r in records)
     assert records[1]["asr"] is not None
     assert records[1]["flip_rate"] is None or 0.0 <= records[1]["flip_rate"] <= 1.0  # null when undefined
     report = write_report(config, out)
@@ -327,13 +331,11 @@ def test_a_data_set_can_choose_the_trigger_segment_without_renaming_other_jobs(t
     plan = dataclasses.asdict(config.datasets["toy"])
     chosen = tiny_config(tmp_path, bert_pair.pretrained, defenses=["none"], datasets={"toy": {**plan, "trigger_segment": "text"}})
     job = {"dataset": "toy", "attack": "badword", "seed": 0}
-    default_key = Bench(config, tmp_path / "a", progress=False)._key("victim", **job)
+    default_key = job_key(config, "victim", **job)
     # the field left out at its default: the key is the one made before the field existed
-    old_spec = {"kind": "victim", **job, "pretrained": config.pretrained,
-                "plan": {k: v for k, v in plan.items() if k != "trigger_segment"},
-                "victim": dataclasses.asdict(config.victim), "attack_config": bench_keys._recipe(config.attacks["badword"])}
-    assert default_key == bench_keys._digest(old_spec)
-    assert Bench(chosen, tmp_path / "a", progress=False)._key("victim", **job) != default_key
+    assert "trigger_segment" not in bench_keys.key_spec(config.datasets["toy"])
+    assert bench_keys.key_spec(chosen.datasets["toy"])["trigger_segment"] == "text"
+    assert job_key(chosen, "victim", **job) != default_key
     with quiet_transformers():
         runner = Bench(chosen, tmp_path / "b", progress=False)
         data = bench.dataset_splits("toy", chosen.datasets["toy"], 0)
@@ -376,14 +378,14 @@ def test_a_head_policy_reaches_the_mixing_defenses_and_keeps_default_keys(tmp_pa
     config = tiny_config(tmp_path, bert_pair.pretrained)
     reinit = tiny_config(tmp_path, bert_pair.pretrained, defense={"epochs": 1, "batch_size": 8, "distill": False, "head": "reinit"})
     job = {"dataset": "toy", "attack": "badword", "seed": 0, "defense": "finemix", "clean_rows": 24, "ratio": 0.5}
-    default_bench, reinit_bench = Bench(config, tmp_path / "a", progress=False), Bench(reinit, tmp_path / "b", progress=False)
+    reinit_bench = Bench(reinit, tmp_path / "b", progress=False)
     # "keep" is left out of the key, so records made before the option existed keep theirs
-    spec = {"kind": "defense", **job, "pretrained": config.pretrained, "plan": bench_keys._key_spec(config.datasets["toy"]),
-            "victim": dataclasses.asdict(config.victim), "attack_config": bench_keys._recipe(config.attacks["badword"]),
-            "defense_plan": {k: v for k, v in dataclasses.asdict(config.defense).items() if k not in (*bench_keys.LATER_FIELDS, "variant")},
-            "unlabelled": config.unlabelled_rows}
-    assert default_bench._key("defense", **job) == bench_keys._digest(spec)
-    assert reinit_bench._key("defense", **job) != default_bench._key("defense", **job)
+    spec = {"kind": "defense", **job, "pretrained": config.pretrained, "plan": bench_keys.key_spec(config.datasets["toy"]),
+            "victim": {"batch_size": 16}, "attack_config": bench_keys.recipe(config.attacks["badword"]),
+            "defense_plan": {"epochs": 1, "batch_size": 8, "distill": False}, "unlabelled": config.unlabelled_rows}
+    assert job_key(config, "defense", **job) == bench_keys.digest(spec)
+    assert job_key(reinit, "defense", **job) != job_key(config, "defense", **job)
+    assert bench_keys.key_spec(reinit.defense)["head"] == "reinit"
     assert reinit_bench._defense_settings(config.datasets["toy"], 0, 0.5).head == "reinit"
     with pytest.raises(FinemixError, match="head policy"):
         tiny_config(tmp_path, bert_pair.pretrained, defense={"head": "zero"})
@@ -403,15 +405,14 @@ def test_the_config_reference_documents_every_key():
 
 @pytest.mark.parametrize("variant", [{"teacher_input": "epur-masked"}, {"distill_labels": "hard"},
                                      {"teacher": "cross-fit"}, {"freeze_epur_rows": True}])
-def test_a_research_variant_reaches_the_defenses_and_keeps_earlier_keys(tmp_path, bert_pair, variant):
+def test_a_research_variant_reaches_the_defenses_and_its_own_keys(tmp_path, bert_pair, variant):
     config = tiny_config(tmp_path, bert_pair.pretrained)
     changed = tiny_config(tmp_path, bert_pair.pretrained, defense={"epochs": 1, "batch_size": 8, "variant": variant})
     job = {"dataset": "toy", "attack": "badword", "seed": 0, "defense": "finemix+epur", "clean_rows": 24, "ratio": 0.5}
-    default_bench, changed_bench = Bench(config, tmp_path / "a", progress=False), Bench(changed, tmp_path / "b", progress=False)
-    assert "variant" not in bench_keys._key_spec(config.defense)  # earlier records keep their keys
-    assert changed_bench._key("defense", **job) != default_bench._key("defense", **job)
-    # the variant's options sit in the key where they sat when they were plan fields
-    assert bench_keys._key_spec(changed.defense).items() >= variant.items()
+    changed_bench = Bench(changed, tmp_path / "b", progress=False)
+    assert "variant" not in bench_keys.key_spec(config.defense)  # earlier records keep their keys
+    assert bench_keys.key_spec(changed.defense)["variant"] == variant
+    assert job_key(changed, "defense", **job) != job_key(config, "defense", **job)
     assert changed_bench._defense_settings(config.datasets["toy"], 0, 0.5).variant == variant
 
 
@@ -420,3 +421,65 @@ def test_a_research_variant_reaches_the_defenses_and_keeps_earlier_keys(tmp_path
 def test_an_unknown_variant_is_refused_when_the_config_loads(tmp_path, bert_pair, variant, message):
     with pytest.raises(FinemixError, match=message):
         tiny_config(tmp_path, bert_pair.pretrained, defense={"variant": variant})
+
+
+@pytest.mark.parametrize("variant", [["teacher"], {1: "cross-fit"}, "teacher: cross-fit"])
+def test_a_variant_is_a_mapping_of_option_names(tmp_path, bert_pair, variant):
+    with pytest.raises(FinemixError, match="mapping of option names"):
+        tiny_config(tmp_path, bert_pair.pretrained, defense={"variant": variant})
+
+
+def test_a_key_holds_only_the_plan_fields_that_differ_from_their_default(tmp_path, bert_pair):
+    from finemix.bench import DatasetPlan, DefensePlan, VictimPlan
+
+    assert [bench_keys.key_spec(plan()) for plan in (DatasetPlan, VictimPlan, DefensePlan)] == [{}, {}, {}]
+    plan = DefensePlan(epochs=5, lr=1e-4, candidates=(0, 0.1, 0.2, 0.3), stop_hopeless=False)  # 5 == 5.0: the default
+    assert bench_keys.key_spec(plan) == {"lr": 1e-4, "stop_hopeless": False}
+    config = tiny_config(tmp_path, bert_pair.pretrained)
+    job = {"dataset": "toy", "attack": "badword", "seed": 0, "defense": "finemix", "clean_rows": 24, "ratio": 0.5}
+    # a field added later with a default changes no key: none of the defaults are in it
+    assert job_key(config, "defense", **job) == job_key(dataclasses.replace(config, defense=dataclasses.replace(
+        config.defense, stop_hopeless=True, variant={})), "defense", **job)
+
+
+def test_stop_hopeless_reaches_the_ratio_search(tmp_path, bert_pair):
+    config = tiny_config(tmp_path, bert_pair.pretrained)
+    assert config.defense.stop_hopeless  # purify's default
+    settings = Bench(config, tmp_path / "a", progress=False)._defense_settings(config.datasets["toy"], 0, "auto")
+    assert settings.search.stop_hopeless and settings.ratio is None
+    stopped = tiny_config(tmp_path, bert_pair.pretrained, defense={"stop_hopeless": False})
+    assert not Bench(stopped, tmp_path / "a", progress=False)._defense_settings(stopped.datasets["toy"], 0, "auto").search.stop_hopeless
+
+
+def _committed_records():
+    configs = {c.name: c for c in (load_bench_config(os.path.join(CONFIGS, n)) for n in sorted(os.listdir(CONFIGS)))}
+    for name in sorted(os.listdir(RESULTS)):
+        if name.endswith(".jsonl"):
+            for record in read_results(Path(RESULTS) / name):
+                if record.get("key_scheme") == 2:
+                    yield name, record, configs[record["provenance"]["config"]]
+
+
+def test_the_committed_grid_ran_without_stopping_hopeless_candidates():
+    # every committed record was measured with the full search; its configs say so explicitly
+    for name in sorted(os.listdir(CONFIGS)):
+        assert load_bench_config(os.path.join(CONFIGS, name)).defense.stop_hopeless is False, name
+
+
+def test_committed_records_keep_their_keys_and_model_names():
+    """Every migrated record is a job of the config that made it (so its report regenerates), and
+    the cached clean models and victims keep the folder names the records name."""
+    from finemix.bench import ModelCache
+
+    expected, count = {}, 0
+    for name, record, config in _committed_records():
+        if config.name not in expected:
+            expected[config.name] = bench_keys.expected_keys(config)
+        assert record["key"] in expected[config.name], (name, record["key"])
+        count += 1
+        if record["defense"] in ("clean model", "none"):
+            cache = ModelCache(config, Path("models"), bars=False, log=print)
+            folder = (cache.clean_model_folder(record["dataset"], record["seed"]) if record["defense"] == "clean model"
+                      else cache.victim_folder(record["dataset"], record["attack"], record["seed"]))
+            assert folder.name == Path(record["provenance"]["model"]).name
+    assert count >= 900

@@ -379,7 +379,10 @@ def _with_remote_code(tmp_path: Path, pair) -> Path:
                            ("tokenizer_config.json", {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]})):
         data = json.loads((suspect / name).read_text())
         data["auto_map"] = auto_map
-        (suspect / name).write_text(json.dumps(data, indent=2))
+        text = json.dumps(data, indent=2)
+        if name == "tokenizer_config.json":  # the same key spelt with an escape
+            text = text.replace('"auto_map"', '"auto\\u005fmap"')
+        (suspect / name).write_text(text)
     return suspect
 
 
@@ -419,3 +422,15 @@ def test_an_ordinary_suspect_loses_nothing(tmp_path, capsys, bert_pair):
     for name in side["copied"]:  # copied byte for byte
         assert (out / name).read_bytes() == (bert_pair.finetuned / name).read_bytes()
     assert "Left out" not in (out / "README.md").read_text()
+
+
+def test_purify_and_epur_leave_the_suspects_code_behind_too(tmp_path, capsys, bert_pair, tiny_text_csv):
+    suspect = _with_remote_code(tmp_path, bert_pair)
+    for command, extra in (("purify", ["--ratio", "0.3", "--no-epur", *FAST]), ("epur", [])):
+        out = tmp_path / command
+        code, _, err = run(capsys, command, "--backdoored", suspect, "--pretrained", bert_pair.pretrained,
+                           "--output", out, "--clean-data", tiny_text_csv, *extra)
+        assert code == 0, err
+        assert not list(out.glob("*.py")) and "auto_map" not in json.loads((out / "config.json").read_text())
+        side = json.loads((out / "finemix_report.json").read_text())["side_files"]
+        assert len(side["dropped_code_files"]) == 3 and "config.json" in side["removed_keys"]

@@ -44,11 +44,12 @@ def read_regular_file(path: Path, limit: Optional[int] = None) -> bytes:
         raise FinemixError(f"{path}: file not found") from None
     except (OSError, ValueError) as err:  # ValueError: a NUL byte in the path
         raise FinemixError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise FinemixError(f"{path}: {kind}, not a regular file")
     with os.fdopen(fd, "rb") as file:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
-            raise FinemixError(f"{path}: {kind}, not a regular file")
         try:
             data = file.read(limit + 1)
         except OSError as err:

@@ -147,7 +147,8 @@ def shard_names(index: Path) -> list[str]:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise FinemixError(f"{index}: not a valid shard index (needs a 'weight_map')") from None
-    if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v.strip() for v in weight_map.values()):
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v.strip() and "\0" not in v
+                                                   for v in weight_map.values()):
         raise FinemixError(f"{index}: not a valid shard index ('weight_map' must map tensor names to file names)")
     return sorted(set(weight_map.values()))
 
@@ -173,7 +174,7 @@ def leads_inside(folder: Path, path: Path) -> bool:
     Hugging Face Hub cache snapshot, one of that cache's blobs.
 
     The Hub cache keeps each file once: ``<repo>/snapshots/<revision>/<file>`` is a link to
-    ``<repo>/blobs/<etag>``, which huggingface_hub ≥ 1.x may link again into the cache-wide
+    ``<repo>/blobs/<etag>``, which recent huggingface_hub may link again into the cache-wide
     store ``<cache>/blobs/<2 hex>/<64 hex>`` (marked by ``.huggingface-shared-blobs``).
     Exactly those targets are allowed; any other link out of the folder is not.
     """

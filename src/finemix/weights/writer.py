@@ -155,7 +155,7 @@ def _copy_without_remote_code(source: Path, target: Path) -> list[str]:
     """Copy one file; a JSON object with remote-code keys is written without them (else byte for byte)."""
     data = None
     if source.suffix == ".json":
-        try:
+        try:  # parsed, not searched: JSON may spell a key with escapes ("auto\\u005fmap")
             data = json.loads(source.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
             data = None
