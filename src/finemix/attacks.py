@@ -308,8 +308,9 @@ def make_victim(pretrained: str | os.PathLike, train: Sequence[Example], labels:
 
     ``inputs``: further files the rows came from (the data file), which the output must not touch."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from .repair.inputs import read_tokenizer
+    from .tasks.classification import new_classifier
     from .weights.locate import resolve_model_dir
     from .weights.output import atomic_output_dir
 
@@ -324,10 +325,8 @@ def make_victim(pretrained: str | os.PathLike, train: Sequence[Example], labels:
     sources = check_victim_output(pretrained, output, force, clean_model, inputs)
     rows, poisoned, card = poison(train, config)
     torch.manual_seed(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(start)
-    model, info = AutoModelForSequenceClassification.from_pretrained(
-        start, num_labels=len(labels), id2label=dict(labels), label2id={v: k for k, v in labels.items()},
-        output_loading_info=True)
+    tokenizer = read_tokenizer(start)
+    model, info = new_classifier(start, labels)
     from_pretrained = set(model.state_dict()) - set(info["missing_keys"])
     pretrained_state = ({n: t.detach().clone() for n, t in model.state_dict().items() if n in from_pretrained}
                         if config.attack == "adaptive" else None)

@@ -33,8 +33,8 @@ def write_model_card(folder: Path, report: dict) -> None:
 
 def _base_model(report: dict) -> str:
     """The pre-trained model as the user named it: a Hub name stays a Hub name."""
-    settings_name = report.get("pretrained_name")
-    return str(settings_name or report.get("inputs", {}).get("pretrained", {}).get("path", "unknown"))
+    pretrained = report.get("inputs", {}).get("pretrained", {})
+    return str(pretrained.get("name") or pretrained.get("path") or "unknown")
 
 
 def card_text(report: dict) -> str:

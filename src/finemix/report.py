@@ -59,15 +59,19 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def hash_inputs_in_background(pair: "CheckpointPair"):
+def hash_inputs_in_background(pair: "CheckpointPair", names: tuple = (None, None)):
     """Start hashing both input folders in a thread (hashlib releases the GIL), so the
-    report's SHA-256s cost little wall time next to the mix; ``.result()`` gives them."""
+    report's SHA-256s cost little wall time next to the mix; ``.result()`` gives them.
+    ``names``: the two models as the user named them (a Hub name stays a Hub name)."""
     from concurrent.futures import ThreadPoolExecutor
+
+    def entry(folder, name) -> dict:
+        return {"name": str(name if name is not None else folder), "path": str(folder), "sha256": folder_sha256(folder)}
 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finemix-hash")
     future = executor.submit(lambda: {
-        "backdoored": {"path": str(pair.finetuned_dir), "sha256": folder_sha256(pair.finetuned_dir)},
-        "pretrained": {"path": str(pair.pretrained_dir), "sha256": folder_sha256(pair.pretrained_dir)},
+        "backdoored": entry(pair.finetuned_dir, names[0]),
+        "pretrained": entry(pair.pretrained_dir, names[1]),
     })
     executor.shutdown(wait=False)
     return future

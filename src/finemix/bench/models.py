@@ -71,17 +71,17 @@ class ModelCache:
 def train_clean_model(pretrained: str, train: Sequence, labels: dict[int, str], config: TrainConfig, output: Path) -> None:
     """The never-poisoned reference: the same rows and recipe as the victims, no trigger."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from ..repair.inputs import read_tokenizer
+    from ..tasks.classification import new_classifier
     from ..train import finetune
     from ..weights.locate import resolve_model_dir
     from ..weights.output import atomic_output_dir
 
     base = resolve_model_dir(pretrained)
     torch.manual_seed(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=len(labels), id2label=dict(labels), label2id={v: k for k, v in labels.items()})
+    tokenizer = read_tokenizer(base)
+    model = new_classifier(base, labels)[0]
     finetune(model, tokenizer, train, config)
     with atomic_output_dir(output, force=True) as folder:
         model.save_pretrained(folder)

@@ -115,13 +115,13 @@ class Bench:
             distill_epochs=d.distill_epochs, prune_ratio=d.prune_ratio, head=d.head, variant=dict(d.variant))
 
     def _measure(self, key: str, defense: str, model_dir: Path, card, data: DatasetSplits, job: dict, extra: dict) -> int:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         from ..evaluation import evaluate
+        from ..repair.inputs import read_tokenizer
+        from ..tasks.classification import load_classifier
 
         plan = self.config.datasets[job["dataset"]]
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = load_classifier(model_dir)
+        tokenizer = read_tokenizer(model_dir)
         metrics = evaluate(model, tokenizer, data.test, trigger=card.triggers, target_label=card.target_label,
                            seed=job["seed"], max_length=plan.max_length, segment=card.segment, insertions=card.insertions)
         # undefined rates (no row to count on, e.g. a model that predicts the target for everything) are null

@@ -22,7 +22,7 @@ from .distill import calibrate_output_prior, teacher_targets
 from .epur_step import EpurPlan, plan_epur
 from .hooks import NO_HOOKS, RelabelContext, RepairHooks
 from .inputs import check_clean_rows, load_tokenizer
-from .mix_step import finetuned_specs, mix_summary, mixed_tensors, tensor_is_finite, write_tensors
+from .mix_step import check_mixable, finetuned_specs, mix_summary, mixed_tensors, tensor_is_finite, write_tensors
 from .ratio_search import choose_ratio
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def _open(backdoored, pretrained, output, force: bool):
     """The checked pair, and its inputs' hashes started in the background."""
     pair = open_pair(backdoored, pretrained)
     _check_output(pair, output, force)
-    hashes = hash_inputs_in_background(pair)
+    hashes = hash_inputs_in_background(pair, (backdoored, pretrained))
     return pair, hashes
 
 
@@ -148,6 +148,7 @@ def purify(
         raise FinemixError("the clean data set is empty")
     with timer("load"):
         repair, hashes = _load(backdoored, pretrained, clean, output, force)
+        check_mixable(repair.pair, config.mix.head)  # before any work, not when the first candidate mixes
     if config.epur is not None:
         with timer("epur"):
             texts = [t for e in repair.clean for t in (e.text, e.text_b) if t] + list(unlabelled_texts) + list(frequency_texts)

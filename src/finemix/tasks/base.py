@@ -23,6 +23,9 @@ class Task(Protocol):
     def load_model(self, folder: Path) -> "torch.nn.Module":
         """The model in ``folder``, checked; failures as one ``FinemixError`` line."""
 
+    def new_model(self, base: Path, labels: dict[int, str]) -> "torch.nn.Module":
+        """A model to fine-tune, started from the pre-trained ``base`` (attacks, clean reference models)."""
+
     def loss(self, model: "torch.nn.Module", batch: dict) -> "torch.Tensor":
         """Training loss of one collated batch (hard labels, or ``soft_labels`` distributions)."""
 

@@ -41,6 +41,19 @@ def load_classifier(folder: Path):
     return model
 
 
+def new_classifier(base: Path, labels: dict[int, str]):
+    """(model, loading info): a classifier started from the pre-trained ``base`` with a fresh head for
+    ``labels`` (id → name), as attacks and the bench's clean models start."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=len(labels), id2label=dict(labels), label2id={v: k for k, v in labels.items()},
+            output_loading_info=True, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
+        raise FinemixError(f"{base}: cannot start a sequence classifier from it ({short_error(error)})") from None
+
+
 def missing_weights(model: "torch.nn.Module", stored: Sequence[str], reported: Sequence[str]) -> list[str]:
     """The model's weights that the checkpoint (tensor names ``stored``) does not hold, sorted.
 
@@ -149,6 +162,9 @@ class ClassificationTask:
 
     def load_model(self, folder: Path):
         return load_classifier(folder)
+
+    def new_model(self, base: Path, labels: dict[int, str]):
+        return new_classifier(base, labels)[0]
 
     def loss(self, model, batch: dict):
         return batch_loss(model, batch)
