@@ -110,8 +110,26 @@ def purify(args: argparse.Namespace) -> int:
     if args.config:
         sources["config_file"] = {"path": str(args.config), "sha256": file_sha256(args.config)}
     report = run_purify(backdoored, args.pretrained, clean, args.output, config, unlabelled, args.force, sources=sources)
-    if report:  # empty on the non-main processes of a multi-process run
-        print(summarise_purify(report, args.output))
+    if not report:  # empty on the non-main processes of a multi-process run
+        return 0
+    print(summarise_purify(report, args.output))
+    return verdict_status(report.get("verdict") or {}, args.strict)
+
+
+STRICT_EXIT = 3  # the output is written, but its verdict has warnings and --strict was given
+
+
+def verdict_status(verdict: dict, strict: bool) -> int:
+    """Print the verdict's warnings (stderr); the exit status: 0, or 3 under ``--strict`` with warnings."""
+    import sys
+
+    for warning in verdict.get("warnings", []):
+        print(f"finemix: warning: {warning}", file=sys.stderr)
+    if verdict.get("warnings"):
+        from ..repair.verdict import ADVICE
+
+        print(f"finemix: warning: {ADVICE}", file=sys.stderr)
+        return STRICT_EXIT if strict else 0
     return 0
 
 

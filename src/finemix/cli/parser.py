@@ -56,6 +56,9 @@ def _add_purify_parser(commands) -> None:
     add_training_options(purify, "fine-tuning epochs (default 5 on labelled rows only; 3 over labelled and unlabelled "
                                  "rows when distilling)")
     purify.add_argument("--quiet", action="store_true", help="no progress bars")
+    purify.add_argument("--strict", action="store_true",
+                        help="exit with status 3 (the output still written) when the verdict has warnings: no held-out "
+                             "check was possible, no ρ candidate was accepted, or the repair lost held-out accuracy")
 
 
 def _add_mix_parser(commands) -> None:

@@ -93,13 +93,13 @@ def choose_ratio(
             record.update(chosen_ratio=ratio, kept_fraction=row["kept_fraction"], reason="fixed ρ given")
             return record
         if accepted(accuracy, search.reference, search.margin):
-            record.update(chosen_ratio=ratio, kept_fraction=row["kept_fraction"],
+            record.update(chosen_ratio=ratio, kept_fraction=row["kept_fraction"], accepted=True,
                           reason=f"smallest ρ whose held-out accuracy {accuracy:.3f} is within {search.margin:.3f} "
                                  f"of the unrepaired {search.reference:.3f}")
             return record
     accuracy, row, state = best
     model.load_state_dict(state)
-    record.update(chosen_ratio=row["ratio"], kept_fraction=row["kept_fraction"],
+    record.update(chosen_ratio=row["ratio"], kept_fraction=row["kept_fraction"], accepted=False,
                   reason=f"no candidate within {search.margin:.3f} of the unrepaired {search.reference:.3f}; "
                          f"took the most accurate ({accuracy:.3f})")
     return record

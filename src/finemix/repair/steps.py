@@ -24,6 +24,7 @@ from .hooks import NO_HOOKS, RelabelContext, RepairHooks
 from .inputs import check_clean_rows, load_tokenizer
 from .mix_step import check_mixable, finetuned_specs, mix_summary, mixed_tensors, tensor_is_finite, write_tensors
 from .ratio_search import choose_ratio
+from .verdict import repair_verdict
 
 if TYPE_CHECKING:
     from ..data import Example
@@ -225,6 +226,7 @@ def _write(repair: _Repair, config: PurifyConfig, output, force: bool, hashes, t
         report["mixing"] = mix_summary(pair, dataclasses.replace(config.mix, ratio=search["chosen_ratio"]),
                                        search["kept_fraction"]).to_dict()
         report["ratio_search"] = search
+        report["verdict"] = repair_verdict(search, config.search.tolerance)
         report["side_files"] = side_files
         report["processes"] = _processes()
         report["timings_s"] = timer.values

@@ -1,0 +1,45 @@
+"""The repair's honest verdict: what the clean data can and cannot vouch for.
+
+The defender cannot measure a backdoor, only clean accuracy on the held-out slice. So the
+verdict says when even that weak evidence is missing or bad, and what it means for the user:
+- no held-out slice (too few clean rows): nothing checked the repair at all;
+- the ρ rule found no candidate within its tolerance of the unrepaired model: the most
+  accurate one was kept, which is the one that kept most of the suspect's weights, so the
+  backdoor may well survive;
+- the repaired model's held-out accuracy is below the unrepaired model's by more than the
+  tolerance (a fixed ρ, or any ρ): the repair cost accuracy the defender will notice, and a
+  model that weak may still follow a trigger.
+``finemix purify`` prints the warnings and ``--strict`` turns them into exit status 3.
+"""
+
+from __future__ import annotations
+
+from ..core.ratio_rule import acceptance_margin, accepted
+
+ADVICE = ("what to try: more clean labelled rows, or unlabelled in-domain text (--unlabelled-text), "
+          "which lets the repair distil the suspect's clean behaviour")
+
+
+def repair_verdict(search: dict, tolerance: float) -> dict:
+    """{"status": "ok" | "warning", "warnings": [...], "summary": str} from a ρ search record."""
+    warnings = []
+    chosen = next((row for row in search["candidates"] if row["ratio"] == search["chosen_ratio"]), None)
+    reference, rows = search.get("reference_heldout_accuracy"), search.get("heldout_rows", 0)
+    if not rows or reference is None:
+        warnings.append("too few clean rows to hold any out: nothing checked the repaired model; "
+                        "the backdoor may survive and accuracy may have dropped unnoticed")
+    elif search.get("accepted") is False:
+        warnings.append(f"no ρ candidate kept held-out accuracy within {search['accepted_drop']:.3f} of the unrepaired "
+                        f"model's {reference:.3f}; the most accurate (ρ = {search['chosen_ratio']}) was kept, on no evidence "
+                        "that it is both repaired and accurate: the backdoor may survive")
+    elif chosen is not None:
+        margin = search.get("accepted_drop") or acceptance_margin(reference, rows, tolerance)
+        accuracy = chosen.get("heldout_accuracy")
+        if accuracy is not None and not accepted(accuracy, reference, margin):
+            warnings.append(f"the repaired model's held-out accuracy {accuracy:.3f} is below the unrepaired "
+                            f"{reference:.3f} by more than {margin:.3f}: a weakened model may still follow a trigger")
+    if not warnings:
+        return {"status": "ok", "warnings": [],
+                "summary": "the repaired model kept its held-out clean accuracy; clean data cannot show a backdoor "
+                           "is gone, only that the repair did not visibly break the model"}
+    return {"status": "warning", "warnings": warnings, "summary": "; ".join(warnings) + f"; {ADVICE}"}
