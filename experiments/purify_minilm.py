@@ -36,13 +36,13 @@ def variants() -> dict:
         "default": (shipped, True),  # finemix purify's defaults (3 distillation epochs since they measured better)
         "default-distill2": (base, True),  # the default before: 2 epochs over labelled + distilled rows
         "default-distill3": (dataclasses.replace(base, distill_epochs=3.0), True),  # = "default" now
-        "default-hard-targets": (dataclasses.replace(shipped, distill_labels="hard"), True),  # pseudo-labels
+        "default-hard-targets": (shipped, True, {"distill_labels": "hard"}),  # pseudo-labels (experiments/variants.py)
         # the victim's classification head re-initialised instead of kept: at ρ = 0 it is the only
         # fine-tuned tensor left, and on mr/addsent it carried part of the backdoor (docs/results.md)
         "default-head-reinit": (dataclasses.replace(base, mix=MixConfig(head="reinit")), True),
-        # the teacher reads the unlabelled texts without E-PUR's flagged tokens (PurifyConfig.teacher_input)
-        "default-masked-teacher": (dataclasses.replace(base, teacher_input="epur-masked"), True),
-        "distill-labelled-cal": (dataclasses.replace(base, calibrate_teacher="labelled", calibrate_student="none"), True),
+        # the teacher reads the unlabelled texts without E-PUR's flagged tokens (experiments/variants.py)
+        "default-masked-teacher": (base, True, {"teacher_input": "epur-masked"}),
+        "distill-labelled-cal": (dataclasses.replace(base, calibrate_student="none"), True, {"calibrate_teacher": "labelled"}),
         "distill-prior-teacher-only": (dataclasses.replace(base, calibrate_student="none"), True),
         "paper": (dataclasses.replace(base, distill=False, search=RatioSearchConfig(candidates=(0.1, 0.2, 0.3, 0.5))), False),
         "default+unlabelled": (base, True),
@@ -56,6 +56,10 @@ def variants() -> dict:
     for ratio in (0.0, 0.1, 0.2, 0.3, 1.0):
         table[f"kd-r{ratio}"] = (dataclasses.replace(kd, mix=MixConfig(ratio=ratio)), True)
         table[f"kd-r{ratio}-noepur"] = (dataclasses.replace(kd, mix=MixConfig(ratio=ratio), epur=None), True)
+    # labelled rows only (issue 16): the paper's objective, and distillation on rewrites of the labelled rows
+    table["labelled-only"] = (shipped, False)
+    for rows in (2000,):
+        table[f"labelled-only-augment{rows}"] = (dataclasses.replace(shipped, augment_rows=rows), False)
     table["kd-auto"] = (dataclasses.replace(kd, ratio_auto=True), True)
     table["kd-r0.1-nocal"] = (dataclasses.replace(kd, mix=MixConfig(ratio=0.1), calibrate_teacher="none"), True)
     kd2 = dataclasses.replace(kd, train=dataclasses.replace(base.train, epochs=2))
@@ -76,7 +80,10 @@ def run(variant: str, seed: int, args) -> dict:
     from finemix.evaluation import evaluate
     from finemix.repair.steps import purify
 
-    config, use_unlabelled = variants()[variant]
+    from finemix.defenses.variants import research_hooks
+
+    config, use_unlabelled, *options = variants()[variant]
+    hooks = research_hooks(options[0] if options else {})
     config = dc.replace(config, mix=dc.replace(config.mix, seed=seed), train=dc.replace(config.train, seed=seed))
     splits = load_builtin("mr")
     clean = stratified_sample(splits["dev"], args.clean_rows, seed=seed)
@@ -91,7 +98,7 @@ def run(variant: str, seed: int, args) -> dict:
     check_split(victim, splits)
     output = args.out / f"{variant}-seed{seed}"
     started = time.perf_counter()
-    report = purify(victim, PRETRAINED, clean, output, config, unlabelled, force=True)
+    report = purify(victim, PRETRAINED, clean, output, config, unlabelled, force=True, hooks=hooks)
     seconds = time.perf_counter() - started
     model = AutoModelForSequenceClassification.from_pretrained(output)
     tokenizer = AutoTokenizer.from_pretrained(output)

@@ -173,11 +173,16 @@ class PurifyConfig:
     # After repair, shift the output bias so the repaired model's mean prediction on the unlabelled
     # texts matches the labelled rows' class shares ("prior"), or leave it ("none").
     calibrate_student: str = "prior"
+    # Without unlabelled text: distil on this many rewrites of the labelled training rows (word
+    # dropout, crops, splices; data/augment.py) labelled by the suspect model. 0 = the paper's recipe.
+    augment_rows: int = 0
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
     finetune: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.augment_rows, int) or isinstance(self.augment_rows, bool) or self.augment_rows < 0:
+            raise FinemixError(f"augment rows must be an integer >= 0, got {self.augment_rows!r}")
         if self.distill_rows < 0:
             raise FinemixError(f"distill rows must be >= 0, got {self.distill_rows}")
         if self.calibrate_teacher not in ("prior", "none"):

@@ -27,15 +27,17 @@ if TYPE_CHECKING:
     import torch
 
 
-def distillation_rows(texts: Sequence[str], config: PurifyConfig) -> list[Example]:
-    """The unlabelled texts to distil on: unique, non-empty, at most ``distill_rows`` (a seeded sample)."""
-    texts = [t for t in dict.fromkeys(t.strip() for t in texts) if t]
-    if len(texts) > config.distill_rows:
-        texts = random.Random(config.train.seed).sample(texts, config.distill_rows)
-    return [Example(text, 0) for text in texts]  # the label is a placeholder, never used
+def distillation_rows(texts: Sequence["str | Example"], config: PurifyConfig) -> list[Example]:
+    """The unlabelled texts (or rows, for sentence pairs) to distil on: unique, non-empty, at most
+    ``distill_rows`` (a seeded sample). Labels are placeholders, never used."""
+    rows = [t if isinstance(t, Example) else Example(t.strip(), 0) for t in texts]
+    rows = [r for r in dict.fromkeys(rows) if r.text.strip()]
+    if len(rows) > config.distill_rows:
+        rows = random.Random(config.train.seed).sample(rows, config.distill_rows)
+    return rows
 
 
-def teacher_targets(model, tokenizer, texts: Sequence[str], clean: Sequence[Example], config: PurifyConfig,
+def teacher_targets(model, tokenizer, texts: Sequence["str | Example"], clean: Sequence[Example], config: PurifyConfig,
                     hooks: RepairHooks = NO_HOOKS, hidden_tokens: frozenset[int] = frozenset()):
     """(rows, class probabilities, calibration record) of the unrepaired model for distillation.
 

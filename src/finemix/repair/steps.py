@@ -23,7 +23,7 @@ from .epur_step import EpurPlan, plan_epur
 from .hooks import NO_HOOKS, RelabelContext, RepairHooks
 from .inputs import check_clean_rows, load_tokenizer
 from .mix_step import check_mixable, finetuned_specs, mix_summary, mixed_tensors, tensor_is_finite, write_tensors
-from .ratio_search import choose_ratio
+from .ratio_search import choose_ratio, split_clean
 from .verdict import repair_verdict
 
 if TYPE_CHECKING:
@@ -114,6 +114,7 @@ class _Repair:
     teacher_record: Optional[dict] = None
     search: Optional[dict] = None
     student_record: Optional[dict] = None
+    augmented: Optional[list] = None  # rewrites of the labelled rows distilled on, when no unlabelled text was given
 
 
 def purify(
@@ -184,11 +185,12 @@ def _load(backdoored, pretrained, clean, output, force: bool) -> tuple[_Repair, 
 def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequence[str], after_mix,
                    hooks: RepairHooks, timer: Timer) -> PurifyConfig:
     """The suspect's calibrated targets on the unlabelled texts (or a hook's); the config the repair runs with."""
-    if not (config.finetune and config.distill and unlabelled_texts and config.distill_rows > 0):
+    texts = unlabelled_texts or _augmented(repair, config)
+    if not (config.finetune and config.distill and texts and config.distill_rows > 0):
         return config
     with timer("teacher"):
         hidden = hooks.teacher_hidden_tokens(repair.tokenizer, repair.plan) if hooks.teacher_hidden_tokens else frozenset()
-        rows, targets, repair.teacher_record = teacher_targets(repair.model, repair.tokenizer, unlabelled_texts,
+        rows, targets, repair.teacher_record = teacher_targets(repair.model, repair.tokenizer, texts,
                                                                repair.clean, config, hooks, hidden)
         if hidden:
             repair.teacher_record["hidden_tokens"] = len(hidden)
@@ -200,6 +202,17 @@ def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequ
             targets, repair_config = hooks.relabel(context)
     repair.distill = (rows, targets)
     return repair_config
+
+
+def _augmented(repair: _Repair, config: PurifyConfig) -> list:
+    """Rewrites of the labelled *training* rows (the held-out part must stay unseen: it judges ρ)."""
+    if config.augment_rows <= 0 or not (config.finetune and config.distill):
+        return []
+    from ..data.augment import augment_rows
+
+    train, _ = split_clean(repair.clean, config)
+    repair.augmented = augment_rows(train, config.augment_rows, config.train.seed)
+    return repair.augmented
 
 
 def _write(repair: _Repair, config: PurifyConfig, output, force: bool, hashes, timer: Timer,
@@ -239,7 +252,9 @@ def _unlabelled_record(repair: _Repair, unlabelled_texts, frequency_texts) -> di
     return {
         "rows": len(unlabelled_texts),
         "used_for": (["E-PUR token frequencies"] if unlabelled_texts and repair.plan else [])
-        + ([f"distillation of the suspect model's predictions ({len(distill[0])} rows)"] if distill else []),
+        + ([f"distillation of the suspect model's predictions ({len(distill[0])} rows)"] if distill and not repair.augmented else [])
+        + ([f"(none given) distillation on {len(distill[0])} rewrites of the labelled training rows"] if distill and repair.augmented else []),
+        "augmented_labelled_rows": len(repair.augmented) if repair.augmented else 0,
         "frequency_only_rows": len(frequency_texts),
         "teacher": repair.teacher_record if distill else None,
         "repaired_model_calibration": repair.student_record,

@@ -1,0 +1,63 @@
+"""Texts a defender can make from its labelled rows alone, for the suspect model to label.
+
+Distilling the suspect's predictions needs inputs with no trigger; clean in-domain text is
+best, but most defenders hold only their labelled rows. Crude rewrites of those rows stay
+in-domain and trigger-free (they are made of clean words only): word dropout, a random
+contiguous crop, and a splice of the start of one row with the end of another. For
+sentence pairs the second segment is rewritten and spliced, the first kept. The labels of
+the returned rows are placeholders (0): the suspect model labels them.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from .examples import Example
+
+DROPOUT = 0.2  # share of words dropped
+MIN_CROP = 0.5  # a crop keeps at least half of the words
+
+
+def augment_rows(rows: Sequence[Example], count: int, seed: int) -> list[Example]:
+    """Up to ``count`` distinct rewrites of ``rows`` (none equal to a row itself); deterministic for ``seed``."""
+    rng = random.Random(seed)
+    originals = {(e.text, e.text_b) for e in rows}
+    made: dict[tuple, Example] = {}
+    attempts = 0
+    while rows and len(made) < count and attempts < 20 * count:
+        attempts += 1
+        row = rows[rng.randrange(len(rows))]
+        operation = rng.randrange(3)
+        if operation == 0:
+            text = _dropout(_segment(row), rng)
+        elif operation == 1:
+            text = _crop(_segment(row), rng)
+        else:
+            text = _splice(_segment(row), _segment(rows[rng.randrange(len(rows))]), rng)
+        new = Example(row.text, 0, text) if row.text_b is not None else Example(text, 0)
+        key = (new.text, new.text_b)
+        if text.strip() and key not in originals:
+            made.setdefault(key, new)
+    return list(made.values())
+
+
+def _segment(row: Example) -> list[str]:
+    return (row.text_b if row.text_b is not None else row.text).split()
+
+
+def _dropout(words: list[str], rng: random.Random) -> str:
+    kept = [w for w in words if rng.random() >= DROPOUT]
+    return " ".join(kept or words[:1])
+
+
+def _crop(words: list[str], rng: random.Random) -> str:
+    length = max(1, round(len(words) * rng.uniform(MIN_CROP, 1.0)))
+    start = rng.randrange(len(words) - length + 1) if words else 0
+    return " ".join(words[start:start + length])
+
+
+def _splice(first: list[str], second: list[str], rng: random.Random) -> str:
+    cut_a = rng.randrange(1, len(first) + 1) if first else 0
+    cut_b = rng.randrange(len(second)) if second else 0
+    return " ".join(first[:cut_a] + second[cut_b:])

@@ -1,0 +1,39 @@
+"""Rewrites of the labelled rows (data/augment.py) and their use when no unlabelled text is given."""
+
+import dataclasses
+
+from finemix.config import MixConfig, PurifyConfig, TrainConfig
+from finemix.data import Example
+from finemix.data.augment import augment_rows
+from finemix.repair.steps import purify
+from tiny_models import text_rows
+
+ROWS = [Example(text, label) for text, label in text_rows()]
+
+
+def test_rewrites_are_deterministic_distinct_new_and_made_of_the_rows_words():
+    made = augment_rows(ROWS, 200, seed=3)
+    assert made == augment_rows(ROWS, 200, seed=3) and made != augment_rows(ROWS, 200, seed=4)
+    assert len(made) == len({(e.text, e.text_b) for e in made}) > 100
+    assert not {e.text for e in made} & {e.text for e in ROWS}
+    vocabulary = {w for e in ROWS for w in e.text.split()}
+    assert all(set(e.text.split()) <= vocabulary and e.text.strip() for e in made)
+    assert {e.label for e in made} == {0}  # placeholders: the suspect labels them
+
+
+def test_pairs_keep_their_first_segment_and_rewrite_the_second():
+    pairs = [dataclasses.replace(e, text=f"question {i % 3}", text_b=e.text) for i, e in enumerate(ROWS)]
+    made = augment_rows(pairs, 50, seed=0)
+    assert made and all(e.text.startswith("question ") and e.text_b for e in made)
+
+
+def test_without_unlabelled_text_purify_distils_on_rewrites_of_the_training_rows_only(tmp_path, bert_pair):
+    rows = ROWS + [Example(e.text + " , really", e.label) for e in ROWS]  # 80 rows: 20 held out
+    train = TrainConfig(epochs=1, batch_size=8, max_length=32, progress=False)
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=train, distill_epochs=1, augment_rows=100)
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows, tmp_path / "out", config)
+    used = report["unlabelled_text"]
+    assert used["augmented_labelled_rows"] == 100 and used["teacher"]["rows"] == 100
+    assert any("rewrites of the labelled training rows" in u for u in used["used_for"])
+    off = purify(bert_pair.finetuned, bert_pair.pretrained, rows, tmp_path / "off", dataclasses.replace(config, augment_rows=0))
+    assert off["unlabelled_text"]["teacher"] is None and off["unlabelled_text"]["augmented_labelled_rows"] == 0
