@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import math
 import os
+import reprlib
+import typing
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..attacks import AttackConfig
-from ..config import check_head_policy, from_mapping
+from ..config import MAX_EPOCHS, RatioSearchConfig, check_head_policy
 from ..errors import FinemixError
 from ..evaluation import SEGMENTS
+from ..weights.output import plain_name
 
 
 Ratio = Union[float, str]  # a fixed ρ or "auto"
@@ -38,6 +43,8 @@ class DatasetPlan:
             raise FinemixError("a local data set needs train_file, dev_file, test_file and labels")
         if self.trigger_segment is not None and self.trigger_segment not in SEGMENTS:
             raise FinemixError(f"unknown trigger_segment {self.trigger_segment!r}; use one of {', '.join(SEGMENTS)}")
+        if len(set(self.labels)) != len(self.labels):
+            raise FinemixError(f"labels must be distinct, got {list(self.labels)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +75,7 @@ class DefensePlan:
 
     def __post_init__(self) -> None:
         check_head_policy(self.head)
+        RatioSearchConfig(candidates=self.candidates, tolerance=self.tolerance)  # refused at load, not mid-run
         if not isinstance(self.variant, Mapping) or not all(isinstance(k, str) for k in self.variant):
             raise FinemixError(f"defense variant must be a mapping of option names, got {self.variant!r}")
         if self.variant:
@@ -94,6 +102,12 @@ class BenchConfig:
     def __post_init__(self) -> None:
         from ..defenses import DEFENSES
 
+        # names become folder and file names (runs/bench/NAME, MODELS/DATASET/LABEL-seed..., defended/...)
+        for what, names in (("config name", [self.name]), ("data-set key", self.datasets), ("attack label", self.attacks)):
+            for name in names:
+                plain_name(name, what)
+                if len(name) > MAX_NAME:
+                    raise FinemixError(f"{what} {_show(name)} is longer than {MAX_NAME} characters")
         if not self.datasets or not self.attacks or not self.seeds:
             raise FinemixError("a bench config needs at least one data set, attack and seed")
         unknown = [d for d in self.defenses if d not in DEFENSES]
@@ -122,51 +136,221 @@ def select(config: BenchConfig, datasets: Optional[Sequence[str]] = None, attack
     return dataclasses.replace(config, **changes)
 
 
+MAX_NAME = 64  # a config name, data-set key or attack label: part of folder names (at most 255 bytes)
+MAX_CONFIG_BYTES = 1 << 20  # a bench config is a page of YAML
+
+# The numbers of a bench config, by field name (one table for every plan and for the attack entries):
+# (lowest, highest or None, whether the lowest itself is refused). Integers without an entry lie in
+# [0, MAX_INT]; floats without one must be finite.
+_BOUNDS: dict[str, tuple[float, Optional[float], bool]] = {
+    "seeds": (0, 2**32 - 1, False), "train_rows": (1, None, False), "test_rows": (1, None, False),
+    "max_length": (8, None, False), "target_label": (0, None, False), "batch_size": (1, None, False),
+    "clean_rows": (2, None, False), "insertions": (1, None, False),
+    "epochs": (0.0, MAX_EPOCHS, True), "victim_epochs": (0.0, MAX_EPOCHS, True), "distill_epochs": (0.0, MAX_EPOCHS, True),
+    "ep_epochs": (0.0, MAX_EPOCHS, True), "lr": (0.0, None, True), "ep_lr": (0.0, None, True),
+    "prune_ratio": (0.0, 1.0, False), "tolerance": (0.0, 1.0, False), "candidates": (0.0, 1.0, False),
+    "ratios": (0.0, 1.0, False), "adaptive_ratios": (0.0, 1.0, False), "poison_rate": (0.0, 1.0, True),
+}
+MAX_INT = 2**31 - 1  # rows, lengths, batch sizes: far beyond any bench, within every library's int
+
+
 def load_bench_config(path: str | os.PathLike) -> BenchConfig:
+    """The config of a YAML file; anything else (no file, a folder, a device, not YAML, values of the
+    wrong shape) is a one-line ``FinemixError``."""
     import yaml
 
+    path = Path(path)
+    if not path.is_file():  # a FIFO or a device would hang or never end
+        what = "does not exist" if not path.exists() else "is a folder" if path.is_dir() else "is not a regular file"
+        raise FinemixError(f"bench config {path} {what}")
     try:
-        values = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise FinemixError(f"{path}: cannot read the bench config ({str(error).splitlines()[0]})") from None
-    if not isinstance(values, dict):
-        raise FinemixError(f"{path}: a bench config is a YAML mapping")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise FinemixError(f"bench config {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise FinemixError(f"{path}: cannot read the bench config ({error})") from None
+    try:
+        values = yaml.safe_load(text)
+    # not only yaml.YAMLError: tags such as ``!!int x`` or ``!!timestamp x`` raise ValueError or
+    # AttributeError from yaml's constructors, deep nesting RecursionError
+    except Exception as error:  # any failure to parse is the file's, told in one line
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise FinemixError(f"{path}: cannot read the bench config as YAML ({first})") from None
+    if not isinstance(values, Mapping):
+        raise FinemixError(f"{path}: a bench config is a YAML mapping of options, got {_describe_value(values)}")
     return bench_config_from_mapping(values)
 
 
 def bench_config_from_mapping(values: Mapping[str, Any]) -> BenchConfig:
+    """A ``BenchConfig`` from nested mappings (a YAML file). Every value is checked against its
+    field's type and bounds (``_typed``), so a value of the wrong shape is one line naming it."""
+    if not isinstance(values, Mapping):
+        raise FinemixError(f"a bench config is a mapping of options, got {_describe_value(values)}")
+    _check_keys(BenchConfig, values, "")
     values = dict(values)
-    tuples = {"seeds", "defenses", "clean_rows", "ratios"}
-    for key in tuples & set(values):
-        values[key] = tuple(values[key])
-    values["datasets"] = {name: _dataset_plan(plan or {}) for name, plan in (values.get("datasets") or {}).items()}
-    values["attacks"] = {label: _attack_config(label, spec or {}) for label, spec in (values.get("attacks") or {}).items()}
-    if "victim" in values:
-        values["victim"] = from_mapping(VictimPlan, values["victim"] or {})
-    if "defense" in values:
-        spec = dict(values["defense"] or {})
-        if "candidates" in spec:
-            spec["candidates"] = tuple(spec["candidates"])
-        values["defense"] = from_mapping(DefensePlan, spec)
-    return from_mapping(BenchConfig, values)
+    values["datasets"] = {plain_name(name, "data-set key"): _build(DatasetPlan, _labels_as_text(plan), f"datasets.{_key(name)}")
+                          for name, plan in _entries("datasets", values.get("datasets")).items()}
+    values["attacks"] = {plain_name(label, "attack label"): _attack_config(label, spec)
+                         for label, spec in _entries("attacks", values.get("attacks")).items()}
+    return _build(BenchConfig, values, "")
 
 
-def _dataset_plan(spec: Mapping[str, Any]) -> DatasetPlan:
-    spec = dict(spec)
-    if "labels" in spec:
-        spec["labels"] = tuple(str(label) for label in spec["labels"])
-    return from_mapping(DatasetPlan, spec)
+def _entries(field: str, value: Any) -> Mapping:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise FinemixError(f"{field} must be a mapping of names to settings, got {_describe_value(value)}")
+    return value
 
 
-def _attack_config(label: str, spec: Mapping[str, Any]) -> AttackConfig:
+def _labels_as_text(spec: Any) -> Any:
+    """Label names given as numbers (``labels: [0, 1]``) are the names "0" and "1"."""
+    if isinstance(spec, Mapping) and isinstance(spec.get("labels"), (list, tuple)):
+        spec = {**spec, "labels": [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                                   for v in spec["labels"]]}
+    return spec
+
+
+def _attack_config(label: str, spec: Any) -> AttackConfig:
     """An attack entry: its label is the attack's name unless ``attack:`` says otherwise."""
-    spec = dict(spec)
+    where = f"attacks.{_key(label)}"
+    if spec is not None and not isinstance(spec, Mapping):
+        raise FinemixError(f"{where} must be a mapping of options, got {_describe_value(spec)}")
+    spec = dict(spec or {})
     spec.setdefault("attack", label)
     for key in ("seed", "target_label", "max_length", "epochs", "lr", "batch_size"):
         if key in spec:
             raise FinemixError(f"attack {label!r}: {key} is set by the bench (seeds, data set, victim plan), not per attack")
-    if "triggers" in spec:
-        spec["triggers"] = tuple([spec["triggers"]] if isinstance(spec["triggers"], str) else spec["triggers"])
-    if "adaptive_ratios" in spec:
-        spec["adaptive_ratios"] = tuple(spec["adaptive_ratios"])
-    return from_mapping(AttackConfig, spec)
+    if isinstance(spec.get("triggers"), str):
+        spec["triggers"] = [spec["triggers"]]
+    attack = _build(AttackConfig, spec, where)
+    if attack.segment not in SEGMENTS:
+        raise FinemixError(f"{where}.segment: unknown trigger segment {attack.segment!r}; use one of {', '.join(SEGMENTS)}")
+    return attack
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    """Config dataclass ``cls`` from a mapping (``None``: the defaults), each value checked by ``_typed``."""
+    if isinstance(values, cls):
+        return values
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise FinemixError(f"{where or 'a bench config'} must be a mapping of options, got {_describe_value(values)}")
+    _check_keys(cls, values, where)
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise FinemixError(f"{where or 'a bench config'} needs {', '.join(missing)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{key: _typed(value, hints[key], f"{where}.{key}".lstrip("."), key) for key, value in values.items()})
+
+
+def _check_keys(cls: type, values: Mapping, where: str) -> None:
+    """Refuse keys config ``cls`` does not define, naming them (as ``finemix.config.check_keys``, but
+    a key of any type or text stays on one line)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted({_key(k) for k in values if k not in known})
+    if unknown:
+        raise FinemixError(f"{where + ': ' if where else ''}unknown {cls.__name__} option(s): {', '.join(unknown)}; "
+                           f"known: {', '.join(sorted(known))}")
+
+
+def _key(key: Any) -> str:
+    """A mapping key as messages show it: as is when it is short printable text, else its short repr."""
+    return key if isinstance(key, str) and key.isprintable() and 0 < len(key) <= 40 else _show(key)
+
+
+def _typed(value: Any, hint: Any, where: str, field: str) -> Any:
+    """``value`` checked against type ``hint`` (a YAML list becomes a tuple, a mapping a dict, a
+    mapping under a config dataclass that dataclass) and, for numbers, the bounds of ``field``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        hint = next((option for option in args if option is not type(None) and _accepts(value, option)), None)
+        if hint is None:
+            raise FinemixError(f"{where} must be {' or '.join(_describe(a) for a in args)}, got {_describe_value(value)}")
+        return _typed(value, hint, where, field)
+    if not _accepts(value, hint):
+        raise FinemixError(f"{where} must be {_describe(hint)}, got {_describe_value(value)}")
+    if hint in (int, float):
+        _check_bounds(value, hint, where, field)
+    elif hint is str and "\0" in value:
+        raise FinemixError(f"{where} must not hold a NUL character")
+    elif dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    elif origin is tuple:
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            raise FinemixError(f"{where} must be a list of {len(items)} values, got {len(value)}")
+        return tuple(_typed(item, kind, f"{where}[{i}]", field) for i, (item, kind) in enumerate(zip(value, items)))
+    elif origin is collections.abc.Mapping:
+        if value is None:
+            return {}
+        key_hint, value_hint = args
+        if not all(_accepts(k, key_hint) for k in value):
+            raise FinemixError(f"{where} must be {_describe(hint)}, got {_describe_value(value)}")
+        return {_typed(k, key_hint, f"{where} key", field): _typed(v, value_hint, f"{where}.{_key(k)}", field)
+                for k, v in value.items()}
+    return value
+
+
+def _accepts(value: Any, hint: Any) -> bool:
+    """Whether ``value`` has the shape of ``hint`` (bounds and items aside); a bool is no number."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (bool, str):
+        return isinstance(value, hint)
+    if origin is tuple:
+        return isinstance(value, (list, tuple))
+    if origin is collections.abc.Mapping:
+        return value is None or isinstance(value, Mapping)
+    if dataclasses.is_dataclass(hint):
+        return value is None or isinstance(value, (Mapping, hint))
+    raise TypeError(f"no bench config check for {hint!r}")  # a field of a new type: extend _accepts
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if hint is type(None):
+        return "null"
+    if origin is tuple:
+        return "a list"
+    if origin is collections.abc.Mapping:
+        return "a mapping of option names to values"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping of options"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
+def _describe_value(value: Any) -> str:
+    kind = {type(None): "null", bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", tuple: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+    return f"{kind} {_show(value)}" if value is not None else kind
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 40, 40, 4, 4, 2
+
+
+def _show(value: Any) -> str:
+    """A short one-line repr (a YAML value can be huge, deep or refer to itself)."""
+    return _SHORT.repr(value)
+
+
+def _check_bounds(value: float, hint: type, where: str, field: str) -> None:
+    low, high, low_open = _BOUNDS.get(field, (0 if hint is int else None, None, False))
+    if hint is int and high is None:
+        high = MAX_INT
+    if isinstance(value, float) and not math.isfinite(value):  # (an int may be too large for a float)
+        raise FinemixError(f"{where} must be a finite number, got {value}")
+    if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
+        bounds = " and ".join(([f"{'>' if low_open else '>='} {low}"] if low is not None else [])
+                              + ([f"<= {high}"] if high is not None else []))
+        raise FinemixError(f"{where} must be {bounds}, got {_show(value)}")

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 from ..attacks import ATTACKS, AttackConfig, card_path, make_victim
 from ..config import TrainConfig
+from ..weights.output import child_path
 from .config import BenchConfig, DatasetPlan
 from .keys import digest, recipe
 from .splits import DatasetSplits
@@ -32,7 +33,7 @@ class ModelCache:
         plan = self.config.datasets[dataset]
         spec = {"pretrained": self.config.pretrained, "dataset": dataset, "seed": seed, "rows": plan.train_rows,
                 **self.train_settings(plan)}
-        return self.folder / dataset / f"clean-seed{seed}-{digest(spec)}"
+        return self._folder(dataset, f"clean-seed{seed}-{digest(spec)}")
 
     def clean_model(self, dataset: str, seed: int, data: DatasetSplits) -> Path:
         folder = self.clean_model_folder(dataset, seed)
@@ -56,7 +57,14 @@ class ModelCache:
         clean = self.clean_model_folder(dataset, seed) if ATTACKS[attack.attack].starts_from_clean_model else None
         spec = {"pretrained": self.config.pretrained, "dataset": dataset, "rows": self.config.datasets[dataset].train_rows,
                 "attack": recipe(attack), "clean_model": clean.name if clean else None}
-        return self.folder / dataset / f"{label}-seed{seed}-{digest(spec)}"
+        return self._folder(dataset, f"{label}-seed{seed}-{digest(spec)}", label)
+
+    def _folder(self, dataset: str, name: str, label: str = "") -> Path:
+        """FOLDER/DATASET/NAME, each part one plain name that stays where it is put (the config
+        checks its names when it loads; this holds for configs built in code too)."""
+        if label:
+            child_path(self.folder, label, "attack label")
+        return child_path(child_path(self.folder, dataset, "data-set key"), name, "model folder name")
 
     def victim(self, dataset: str, label: str, seed: int, data: DatasetSplits) -> Path:
         attack = self.attack(dataset, label, seed)

@@ -10,15 +10,18 @@ from typing import Sequence
 
 
 def read_results(path: Path) -> list[dict]:
-    """Records of a results file; a torn last line (a kill mid-append) is ignored."""
+    """Records of a results file; a torn last line (a kill mid-append), undecodable bytes and lines
+    that are not a record (a JSON object with a string ``key``) are ignored."""
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             continue
+        if isinstance(record, dict) and isinstance(record.get("key"), str):
+            records.append(record)
     return records
 
 

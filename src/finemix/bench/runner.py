@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 from ..attacks import load_card
 from ..config import EpurConfig, RatioSearchConfig, TrainConfig
+from ..errors import FinemixError
+from ..weights.output import check_output_apart, child_path
 from .config import BenchConfig, DatasetPlan, Ratio
 from .keys import KEY_SCHEME, defense_jobs, expected_keys, job_key
 from .models import ModelCache
@@ -28,6 +30,7 @@ class Bench:
 
     def __init__(self, config: BenchConfig, out: str | os.PathLike, progress: bool = True,
                  models: Optional[str | os.PathLike] = None) -> None:
+        check_bench_outputs(config, out, models)  # before any work
         self.config, self.out, self.progress = config, Path(out), progress
         self.bars = progress and sys.stderr.isatty()  # training bars for people watching, not for log files
         self.models = Path(models) if models else self.out / "models"  # shareable: folders are named by content
@@ -89,7 +92,8 @@ class Bench:
         chosen = {e.text for e in clean}
         unlabelled = tuple(t for t in data.unlabelled_pool if t not in chosen)[: self.config.unlabelled_rows]
         inputs = DefenderInputs(victim, self.config.pretrained, tuple(clean), unlabelled)
-        output = self.out / "defended" / f"{job['dataset']}-{job['attack']}-seed{seed}-{job['defense']}-{key[:8]}"
+        output = child_path(self.out / "defended", f"{job['dataset']}-{job['attack']}-seed{seed}-{job['defense']}-{key[:8]}",
+                            "defended model folder name")
         self._log(f"{job['defense']} on {victim.name} ({job['clean_rows']} clean rows, ρ {job['ratio']})")
         started = time.perf_counter()
         result = run_defense(job["defense"], inputs, output, self._defense_settings(plan, seed, job["ratio"]), force=True)
@@ -166,8 +170,47 @@ def _git_commit(where: Optional[Path] = None) -> Optional[str]:
         return None
 
 
+def bench_inputs(config: BenchConfig) -> list[Path]:
+    """What a grid reads and must never write into: a local pre-trained model (a folder, or the
+    packaged copy a Hub name stands for) and every local data set's files."""
+    from ..weights.locate import _packaged_model
+
+    pretrained = _expanded(config.pretrained)
+    inputs = [pretrained] if pretrained.exists() else [p for p in [_packaged_model(config.pretrained)] if p is not None]
+    for plan in config.datasets.values():
+        for name in (plan.train_file, plan.dev_file, plan.test_file):
+            if name:
+                inputs += [Path(name), _expanded(name)]
+    return inputs
+
+
+def _expanded(name: str) -> Path:
+    """``~`` expanded as the readers expand it; ``~nosuchuser`` stays as written."""
+    try:
+        return Path(name).expanduser()
+    except RuntimeError:
+        return Path(name)
+
+
+def check_bench_outputs(config: BenchConfig, out: str | os.PathLike, models: Optional[str | os.PathLike] = None) -> None:
+    """Refuse, before any work (``--report-only`` too), an ``--out`` or ``--models`` that is, holds
+    or lies inside one of the config's inputs, is the current or home folder, a root or above
+    them, or exists and is not a folder."""
+    inputs = bench_inputs(config)
+    for what, folder in (("--out", out), ("--models", models)):
+        if folder is None:
+            continue
+        check_output_apart(folder, inputs, what)
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise FinemixError(f"{what} {folder} exists and is not a folder")
+    results = Path(out) / "results.jsonl"
+    if results.exists() and not results.is_file():  # a FIFO would hang the first append
+        raise FinemixError(f"{results} exists and is not a regular file")
+
+
 def run_bench(config: BenchConfig, out: str | os.PathLike, progress: bool = True, report_only: bool = False,
               models: Optional[str | os.PathLike] = None) -> Path:
+    check_bench_outputs(config, out, models)
     out = Path(out)
     if not report_only:
         Bench(config, out, progress, models).run()

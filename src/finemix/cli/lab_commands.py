@@ -118,7 +118,9 @@ def bench(args: argparse.Namespace) -> int:
         return 0
     if args.quiet:
         silence_transformers()
-    out = args.out or Path("runs/bench") / config.name
+    from ..weights.output import child_path
+
+    out = args.out or child_path(Path("runs/bench"), config.name, "config name")  # a name, never a path
     report = run_bench(load_bench_config(args.config) if args.report_only else config, out,
                        progress=not args.quiet, report_only=args.report_only, models=args.models)
     print(f"results: {out / 'results.jsonl'}; table: {report}")

@@ -64,16 +64,23 @@ def child_path(root: str | os.PathLike, name: object, what: str = "name") -> Pat
     a plain non-empty name, no path (``/``, ``\\``, ``..``, absolute), no hidden name (``.x``, the
     shape of finemix's own temporary folders), no NUL, and stays directly under ``root`` after
     symlinks are resolved."""
-    if not isinstance(name, str):
-        raise FinemixError(f"{what} must be a string, got {type(name).__name__} {name!r}")
-    if (not name.strip() or name != name.strip() or name.startswith(".") or "\0" in name
-            or any(sep in name for sep in ("/", "\\")) or Path(name).is_absolute()):
-        raise FinemixError(f"{what} {name!r} is not a plain name (no path separators, no leading dot, not empty)")
+    name = plain_name(name, what)
     root = Path(root)
     path = root / name
     if path.resolve().parent != root.resolve():
         raise FinemixError(f"{what} {name!r} leads outside {root}")
     return path
+
+
+def plain_name(name: object, what: str = "name") -> str:
+    """``name`` when it can be one folder or file name (``child_path``'s rules without a folder:
+    checked where a name is read, e.g. a bench config when it loads), else a one-line error."""
+    if not isinstance(name, str):
+        raise FinemixError(f"{what} must be a string, got {type(name).__name__} {name!r}")
+    if (not name.strip() or name != name.strip() or name.startswith(".") or "\0" in name
+            or any(sep in name for sep in ("/", "\\")) or Path(name).is_absolute()):
+        raise FinemixError(f"{what} {name!r} is not a plain name (no path separators, no leading dot, not empty)")
+    return name
 
 
 def _refuse_special_place(output: Path, what: str) -> None:
