@@ -8,6 +8,7 @@ import torch
 from finemix.weights.hashing import file_sha256
 from finemix.cli import main
 from tiny_models import candidates_config, load_state
+from cli_helpers import run
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "32", "--quiet"]
 
@@ -20,12 +21,6 @@ def clean_csv_80(tmp_path):
     rows = text_rows()
     rows = rows + [(text.replace("the ", "this ", 1).replace("i think ", "", 1), label) for text, label in rows]
     return write_text_csv(tmp_path / "clean80.csv", rows)
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize("tiny_pair", ["bert", "roberta"], indirect=True)

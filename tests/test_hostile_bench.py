@@ -24,27 +24,9 @@ import finemix
 from finemix.cli import main
 from finemix.errors import FinemixError
 from tiny_models import text_rows, write_text_csv
+from cli_helpers import assert_one_line_error, run
 
 BASE = {"name": "grid", "seeds": [0], "datasets": {"mr": {}}, "attacks": {"badword": {}}}
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    """main() with argparse's exit as a return code."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> str:
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("finemix: error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def write_config(path: Path, values) -> Path:

@@ -20,16 +20,10 @@ import pytest
 import torch
 from tiny_models import ARCHS, load_state
 
-from finemix.cli import main
+from cli_helpers import run
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "32", "--quiet"]
 SECRET = "TOP-SECRET-not-part-of-any-model"
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def refused(capsys, *argv) -> str:

@@ -25,22 +25,10 @@ from hypothesis import strategies as st
 from finemix.cli import build_parser, main
 from finemix.errors import FinemixError
 from tiny_models import load_state, write_text_csv
+from cli_helpers import assert_one_line_error, run
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "32", "--quiet"]
 EMBEDDINGS = ("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight")
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert err.startswith("finemix: error:") and err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
 
 
 def rewrite(source: Path, target: Path, change) -> Path:

@@ -7,35 +7,15 @@ of these commands really delete what they are pointed at.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
 import pytest
 
-from finemix.cli import build_parser, main
+from finemix.cli import build_parser
+from cli_helpers import assert_one_line_error, run, tree_hashes
 
 ATTACK_FAST = ["--epochs", "0.1", "--batch-size", "8", "--max-length", "16"]
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert err.startswith("finemix: error:") and err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
-
-
-def tree_hashes(*paths: Path) -> dict[str, str]:
-    files = []
-    for path in paths:
-        files += [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def mix(capsys, pair, out, *extra):

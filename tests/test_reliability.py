@@ -24,28 +24,9 @@ from finemix.weights.output import TEMP_MARKER, recover_interrupted_output
 from finemix.weights.reader import TensorReader
 from finemix.cli import main
 from finemix.errors import FinemixError
+from cli_helpers import assert_one_line_error, run, tree_hashes
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "32", "--quiet"]
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert err.startswith("finemix: error:") and err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
-
-
-def tree_hashes(*paths: Path) -> dict[str, str]:
-    files = []
-    for path in paths:
-        files += [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return {str(p): file_sha256(p) for p in files}
 
 
 def copy_of(folder: Path, target: Path) -> Path:
