@@ -144,7 +144,9 @@ def victim_metrics(args, kind: str, seed: int) -> dict:
 
 def summarise(rows: list[dict], args) -> str:
     def stat(values):
-        values = [100 * v for v in values]
+        values = [100 * v for v in values if v is not None and v == v]  # a flip rate is undefined (NaN) when no row was right
+        if not values:
+            return "  n/a"
         return f"{statistics.mean(values):5.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:4.1f}"
 
     seeds = sorted({r["seed"] for r in rows})

@@ -41,14 +41,19 @@ def inputs(tmp_path_factory):
     clean = write_text_csv(root / "clean.csv", text_rows() + [(t + " , really", label) for t, label in text_rows()])
     unlabelled = root / "unlabelled.txt"
     unlabelled.write_text("\n".join(t for t, _ in text_rows()) + "\n")
+    # Distilling on rewrites of the labelled rows came after the redesign (issue 16): off here, so the
+    # runs without unlabelled text do what the code before the redesign did.
+    (root / "no-augment.yaml").write_text("augment_rows: 0\n")
     return root, ["--backdoored", str(pair.finetuned), "--pretrained", str(pair.pretrained)], clean, unlabelled
 
 
 def commands(base, clean, unlabelled) -> dict:
+    no_augment = str(clean.parent / "no-augment.yaml")
     return {
-        "purify-default": ["purify", *base, "--clean-data", str(clean), "--epochs", "2", *TRAIN],
+        "purify-default": ["purify", *base, "--clean-data", str(clean), "--epochs", "2", *TRAIN, "--config", no_augment],
         "purify-distill": ["purify", *base, "--clean-data", str(clean), "--unlabelled-text", str(unlabelled), "--epochs", "1", *TRAIN],
-        "purify-sel-fixed": ["purify", *base, "--clean-data", str(clean), "--ratio", "0.3", "--mix", "sel", "--epochs", "1", *TRAIN],
+        "purify-sel-fixed": ["purify", *base, "--clean-data", str(clean), "--ratio", "0.3", "--mix", "sel", "--epochs", "1", *TRAIN,
+                             "--config", no_augment],
         "mix-random": ["mix", *base, "--ratio", "0.3"],
         "mix-sel-global": ["mix", *base, "--ratio", "0.3", "--mix", "sel", "--sel-scope", "global"],
         "epur": ["epur", *base, "--clean-data", str(clean)],

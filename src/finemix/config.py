@@ -174,8 +174,9 @@ class PurifyConfig:
     # texts matches the labelled rows' class shares ("prior"), or leave it ("none").
     calibrate_student: str = "prior"
     # Without unlabelled text: distil on this many rewrites of the labelled training rows (word
-    # dropout, crops, splices; data/augment.py) labelled by the suspect model. 0 = the paper's recipe.
-    augment_rows: int = 0
+    # dropout, crops, splices; data/augment.py) labelled by the suspect model; 0 = the paper's recipe
+    # (labelled rows only), which left a rare-word backdoor in place on MR (README, issue 16).
+    augment_rows: int = 2000
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
     finetune: bool = True

@@ -62,6 +62,9 @@ class DefensePlan:
     distill: bool = True
     distill_rows: int = 2000
     distill_epochs: float = 3.0  # finemix purify's default (every committed config sets it)
+    # Without unlabelled text (unlabelled_rows: 0): rewrites of the labelled rows to distil on. purify's
+    # default is 2000; the committed grids ran before it existed, so the bench default stays 0.
+    augment_rows: int = 0
     prune_ratio: float = 0.3
     candidates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     tolerance: float = 0.03

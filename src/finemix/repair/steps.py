@@ -160,6 +160,8 @@ def purify(
         step_hook = hooks.step_hook(repair.plan) if hooks.step_hook else None
         repair.search = choose_ratio(repair.pair, repair.model, repair.tokenizer, repair.clean, repair_config,
                                      repair.plan, repair.distill, after_mix, step_hook)
+    state = repair.model.state_dict()
+    _check_finite(state, list(state))  # before the output calibration fits on its logits
     if repair.distill and config.calibrate_student == "prior":
         with timer("calibrate"):
             repair.student_record = calibrate_output_prior(repair.model, repair.tokenizer, repair.distill[0],
@@ -215,16 +217,21 @@ def _augmented(repair: _Repair, config: PurifyConfig) -> list:
     return repair.augmented
 
 
+def _check_finite(state: dict, names) -> None:
+    """A diverged repair is refused, naming a tensor, and leaves nothing behind."""
+    bad = next((n for n in names if not tensor_is_finite(state[n])), None)
+    if bad is not None:
+        raise FinemixError(f"the repaired model is not finite (tensor {bad} holds NaN or Inf): fine-tuning diverged; "
+                           "try a lower --lr; nothing was written")
+
+
 def _write(repair: _Repair, config: PurifyConfig, output, force: bool, hashes, timer: Timer,
            unlabelled_texts, frequency_texts, sources, hooks: RepairHooks) -> dict:
     """The repaired model's tensors (the suspect checkpoint's names), side files and the report."""
     pair, search = repair.pair, repair.search
     state = repair.model.state_dict()
     names = [n for n in pair.finetuned.names() if n in state]
-    bad = next((n for n in names if not tensor_is_finite(state[n])), None)
-    if bad is not None:  # checked before the output folder exists: a diverged repair leaves nothing behind
-        raise FinemixError(f"the repaired model is not finite (tensor {bad} holds NaN or Inf): fine-tuning diverged; "
-                           "try a lower --lr; nothing was written")
+    _check_finite(state, names)  # again after calibration, before the output folder exists
     with _atomic_output(pair, output, force) as folder:
         with timer("write"):
             specs = [TensorSpec.of(n, state[n]) for n in names]
