@@ -240,6 +240,7 @@ def test_negative_counts_and_sizes_are_refused_at_parse_time(tmp_path, capsys, b
     }[command]
     code, _, err = run(capsys, *argv, option, value)
     assert_one_line_error(code, err, option)
+    assert len(err.strip().splitlines()) == 1, err  # refused by the parser: nothing was loaded
     assert not out.exists()
 
 
@@ -356,3 +357,23 @@ def test_usage_errors_are_one_line(capsys):
 def test_control_characters_in_a_path_stay_on_one_line(tmp_path, capsys, bert_pair):
     code, _, err = run(capsys, "evaluate", "--model", bert_pair.finetuned, "--data", tmp_path / "a\nb\u2028c.csv")
     assert_one_line_error(code, err, "file not found", "\\n")
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "folder", "huge", "deep", "binary"])
+def test_a_purify_config_file_that_is_no_yaml_config_is_refused_without_endless_reading(tmp_path, capsys, bert_pair,
+                                                                                         tiny_text_csv, kind):
+    """`purify --config /dev/zero` used to read forever (memory grew until the machine ran out)."""
+    config = {"device": Path("/dev/zero"), "fifo": tmp_path / "fifo", "folder": tmp_path,
+              "huge": tmp_path / "huge.yaml", "deep": tmp_path / "deep.yaml", "binary": tmp_path / "binary.yaml"}[kind]
+    if kind == "fifo":
+        os.mkfifo(config)
+    elif kind == "huge":
+        config.write_text("# padding\n" * 200_000)
+    elif kind == "deep":
+        config.write_text("[" * 100_000 + "]" * 100_000)
+    elif kind == "binary":
+        config.write_bytes(b"\xff\xfe\x00 search: 1")
+    code, _, err = run(capsys, "purify", "--backdoored", bert_pair.finetuned, "--pretrained", bert_pair.pretrained,
+                       "--clean-data", tiny_text_csv, "--output", tmp_path / "out", "--config", config, "--quiet")
+    assert_one_line_error(code, err)
+    assert not (tmp_path / "out").exists()

@@ -221,14 +221,20 @@ def purify_config_from_mapping(values: Mapping[str, Any], base: Optional["Purify
 
 def load_purify_config(path, base: Optional["PurifyConfig"] = None) -> "PurifyConfig":
     """``--config FILE``: a YAML mapping of ``PurifyConfig`` fields (nested: mix, search, epur, train)."""
-    from pathlib import Path
-
     import yaml
 
+    from .data.files import read_regular_file
+
+    data = read_regular_file(path, limit=PURIFY_CONFIG_MAX_BYTES)  # a FIFO or /dev/zero is refused, not read
     try:
-        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError) as error:
-        raise FinemixError(f"{path}: cannot read ({error})") from None
+        values = yaml.safe_load(data.decode("utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise FinemixError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except yaml.YAMLError as error:
-        raise FinemixError(f"{path}: invalid YAML ({str(error).splitlines()[0]})") from None
+        raise FinemixError(f"{path}: invalid YAML ({' '.join(str(error).split())[:160]})") from None
+    except (RecursionError, ValueError, TypeError) as error:  # nesting too deep, tags that build odd values
+        raise FinemixError(f"{path}: unusable YAML ({type(error).__name__})") from None
     return purify_config_from_mapping(values, base)
+
+
+PURIFY_CONFIG_MAX_BYTES = 1 << 20  # a purify config is a few lines of YAML
