@@ -37,3 +37,9 @@ def test_without_unlabelled_text_purify_distils_on_rewrites_of_the_training_rows
     assert any("rewrites of the labelled training rows" in u for u in used["used_for"])
     off = purify(bert_pair.finetuned, bert_pair.pretrained, rows, tmp_path / "off", dataclasses.replace(config, augment_rows=0))
     assert off["unlabelled_text"]["teacher"] is None and off["unlabelled_text"]["augmented_labelled_rows"] == 0
+
+
+def test_rewrites_of_an_enormous_row_stay_short():
+    huge = Example("the film was good . " * 20_000, 1)
+    made = augment_rows([huge, *ROWS], 300, seed=0, max_words=64)
+    assert made and max(len(e.text.split()) for e in made) <= 128  # a splice joins two pieces of at most 64

@@ -19,8 +19,11 @@ DROPOUT = 0.2  # share of words dropped
 MIN_CROP = 0.5  # a crop keeps at least half of the words
 
 
-def augment_rows(rows: Sequence[Example], count: int, seed: int) -> list[Example]:
-    """Up to ``count`` distinct rewrites of ``rows`` (none equal to a row itself); deterministic for ``seed``."""
+def augment_rows(rows: Sequence[Example], count: int, seed: int, max_words: int = 512) -> list[Example]:
+    """Up to ``count`` distinct rewrites of ``rows`` (none equal to a row itself); deterministic for ``seed``.
+
+    Each rewrite starts from at most ``max_words`` words of its row: the model reads only the first
+    ``max_length`` tokens anyway, and 2,000 rewrites of a 400 kB row would fill the memory."""
     rng = random.Random(seed)
     originals = {(e.text, e.text_b) for e in rows}
     made: dict[tuple, Example] = {}
@@ -30,11 +33,11 @@ def augment_rows(rows: Sequence[Example], count: int, seed: int) -> list[Example
         row = rows[rng.randrange(len(rows))]
         operation = rng.randrange(3)
         if operation == 0:
-            text = _dropout(_segment(row), rng)
+            text = _dropout(_segment(row, max_words), rng)
         elif operation == 1:
-            text = _crop(_segment(row), rng)
+            text = _crop(_segment(row, max_words), rng)
         else:
-            text = _splice(_segment(row), _segment(rows[rng.randrange(len(rows))]), rng)
+            text = _splice(_segment(row, max_words), _segment(rows[rng.randrange(len(rows))], max_words), rng)
         new = Example(row.text, 0, text) if row.text_b is not None else Example(text, 0)
         key = (new.text, new.text_b)
         if text.strip() and key not in originals:
@@ -42,8 +45,8 @@ def augment_rows(rows: Sequence[Example], count: int, seed: int) -> list[Example
     return list(made.values())
 
 
-def _segment(row: Example) -> list[str]:
-    return (row.text_b if row.text_b is not None else row.text).split()
+def _segment(row: Example, max_words: int) -> list[str]:
+    return (row.text_b if row.text_b is not None else row.text).split()[:max_words]
 
 
 def _dropout(words: list[str], rng: random.Random) -> str:

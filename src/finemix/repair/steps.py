@@ -213,7 +213,7 @@ def _augmented(repair: _Repair, config: PurifyConfig) -> list:
     from ..data.augment import augment_rows
 
     train, _ = split_clean(repair.clean, config)
-    repair.augmented = augment_rows(train, config.augment_rows, config.train.seed)
+    repair.augmented = augment_rows(train, config.augment_rows, config.train.seed, max_words=4 * config.train.max_length)
     return repair.augmented
 
 
