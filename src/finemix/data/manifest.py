@@ -112,6 +112,9 @@ def builtin_manifest(name: str) -> dict[str, Any]:
         "source": {"package": pkg.dist, "pinned": pkg.pin, "installed": _installed_version(pkg.dist), "files": files},
         "cleaning": spec.notes,
     }
+    if spec.group_by_text:  # split by question: how many questions each split holds
+        for split, rows in splits.items():
+            manifest["splits"][split]["questions"] = len({row.text for row in rows})
     if name == "sst2":
         manifest["overlap_with_mr"] = sst2_mr_overlap()
     return manifest
