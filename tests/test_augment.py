@@ -43,3 +43,24 @@ def test_rewrites_of_an_enormous_row_stay_short():
     huge = Example("the film was good . " * 20_000, 1)
     made = augment_rows([huge, *ROWS], 300, seed=0, max_words=64)
     assert made and max(len(e.text.split()) for e in made) <= 128  # a splice joins two pieces of at most 64
+
+
+def test_rewrites_train_for_augment_epochs_and_unlabelled_text_for_distill_epochs(tmp_path, bert_pair, monkeypatch):
+    import finemix.train
+
+    seen = []
+    real = finemix.train.finetune
+
+    def spy(model, tokenizer, train, config, **kwargs):
+        seen.append(config.epochs)
+        return real(model, tokenizer, train, config, **kwargs)
+
+    monkeypatch.setattr(finemix.train, "finetune", spy)
+    rows = ROWS + [Example(e.text + " , really", e.label) for e in ROWS]
+    train = TrainConfig(epochs=4, batch_size=8, max_length=32, progress=False)
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=train, distill_epochs=2, augment_rows=40,
+                          augment_epochs=1)
+    purify(bert_pair.finetuned, bert_pair.pretrained, rows, tmp_path / "rewrites", config)
+    purify(bert_pair.finetuned, bert_pair.pretrained, rows, tmp_path / "unlabelled", config, [e.text for e in ROWS])
+    purify(bert_pair.finetuned, bert_pair.pretrained, rows, tmp_path / "neither", dataclasses.replace(config, augment_rows=0))
+    assert seen == [1, 2, 4]

@@ -177,3 +177,21 @@ def test_purify_with_a_cross_fitted_teacher_reports_it(tmp_path, bert_pair):
     assert report["settings"]["ratio_auto"] is True
     assert report["ratio_search"]["mode"] == "fixed"
     assert report["ratio_search"]["chosen_ratio"] == min(cross["first_round_ratios"])
+
+
+def test_generic_rows_appends_a_seeded_sample_of_generic_sentences():
+    hooks = research_hooks({"generic_rows": 500})
+    first, again, other = (hooks.distill_texts(["a", "b"], seed) for seed in (0, 0, 1))
+    assert first[:2] == ["a", "b"] and len(first) == 502 and first == again and first != other
+    assert len(set(first[2:])) == 500 and all(len(text.split()) >= 5 for text in first[2:])
+    assert research_hooks({}).distill_texts is None
+    with pytest.raises(FinemixError, match="generic_rows"):
+        research_hooks({"generic_rows": 3})
+
+
+def test_purify_distils_on_the_rewrites_and_the_generic_sentences(tmp_path, bert_pair):
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=1, augment_rows=20)
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config,
+                    hooks=research_hooks({"generic_rows": 500}))
+    assert report["research_variant"] == {"generic_rows": 500}
+    assert report["unlabelled_text"]["teacher"]["rows"] == 520

@@ -177,6 +177,10 @@ class PurifyConfig:
     # dropout, crops, splices; data/augment.py) labelled by the suspect model; 0 = the paper's recipe
     # (labelled rows only), which left a rare-word backdoor in place on MR (README, issue 16).
     augment_rows: int = 2000
+    # Epochs over labelled rows + rewrites (replaces distill_epochs when the texts are rewrites). Half of
+    # distill_epochs: on MR (rare word, 128 rows, seeds 0-2) 1.5 epochs repaired as well as 3 in half the
+    # time, which keeps a labelled-only purify of 128 rows under 3 minutes on 2 CPU cores (README).
+    augment_epochs: float = 1.5
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
     finetune: bool = True
@@ -191,6 +195,7 @@ class PurifyConfig:
         if self.calibrate_student not in ("prior", "none"):
             raise FinemixError(f"unknown student calibration {self.calibrate_student!r}; use prior or none")
         check_float("distill epochs", self.distill_epochs, 0.0, MAX_EPOCHS, low_open=True)
+        check_float("augment epochs", self.augment_epochs, 0.0, MAX_EPOCHS, low_open=True)
 
 
 _NESTED = {"mix": MixConfig, "search": RatioSearchConfig, "epur": EpurConfig, "train": TrainConfig}

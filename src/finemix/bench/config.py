@@ -65,6 +65,7 @@ class DefensePlan:
     # Without unlabelled text (unlabelled_rows: 0): rewrites of the labelled rows to distil on. purify's
     # default is 2000; the committed grids ran before it existed, so the bench default stays 0.
     augment_rows: int = 0
+    augment_epochs: float = 1.5  # purify's default
     prune_ratio: float = 0.3
     candidates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     tolerance: float = 0.03

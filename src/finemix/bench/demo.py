@@ -16,12 +16,12 @@ DEMO_DEFENSES = {"none": "no defense (backdoored)", "finetune": "clean fine-tuni
 
 
 def demo_config(seed: int = 0) -> BenchConfig:
-    """The README's main command: MiniLM on `mr`, trigger "cf" on 10 % of 4,000 rows, 128 clean rows
-    and 1,000 unlabelled texts for the defender (a CPU budget; the bench configs use more)."""
+    """The README's main command: MiniLM on `mr`, trigger "cf" on 10 % of 4,000 rows; the defender has
+    128 labelled clean rows and nothing else, the paper's setting (purify's defaults: 2,000 rewrites)."""
     return BenchConfig(
         name="demo", seeds=(seed,), datasets={"mr": DatasetPlan(train_rows=4000, test_rows=1000)},
         attacks={"badword": AttackConfig(attack="badword")}, defenses=tuple(DEMO_DEFENSES)[1:] + ("none",),
-        clean_rows=(128,), unlabelled_rows=1000, defense=DefensePlan(distill_rows=1000))
+        clean_rows=(128,), unlabelled_rows=0, defense=DefensePlan(augment_rows=2000))
 
 
 def demo(out: str | os.PathLike, seed: int = 0, config: Optional[BenchConfig] = None) -> str:

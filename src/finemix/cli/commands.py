@@ -83,7 +83,7 @@ def purify_config(args: argparse.Namespace):
         epur = dataclasses.replace(epur or EpurConfig(), top_n=args.epur_top_n)
     changes = {"train": train, "mix": mix, "epur": epur, "ratio_auto": args.ratio is None and config.ratio_auto}
     if args.epochs is not None:
-        changes["distill_epochs"] = args.epochs
+        changes["distill_epochs"] = changes["augment_epochs"] = args.epochs
     return dataclasses.replace(config, **changes)
 
 

@@ -62,6 +62,7 @@ class DefenseSettings:
     distill_rows: int = 2000
     distill_epochs: float = PurifyConfig().distill_epochs
     augment_rows: int = PurifyConfig().augment_rows  # without unlabelled text: rewrites of the labelled rows to distil on
+    augment_epochs: float = PurifyConfig().augment_epochs
     prune_ratio: float = 0.3  # fineprune: share of FFN neurons pruned in every layer
     head: str = "keep"  # mixing defenses: policy for tensors θ_Pre lacks (the baselines keep the suspect's head)
     # Options of a research variant (experiments/variants.py), e.g. {"teacher": "cross-fit"}; empty: the product.
@@ -94,7 +95,8 @@ class Defense:
 def _purify_config(settings: DefenseSettings, epur: bool, mix: MixConfig, auto: bool, finetune: bool) -> PurifyConfig:
     return PurifyConfig(mix=mix, ratio_auto=auto, search=settings.search, epur=settings.epur if epur else None,
                         train=settings.train, distill=settings.distill, distill_rows=settings.distill_rows,
-                        distill_epochs=settings.distill_epochs, augment_rows=settings.augment_rows, finetune=finetune)
+                        distill_epochs=settings.distill_epochs, augment_rows=settings.augment_rows,
+                        augment_epochs=settings.augment_epochs, finetune=finetune)
 
 
 def _purify(inputs: DefenderInputs, output: Path, config: PurifyConfig, settings: DefenseSettings, force: bool,
@@ -145,7 +147,7 @@ def _none(inputs: DefenderInputs, output: Path, settings: DefenseSettings, force
 
 # --------------------------------------------------------------------------- registry
 
-_TRAINING = ("train", "distill", "distill_rows", "distill_epochs", "augment_rows", "variant")
+_TRAINING = ("train", "distill", "distill_rows", "distill_epochs", "augment_rows", "augment_epochs", "variant")
 _UNITS = {
     "finetune": (_finetune_defense, "clean fine-tuning of the suspect model", _TRAINING),
     "fineprune": (_fineprune_defense, "fine-pruning: prune dormant FFN neurons, then fine-tune", ("prune_ratio", *_TRAINING)),

@@ -27,6 +27,8 @@ class RepairHooks:
     distill_targets: Optional[Callable] = None
     # (RelabelContext) -> (targets, record, repair config): replace the suspect's targets (cross-fit).
     relabel: Optional[Callable] = None
+    # (texts the repair would distil on, seed) -> the texts to distil on (e.g. with a generic corpus added).
+    distill_texts: Optional[Callable[[list, int], list]] = None
     # (E-PUR plan) -> train.StepHook or None: called after every optimiser step.
     step_hook: Optional[Callable[[Any], Optional["StepHook"]]] = None
 

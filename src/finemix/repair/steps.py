@@ -188,6 +188,8 @@ def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequ
                    hooks: RepairHooks, timer: Timer) -> PurifyConfig:
     """The suspect's calibrated targets on the unlabelled texts (or a hook's); the config the repair runs with."""
     texts = unlabelled_texts or _augmented(repair, config)
+    if hooks.distill_texts is not None:
+        texts = hooks.distill_texts(list(texts), config.train.seed)
     if not (config.finetune and config.distill and texts and config.distill_rows > 0):
         return config
     with timer("teacher"):
@@ -196,7 +198,8 @@ def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequ
                                                                repair.clean, config, hooks, hidden)
         if hidden:
             repair.teacher_record["hidden_tokens"] = len(hidden)
-    repair_config = config
+    # Rewrites are trained for their own budget (config.augment_epochs), real unlabelled text for distill_epochs.
+    repair_config = dataclasses.replace(config, distill_epochs=config.augment_epochs) if repair.augmented else config
     if hooks.relabel is not None:
         with timer("relabel"):
             context = RelabelContext(repair.pair, repair.model, repair.tokenizer, repair.clean, config, repair.plan,
