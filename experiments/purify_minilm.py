@@ -57,7 +57,8 @@ def variants() -> dict:
         table[f"kd-r{ratio}"] = (dataclasses.replace(kd, mix=MixConfig(ratio=ratio)), True)
         table[f"kd-r{ratio}-noepur"] = (dataclasses.replace(kd, mix=MixConfig(ratio=ratio), epur=None), True)
     # labelled rows only (issue 16): the paper's objective, and distillation on rewrites of the labelled rows
-    table["labelled-only"] = (shipped, False)
+    table["labelled-only-paper"] = (dataclasses.replace(shipped, augment_rows=0), False)  # the paper's objective
+    table["labelled-only-default"] = (shipped, False)  # purify's default without unlabelled text
     for rows in (1000, 2000):  # 3 epochs: the default before augment_epochs existed
         table[f"labelled-only-augment{rows}"] = (dataclasses.replace(shipped, augment_rows=rows, augment_epochs=3.0), False)
     # about the training steps of augment1000 at 3 epochs, spread over more rewrites (distill_rows lifted
