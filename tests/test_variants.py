@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from finemix.config import EpurConfig, MixConfig, PurifyConfig, TrainConfig
+from finemix.config import EpurConfig, MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig
 from finemix.data import Example
 from finemix.defenses.variants import research_hooks
 from finemix.errors import FinemixError
@@ -195,3 +195,21 @@ def test_purify_distils_on_the_rewrites_and_the_generic_sentences(tmp_path, bert
                     hooks=research_hooks({"generic_rows": 500}))
     assert report["research_variant"] == {"generic_rows": 500}
     assert report["unlabelled_text"]["teacher"]["rows"] == 520
+
+
+def test_a_cross_fitted_teacher_on_rewrites_trains_for_augment_epochs(tmp_path, bert_pair, monkeypatch):
+    import finemix.train
+
+    seen = []
+    real = finemix.train.finetune
+
+    def spy(model, tokenizer, train, config, **kwargs):
+        seen.append(config.epochs)
+        return real(model, tokenizer, train, config, **kwargs)
+
+    monkeypatch.setattr(finemix.train, "finetune", spy)
+    config = PurifyConfig(mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=2, augment_rows=20, augment_epochs=1,
+                          search=RatioSearchConfig(candidates=(0.0,)))
+    purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config,
+           hooks=research_hooks({"teacher": "cross-fit"}))
+    assert seen == [1, 1, 1]  # both first-round students and the final repair

@@ -116,8 +116,8 @@ class Bench:
             ratio=None if ratio in ("auto", "-") else float(ratio),
             search=RatioSearchConfig(candidates=d.candidates, tolerance=d.tolerance, stop_hopeless=d.stop_hopeless),
             epur=EpurConfig(top_n=d.epur_top_n), distill=d.distill, distill_rows=d.distill_rows,
-            distill_epochs=d.distill_epochs, augment_rows=d.augment_rows, augment_epochs=d.augment_epochs, prune_ratio=d.prune_ratio, head=d.head,
-            variant=dict(d.variant))
+            distill_epochs=d.distill_epochs, augment_rows=d.augment_rows, augment_epochs=d.augment_epochs,
+            prune_ratio=d.prune_ratio, head=d.head, variant=dict(d.variant))
 
     def _measure(self, key: str, defense: str, model_dir: Path, card, data: DatasetSplits, job: dict, extra: dict) -> int:
         from ..evaluation import evaluate

@@ -202,7 +202,7 @@ def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequ
     repair_config = dataclasses.replace(config, distill_epochs=config.augment_epochs) if repair.augmented else config
     if hooks.relabel is not None:
         with timer("relabel"):
-            context = RelabelContext(repair.pair, repair.model, repair.tokenizer, repair.clean, config, repair.plan,
+            context = RelabelContext(repair.pair, repair.model, repair.tokenizer, repair.clean, repair_config, repair.plan,
                                      rows, targets, after_mix, repair.teacher_record)
             targets, repair_config = hooks.relabel(context)
     repair.distill = (rows, targets)
