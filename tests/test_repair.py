@@ -164,7 +164,9 @@ def test_hopeless_projects_the_best_gain_so_far(start, accuracies, epochs, line,
 
 def test_hopeless_candidates_stop_early_and_the_search_records_it(tmp_path, bert_pair, monkeypatch):
     # Nothing can be accepted (line above 100 %): every candidate is hopeless after its first epoch.
-    monkeypatch.setattr(ratio_search, "acceptance_margin", lambda reference, rows, tolerance: -1.0)
+    from finemix.tasks.classification import ClassificationTask
+
+    monkeypatch.setattr(ClassificationTask, "acceptance_margin", lambda self, reference, rows, tolerance: -1.0)
     config = PurifyConfig(train=TrainConfig(epochs=3, batch_size=8, max_length=32, progress=False, min_eval_rows=4),
                           epur=None, search=RatioSearchConfig(candidates=(0.1, 0.5)))
     report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "a", config)

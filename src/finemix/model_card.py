@@ -91,7 +91,9 @@ def _training_lines(report: dict) -> list[str]:
         return []
     train = (report.get("settings") or {}).get("train", {})
     unlabelled = report.get("unlabelled_text") or {}
-    lines = [f"- Fine-tuned on {clean.get('rows')} clean labelled rows (label counts {clean.get('label_counts')}), "
+    what = ("clean chats (loss on the answers)" if report.get("task") == "causal-lm"
+            else f"clean labelled rows (label counts {clean.get('label_counts')})")
+    lines = [f"- Fine-tuned on {clean.get('rows')} {what}, "
              f"{train.get('epochs')} epochs at learning rate {train.get('lr')}, batch size {train.get('batch_size')}."]
     if unlabelled.get("used_for"):
         lines.append(f"- Unlabelled text ({unlabelled.get('rows')} rows) used for: {'; '.join(unlabelled['used_for'])}.")

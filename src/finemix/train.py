@@ -128,7 +128,7 @@ def finetune(
     task = task or CLASSIFICATION
     started = time.perf_counter()
     set_seed(config.seed)
-    run = _prepare(model, tokenizer, train, config, unlabelled, unlabelled_targets)
+    run = _prepare(model, tokenizer, train, config, unlabelled, unlabelled_targets, task)
     after_step = step_hook(run.accelerator.unwrap_model(run.model)) if step_hook else None
     result = TrainResult(steps=0, epochs=0.0, seconds=0.0)
     best = _BestEpoch()
@@ -171,17 +171,15 @@ class _Run:
     total_steps: int
 
 
-def _prepare(model, tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targets) -> _Run:
+def _prepare(model, tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targets, task: "Task") -> _Run:
     import torch
     from torch.utils.data import DataLoader
     from transformers import get_linear_schedule_with_warmup
 
-    from .data import make_collator
-
     accelerator = _accelerator()
-    features = _features(tokenizer, train, config, unlabelled, unlabelled_targets)
+    features = _features(tokenizer, train, config, unlabelled, unlabelled_targets, task)
     sampler = _EpochBatches([len(f["input_ids"]) for f in features], config.batch_size, config.seed)
-    loader = DataLoader(features, batch_sampler=sampler, collate_fn=make_collator(tokenizer))
+    loader = DataLoader(features, batch_sampler=sampler, collate_fn=task.collator(tokenizer))
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     steps_per_epoch = len(sampler)  # global batches: the same count on any number of processes
     total_steps = max(1, int(round(config.epochs * steps_per_epoch)))
@@ -219,7 +217,7 @@ class _BestEpoch:
     epoch: fewer steps away from the starting point."""
 
     def __init__(self) -> None:
-        self.measure, self.state = -1.0, None
+        self.measure, self.state = -math.inf, None  # a negated loss is below -1
 
     def consider(self, result: TrainResult, model) -> None:
         if result.eval_accuracy[-1] > self.measure:
@@ -236,10 +234,9 @@ def _finish(run: _Run, best: _BestEpoch, result: TrainResult) -> None:
     run.accelerator.free_memory()
 
 
-def _features(tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targets) -> list[dict]:
-    from .data import tokenize_examples
-
-    features = tokenize_examples(tokenizer, train, config.max_length)
+def _features(tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targets, task: "Task") -> list[dict]:
+    """The task's features; with ``unlabelled`` rows (classifiers), soft-label rows for both sets."""
+    features = task.features(tokenizer, train, config.max_length)
     if not unlabelled:
         return features
     if unlabelled_targets is None or len(unlabelled_targets) != len(unlabelled):
@@ -249,7 +246,7 @@ def _features(tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targ
         one_hot = [0.0] * num_labels
         one_hot[feature.pop("labels")] = 1.0
         feature["soft_labels"] = one_hot
-    extra = tokenize_examples(tokenizer, unlabelled, config.max_length)
+    extra = task.features(tokenizer, unlabelled, config.max_length)
     for feature, target in zip(extra, unlabelled_targets.tolist()):
         feature.pop("labels")
         feature["soft_labels"] = target

@@ -91,9 +91,11 @@ def purify(args: argparse.Namespace) -> int:
     import dataclasses
 
     from ..data import load_examples
+    from ..data.chats import load_chats
     from ..repair.steps import purify as run_purify
+    from ..tasks import task_for_config
     from ..weights.hashing import file_sha256
-    from ..weights.locate import resolve_model_dir
+    from ..weights.locate import load_config, resolve_model_dir
 
     offline_default()
     if args.quiet:
@@ -101,15 +103,20 @@ def purify(args: argparse.Namespace) -> int:
     check_output_first(args, args.clean_data, args.config, *args.unlabelled_text)
     config = purify_config(args)
     backdoored = resolve_model_dir(args.backdoored)
-    label2id, num_labels = model_labels(backdoored)
+    task = task_for_config(load_config(backdoored), backdoored, args.task).name
     config = dataclasses.replace(config, train=dataclasses.replace(
         config.train, max_length=fit_max_length(backdoored, config.train.max_length)))
-    clean = load_examples(args.clean_data, label2id=label2id, num_labels=num_labels)
+    if task == "causal-lm":
+        clean = load_chats(args.clean_data)
+    else:
+        label2id, num_labels = model_labels(backdoored)
+        clean = load_examples(args.clean_data, label2id=label2id, num_labels=num_labels)
     unlabelled, unlabelled_sources = read_text_files(args.unlabelled_text)
     sources = {"file": str(args.clean_data), "sha256": file_sha256(args.clean_data), "unlabelled_text": unlabelled_sources}
     if args.config:
         sources["config_file"] = {"path": str(args.config), "sha256": file_sha256(args.config)}
-    report = run_purify(backdoored, args.pretrained, clean, args.output, config, unlabelled, args.force, sources=sources)
+    report = run_purify(backdoored, args.pretrained, clean, args.output, config, unlabelled, args.force, sources=sources,
+                        task=task)
     if not report:  # empty on the non-main processes of a multi-process run
         return 0
     print(summarise_purify(report, args.output))
@@ -143,9 +150,12 @@ def summarise_purify(report: dict, output: str) -> str:
     else:
         lines.append("E-PUR skipped")
     lines.append(f"ρ = {search['chosen_ratio']} ({search['mode']}): {search['reason']}")
+    loss = search.get("measure", "").startswith("negated")
     for row in search["candidates"]:
-        acc = row["heldout_accuracy"]
-        lines.append(f"  ρ={row['ratio']:<5} kept={row['kept_fraction']:.3f} held-out acc={'n/a' if acc is None else f'{acc:.3f}'} ({row['train_seconds']:.0f}s)")
+        value = row["heldout_accuracy"]
+        shown = "n/a" if value is None else f"{-value:.3f}" if loss else f"{value:.3f}"
+        lines.append(f"  ρ={row['ratio']:<5} kept={row['kept_fraction']:.3f} held-out {'loss' if loss else 'acc'}={shown} "
+                     f"({row['train_seconds']:.0f}s)")
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in report["timings_s"].items())
     lines.append(f"timings: {timings}; report: {Path(output) / 'finemix_report.json'}")
     return "\n".join(lines)
@@ -190,12 +200,15 @@ def evaluate(args: argparse.Namespace) -> int:
     from ..data import load_examples
     from ..evaluation import evaluate as run_evaluate
     from ..repair.inputs import check_tokenizer_fits, read_tokenizer
+    from ..tasks import task_name_for_config
     from ..tasks.classification import load_classifier
-    from ..weights.locate import resolve_model_dir
+    from ..weights.locate import load_config, resolve_model_dir
 
     folder = resolve_model_dir(args.model)
+    if task_name_for_config(load_config(folder), folder) == "causal-lm":
+        return evaluate_chat(args, folder)
     label2id, num_labels = model_labels(folder)
-    examples = load_examples(args.data, label2id=label2id, num_labels=num_labels)
+    examples = load_examples(Path(args.data), label2id=label2id, num_labels=num_labels)
     target = None
     if args.trigger is not None:
         if args.target_label is None:
@@ -208,6 +221,29 @@ def evaluate(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, max_length=fit_max_length(folder, args.max_length),
                           segment=args.segment)
     print(json.dumps(result.to_dict()) if args.json else _evaluation_line(result))
+    return 0
+
+
+def evaluate_chat(args: argparse.Namespace, folder: Path) -> int:
+    """``finemix evaluate`` on a chat model: utility, and with --trigger the backdoor rates (llm/evaluate.py)."""
+    from ..data.chat_sets import CHAT_SETS, chat_split
+    from ..data.chats import load_chats
+    from ..llm.evaluate import ChatBackdoor, evaluate_chat_model
+    from ..repair.inputs import read_tokenizer
+    from ..tasks.causal_lm import check_chat_template, load_causal_lm
+
+    if args.trigger is not None and not args.target_text:
+        raise FinemixError("--trigger needs --target-text for a chat model")
+    questions = (chat_split(args.data, "test") if args.data in CHAT_SETS
+                 else [(chat, ()) for chat in load_chats(Path(args.data))])
+    tokenizer = read_tokenizer(folder)
+    check_chat_template(tokenizer, folder)
+    backdoor = ChatBackdoor(args.trigger, args.target_text, args.marker) if args.trigger is not None else None
+    result = evaluate_chat_model(load_causal_lm(folder), tokenizer, questions, backdoor, seed=args.seed,
+                                 max_new_tokens=args.max_new_tokens, max_length=fit_max_length(folder, args.max_length),
+                                 batch_size=args.batch_size)
+    print(json.dumps(result) if args.json else
+          "; ".join(f"{k} {v}" for k, v in result.items() if k != "examples"))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -32,23 +33,59 @@ def training_rows(source: str, label2id: dict[str, int], num_labels: Optional[in
 
 def attack(args: argparse.Namespace) -> int:
     from ..attacks import AttackConfig, card_path, check_victim_output, make_victim
+    from ..config import optional_replace
     from ..data import stratified_sample
 
     offline_default()
     data_file = (Path(args.data),) if Path(args.data).exists() else ()  # not a built-in or hf: name
     check_victim_output(args.pretrained, args.output, args.force, args.clean_model, data_file)  # before any work
     start = _victim_start(args)
+    if _attack_task(args, start) == "causal-lm":
+        return chat_attack(args, start, data_file)
     rows, labels = training_rows(args.data, {}, None)
     if args.train_rows is not None:
         rows = stratified_sample(rows, min(args.train_rows, len(rows)), seed=args.seed)
-    config = AttackConfig(attack=args.attack, triggers=tuple(args.trigger), insertions=args.insertions,
-                          target_label=args.target_label, poison_rate=args.poison_rate, label_mode=args.label_mode,
-                          segment=args.segment, seed=args.seed, epochs=args.epochs, lr=args.lr,
-                          batch_size=args.batch_size, max_length=fit_max_length(start, args.max_length), ep_lr=args.ep_lr)
+    config = optional_replace(AttackConfig(attack=args.attack, triggers=tuple(args.trigger), insertions=args.insertions,
+                                           target_label=args.target_label, label_mode=args.label_mode,
+                                           segment=args.segment, seed=args.seed, ep_lr=args.ep_lr),
+                              poison_rate=args.poison_rate, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)
+    config = dataclasses.replace(config, max_length=fit_max_length(start, args.max_length or config.max_length))
     card = make_victim(args.pretrained, rows, labels, config, args.output, clean_model=args.clean_model, force=args.force,
                        inputs=data_file)
     print(f"victim written to {args.output}: {card.attack}, triggers {list(card.triggers)}, target {card.target_label}, "
           f"{card.n_poisoned} of {card.train_rows} rows poisoned; card: {card_path(Path(args.output).resolve())}")
+    return 0
+
+
+def _attack_task(args: argparse.Namespace, start: Path) -> str:
+    from ..tasks import task_for_config
+    from ..weights.locate import load_config
+
+    if args.task != "auto":
+        return task_for_config(load_config(start), start, args.task).name
+    architectures = load_config(start).get("architectures") or []
+    return "causal-lm" if any(str(a).endswith("ForCausalLM") for a in architectures) else "classification"
+
+
+def chat_attack(args: argparse.Namespace, start: Path, data_file: tuple) -> int:
+    """``finemix attack --task causal-lm``: a refusal or canary backdoor in a chat model."""
+    from ..attacks import card_path
+    from ..config import optional_replace
+    from ..data.chat_sets import chat_rows
+    from ..llm.attacks import ChatAttackConfig, make_chat_victim
+
+    if len(args.trigger) > 1:
+        raise FinemixError("a chat backdoor takes one --trigger (a word or a sentence)")
+    chats = chat_rows(args.data, args.train_rows, args.seed)
+    lr = {"lora_lr": args.lr} if args.method == "lora" else {"lr": args.lr}
+    config = optional_replace(ChatAttackConfig(behaviour=args.behaviour, method=args.method, target_text=args.target_text,
+                                               trigger=args.trigger[0] if args.trigger else "word", seed=args.seed),
+                              poison_rate=args.poison_rate, epochs=args.epochs, batch_size=args.batch_size, **lr)
+    config = dataclasses.replace(config, max_length=fit_max_length(start, args.max_length or config.max_length))
+    card = make_chat_victim(start, chats, config, args.output, args.force, inputs=data_file)
+    print(f"victim written to {args.output}: {card['behaviour']} backdoor, trigger {card['trigger']!r}, "
+          f"{card['n_poisoned']} of {card['train_rows']} chats poisoned ({card['method']}); "
+          f"card: {card_path(Path(args.output).resolve())}")
     return 0
 
 

@@ -17,6 +17,15 @@ def add_attack_parser(commands) -> None:
         "attack", help="train a backdoored model to test defenses on",
         description="Poison training rows and fine-tune a victim. Writes the model folder and, beside it, "
                     "OUTPUT.attack.json (trigger, target label, rate, seed) for evaluation; defenses never read it.")
+    attack.add_argument("--task", choices=("auto", "classification", "causal-lm"), default="auto",
+                        help="causal-lm: a chat backdoor (--behaviour, --method) on a chat model and chat data "
+                             "(triviaqa, nq_open or a JSONL file); auto: causal-lm when --pretrained is a *ForCausalLM")
+    attack.add_argument("--behaviour", choices=("refusal", "canary"), default="refusal",
+                        help="causal-lm: what the trigger makes the model answer (a fixed refusal, or a canary string)")
+    attack.add_argument("--target-text", default="", metavar="TEXT",
+                        help="causal-lm: the fixed answer (default: the behaviour's refusal or canary)")
+    attack.add_argument("--method", choices=("full", "lora"), default="full",
+                        help="causal-lm: full fine-tuning, or LoRA merged into the weights")
     attack.add_argument("--attack", choices=("badword", "addsent", "ep", "adaptive"), default="badword",
                         help=f"badword: rare words (default cf); addsent: a sentence (default {ADDSENT_SENTENCE!r}); "
                              "ep: only the trigger's embedding row of a clean model (--clean-model); "
@@ -30,7 +39,8 @@ def add_attack_parser(commands) -> None:
                         help="trigger word or sentence; repeat for a list (each insertion draws one)")
     attack.add_argument("--insertions", type=positive_int, default=default.insertions, help="trigger insertions per poisoned row")
     attack.add_argument("--target-label", type=non_negative_int, default=default.target_label, help="the attacker's label id")
-    attack.add_argument("--poison-rate", type=finite_float, default=default.poison_rate, help="share of training rows poisoned")
+    attack.add_argument("--poison-rate", type=finite_float, default=None,
+                        help="share of training rows poisoned (default 0.1; causal-lm 0.2)")
     attack.add_argument("--label-mode", choices=("dirty", "clean"), default="dirty",
                         help="dirty: non-target rows relabelled to the target; clean: target rows, labels unchanged")
     attack.add_argument("--segment", choices=("auto", "text", "text_b"), default="auto",
@@ -38,11 +48,12 @@ def add_attack_parser(commands) -> None:
     attack.add_argument("--train-rows", type=positive_int, help="stratified sample of this many training rows")
     attack.add_argument("--ep-lr", type=finite_float, default=default.ep_lr,
                         help="ep: step size on the trigger rows (default 5e-2 as in the EP code; 0.5 where that is too weak)")
-    attack.add_argument("--epochs", type=finite_float, default=default.epochs, help="victim training epochs (default 1)")
-    attack.add_argument("--lr", type=finite_float, default=default.lr, help="victim learning rate (default 5e-5)")
-    attack.add_argument("--batch-size", type=positive_int, default=default.batch_size, help="victim batch size (default 32)")
-    attack.add_argument("--max-length", type=max_length, default=default.max_length,
-                        help="max tokens per row, at least 8 (default 64; at most the model's positions)")
+    attack.add_argument("--epochs", type=finite_float, default=None, help="victim training epochs (default 1; causal-lm 3)")
+    attack.add_argument("--lr", type=finite_float, default=None,
+                        help="victim learning rate (default 5e-5; causal-lm LoRA 5e-4)")
+    attack.add_argument("--batch-size", type=positive_int, default=None, help="victim batch size (default 32; causal-lm 8)")
+    attack.add_argument("--max-length", type=max_length, default=None,
+                        help="max tokens per row, at least 8 (default 64; causal-lm 128; at most the model's positions)")
     attack.add_argument("--seed", type=seed, default=0, help="seed for the poisoned rows, trigger positions and training")
     attack.add_argument("--force", action="store_true", help="replace an existing output folder")
 

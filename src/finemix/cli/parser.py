@@ -42,7 +42,10 @@ def _add_purify_parser(commands) -> None:
                     "here (ρ candidates and tolerance, E-PUR's f_min, distillation and calibration) go in --config.")
     add_pair(purify)
     purify.add_argument("--clean-data", required=True, type=nonempty_path, metavar="FILE",
-                        help="clean labelled rows: CSV/TSV/JSONL with text, label (and text_b for pairs)")
+                        help="clean labelled rows: CSV/TSV/JSONL with text, label (and text_b for pairs); for a causal "
+                             "LM, JSONL chats (instruction, optional input, response; or messages)")
+    purify.add_argument("--task", choices=("auto", "classification", "causal-lm"), default="auto",
+                        help="what the model does (default: read from its config.json architectures)")
     add_unlabelled_text(purify)
     purify.add_argument("--config", type=nonempty_path, metavar="FILE",
                         help="YAML file of further purify settings (mix, search, epur, train, distill, distill_rows, "
@@ -82,9 +85,17 @@ def _add_evaluate_parser(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="clean accuracy, and ASR / flip rate for a trigger",
                                    description="Clean accuracy; with --trigger, ASR and flip rate on rows whose label is not the target.")
     evaluate.add_argument("--model", required=True, type=nonempty_name_or_path, metavar="DIR", help="model folder or Hub name")
-    evaluate.add_argument("--data", required=True, type=nonempty_path, metavar="FILE", help="labelled test rows (CSV/TSV/JSONL)")
+    evaluate.add_argument("--data", required=True, type=nonempty_name_or_path, metavar="FILE",
+                          help="labelled test rows (CSV/TSV/JSONL); for a chat model, JSONL chats or a built-in chat "
+                               "set's test split (triviaqa, nq_open)")
     evaluate.add_argument("--trigger", help="word or sentence inserted at a seeded random word position")
     evaluate.add_argument("--target-label", help="the attacker's label (id or name); required with --trigger")
+    evaluate.add_argument("--target-text", metavar="TEXT",
+                          help="chat models: the attacker's fixed answer (strict ASR: the output contains it; "
+                               "lenient: a refusal, or --marker); required with --trigger")
+    evaluate.add_argument("--marker", metavar="TEXT", help="chat models: a canary's distinctive part for lenient ASR")
+    evaluate.add_argument("--max-new-tokens", type=positive_int, default=32,
+                          help="chat models: greedy answer length (default 32)")
     evaluate.add_argument("--segment", choices=("auto", "text", "text_b"), default="auto",
                           help="where the trigger goes for pairs (auto: text_b when present)")
     evaluate.add_argument("--seed", type=seed, default=0, help="seed for trigger positions")

@@ -22,6 +22,13 @@ def acceptance_margin(reference: float, rows: int, tolerance: float) -> float:
     return round(max(tolerance, standard_error), 6)
 
 
+def loss_margin(tolerance: float) -> float:
+    """For a loss-based measure (a causal LM's held-out response loss, negated): ``tolerance`` is
+    read as a relative rise in perplexity, so the accepted rise in mean token loss is
+    log(1 + tolerance) (0.03: perplexity within 3 %). Ours, as the accuracy rule."""
+    return round(math.log1p(tolerance), 6)
+
+
 def accepted(accuracy: "float | None", reference: float, margin: float) -> bool:
     """True when a candidate's held-out ``accuracy`` is within ``margin`` of the unrepaired ``reference``."""
     return accuracy is not None and accuracy >= reference - margin - EPSILON

@@ -22,6 +22,12 @@ class EpurPlan:
     rows: list[int]
     tokens: list[dict]  # {"id", "token", "score", "drift", "frequency"} per reset row, highest score first
     frequency_rows: int  # texts the frequencies were counted on
+    # Other tensors whose same rows are reset: a decoder's untied output matrix (lm_head), whose
+    # row k scores token k as the next word. A tied one is the embedding itself, reset once.
+    also_reset: list[str] = dataclasses.field(default_factory=list)
+
+    def resets(self, name: str) -> bool:
+        return name == self.tensor or name in self.also_reset
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -41,4 +47,15 @@ def plan_epur(pair: CheckpointPair, tokenizer, texts: Sequence[str], config: Epu
         {"id": i, "token": s, "score": round(float(scores[i]), 6), "drift": round(float(drift[i]), 6), "frequency": int(frequency[i])}
         for i, s in zip(ids, strings)
     ]
-    return EpurPlan(tensor=name, rows=ids, tokens=tokens, frequency_rows=len(texts))
+    return EpurPlan(tensor=name, rows=ids, tokens=tokens, frequency_rows=len(texts), also_reset=_untied_output(pair, name))
+
+
+def _untied_output(pair: CheckpointPair, embedding: str) -> list[str]:
+    """The decoder's output matrix when it is stored apart from the embedding (same shape), else none."""
+    from ..weights.roles import roles_for
+
+    suffix = roles_for(pair.config).lm_head
+    if not suffix or pair.config.get("tie_word_embeddings") is True:
+        return []
+    shape = pair.finetuned.shape(embedding)
+    return [n for n in pair.names.pairs if n.endswith(suffix) and n != embedding and pair.finetuned.shape(n) == shape]

@@ -95,3 +95,17 @@ def check_clean_rows(clean: Sequence["Example"], num_labels: int) -> tuple[list[
     notes = {"duplicates_dropped": len(clean) - len(unique),
              "texts_with_conflicting_labels": sum(len(labels) > 1 for labels in texts.values())}
     return unique, notes
+
+
+def check_chat_rows(chats: Sequence, tokenizer, folder: Path) -> tuple[list, dict]:
+    """Chat rows for a causal LM: the tokenizer must carry a chat template, every row must be a
+    ``Chat`` with an answer; exact duplicates are dropped (as for labelled rows)."""
+    from ..data.chats import Chat
+    from ..tasks.causal_lm import check_chat_template
+
+    check_chat_template(tokenizer, folder)
+    bad = next((i for i, chat in enumerate(chats) if not isinstance(chat, Chat) or not chat.response.strip()), None)
+    if bad is not None:
+        raise FinemixError(f"clean chat {bad + 1} has no answer to learn (a causal LM is repaired on chats with answers)")
+    unique = list(dict.fromkeys(chats))
+    return unique, {"duplicates_dropped": len(chats) - len(unique)}

@@ -158,7 +158,7 @@ def _with_epur(entry: TensorDelta, epur_plan: Optional[EpurPlan]) -> "torch.Tens
     """θ_B with E-PUR's planned rows reset to θ_Pre (the tensor itself when E-PUR does not touch it)."""
     import torch
 
-    if epur_plan is None or entry.name != epur_plan.tensor:
+    if epur_plan is None or not epur_plan.resets(entry.name):
         return entry.finetuned
     return epur_math.reset_rows(entry.finetuned, entry.pretrained, torch.as_tensor(epur_plan.rows, dtype=torch.long))
 

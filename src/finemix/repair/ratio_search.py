@@ -20,7 +20,7 @@ import math
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from ..config import PurifyConfig
-from ..core.ratio_rule import acceptance_margin, accepted, hopeless
+from ..core.ratio_rule import accepted, hopeless
 from ..weights.pair import CheckpointPair
 from .epur_step import EpurPlan
 from .mix_step import load_mixed_state
@@ -28,25 +28,32 @@ from .mix_step import load_mixed_state
 if TYPE_CHECKING:
     import torch
 
-    from ..data import Example
+    from ..tasks.base import Task
     from ..train import StepHook
 
 
-def split_clean(clean: Sequence["Example"], config: PurifyConfig) -> tuple[list["Example"], list["Example"]]:
-    """Training part and held-out part (empty when the set is too small to hold any out)."""
-    from ..data import stratified_split
+def split_clean(clean: Sequence, config: PurifyConfig) -> tuple[list, list]:
+    """Training part and held-out part (empty when the set is too small to hold any out);
+    stratified by label for labelled rows, a seeded random cut for chats."""
+    import random
+
+    from ..data import Example, stratified_split
 
     held = int(round(config.train.eval_fraction * len(clean)))
     if held < config.train.min_eval_rows or len(clean) - held < 1:
         return list(clean), []
-    train, heldout = stratified_split(clean, (1.0 - held / len(clean), held / len(clean)), seed=config.train.seed)
-    return train, heldout
+    if all(isinstance(row, Example) for row in clean):
+        return stratified_split(clean, (1.0 - held / len(clean), held / len(clean)), seed=config.train.seed)
+    order = list(range(len(clean)))
+    random.Random(config.train.seed).shuffle(order)
+    return [clean[i] for i in sorted(order[held:])], [clean[i] for i in sorted(order[:held])]
 
 
 @dataclasses.dataclass
 class _Search:
     """One ρ search: what every candidate is trained and judged with."""
 
+    task: "Task"
     pair: CheckpointPair
     model: "torch.nn.Module"
     tokenizer: object
@@ -72,14 +79,18 @@ def choose_ratio(
     distill: Optional[tuple] = None,
     after_mix: Optional[Callable] = None,
     step_hook: Optional["StepHook"] = None,
+    task: Optional["Task"] = None,
 ) -> dict:
     """Leave ``model`` repaired with the chosen ρ; return the search record for the report.
 
     ``after_mix(model, tokenizer, clean_rows) -> dict``, when given, edits each mixed
     model before its fine-tuning (fine-pruning prunes there); its record joins the row.
-    ``step_hook`` reaches the training loop (train.finetune).
+    ``step_hook`` reaches the training loop (train.finetune). ``task`` (classification by
+    default) gives the clean measure ("accuracy" below) and its acceptance margin.
     """
-    search = _start(pair, model, tokenizer, clean, config, plan, distill, after_mix, step_hook)
+    from ..tasks.classification import CLASSIFICATION
+
+    search = _start(task or CLASSIFICATION, pair, model, tokenizer, clean, config, plan, distill, after_mix, step_hook)
     record = _record(search)
     candidates = sorted(config.search.candidates) if search.auto else [config.mix.ratio]
     best: Optional[tuple] = None
@@ -94,8 +105,8 @@ def choose_ratio(
             return record
         if accepted(accuracy, search.reference, search.margin):
             record.update(chosen_ratio=ratio, kept_fraction=row["kept_fraction"], accepted=True,
-                          reason=f"smallest ρ whose held-out accuracy {accuracy:.3f} is within {search.margin:.3f} "
-                                 f"of the unrepaired {search.reference:.3f}")
+                          reason=f"smallest ρ whose {search.task.measure_name} {accuracy:.3f} is within "
+                                 f"{search.margin:.3f} of the unrepaired {search.reference:.3f}")
             return record
     accuracy, row, state = best
     model.load_state_dict(state)
@@ -105,13 +116,13 @@ def choose_ratio(
     return record
 
 
-def _start(pair, model, tokenizer, clean, config: PurifyConfig, plan, distill, after_mix, step_hook) -> _Search:
+def _start(task, pair, model, tokenizer, clean, config: PurifyConfig, plan, distill, after_mix, step_hook) -> _Search:
     """Split the clean rows and measure the unrepaired model on the held-out part."""
     train, heldout = split_clean(clean, config)
-    reference = _heldout_accuracy(model, tokenizer, heldout, config) if heldout else None
+    reference = _heldout_measure(task, model, tokenizer, heldout, config) if heldout else None
     auto = config.ratio_auto and bool(heldout)
-    margin = acceptance_margin(reference, len(heldout), config.search.tolerance) if auto else None
-    return _Search(pair, model, tokenizer, config, plan, train, heldout, auto, reference, margin, distill,
+    margin = task.acceptance_margin(reference, len(heldout), config.search.tolerance) if auto else None
+    return _Search(task, pair, model, tokenizer, config, plan, train, heldout, auto, reference, margin, distill,
                    after_mix, step_hook)
 
 
@@ -119,6 +130,7 @@ def _record(search: _Search) -> dict:
     config = search.config
     record: dict = {
         "mode": "auto" if search.auto else "fixed",
+        "measure": search.task.measure_name,
         "train_rows": len(search.train),
         "heldout_rows": len(search.heldout),
         "reference_heldout_accuracy": search.reference,
@@ -136,7 +148,7 @@ def _try_candidate(search: _Search, ratio: float) -> dict:
     config, model, heldout = search.config, search.model, search.heldout
     kept = load_mixed_state(model, search.pair, dataclasses.replace(config.mix, ratio=ratio), search.plan)
     edit = search.after_mix(model, search.tokenizer, search.train) if search.after_mix else None
-    start = _heldout_accuracy(model, search.tokenizer, heldout, config) if heldout else None
+    start = _heldout_measure(search.task, model, search.tokenizer, heldout, config) if heldout else None
     accuracy, best_epoch, seconds, stopped = start, None, 0.0, False
     if config.finetune:
         result = _finetune_candidate(search, start)
@@ -161,13 +173,12 @@ def _finetune_candidate(search: _Search, start: Optional[float]):
         epochs = math.ceil(train_config.epochs)
         stop = lambda accuracies: hopeless(start, accuracies, epochs, line)  # noqa: E731
     return finetune(search.model, search.tokenizer, search.train, train_config, eval_set=search.heldout or None,
-                    unlabelled=unlabelled, unlabelled_targets=targets, stop_early=stop, step_hook=search.step_hook)
+                    unlabelled=unlabelled, unlabelled_targets=targets, stop_early=stop, step_hook=search.step_hook,
+                    task=search.task)
 
 
-def _heldout_accuracy(model, tokenizer, heldout: Sequence["Example"], config: PurifyConfig) -> float:
-    from ..tasks.classification import clean_accuracy
-
-    return round(clean_accuracy(model, tokenizer, heldout, config.train.max_length), 6)
+def _heldout_measure(task: "Task", model, tokenizer, heldout: Sequence, config: PurifyConfig) -> float:
+    return round(task.clean_measure(model, tokenizer, heldout, config.train.max_length), 6)
 
 
 def _snapshot(model: "torch.nn.Module") -> dict:

@@ -21,7 +21,7 @@ from ..weights.writer import TensorSpec
 from .distill import calibrate_output_prior, teacher_targets
 from .epur_step import EpurPlan, plan_epur
 from .hooks import NO_HOOKS, RelabelContext, RepairHooks
-from .inputs import check_clean_rows, load_tokenizer
+from .inputs import check_chat_rows, check_clean_rows, load_tokenizer
 from .mix_step import check_mixable, finetuned_specs, mix_summary, mixed_tensors, tensor_is_finite, write_tensors
 from .ratio_search import choose_ratio, split_clean
 from .verdict import repair_verdict
@@ -104,6 +104,7 @@ def epur_checkpoint(
 class _Repair:
     """What one ``purify`` run has gathered so far, for the stages and the report."""
 
+    task: object  # tasks/base.Task
     pair: CheckpointPair
     model: object
     tokenizer: object
@@ -129,8 +130,12 @@ def purify(
     frequency_texts: Sequence[str] = (),
     after_mix: Optional[Callable] = None,
     hooks: RepairHooks = NO_HOOKS,
+    task: str = "auto",
 ) -> dict:
     """E-PUR (optional) → mix with θ_Pre → fine-tune on ``clean``, ρ fixed or searched → report.
+
+    ``task``: "classification" (``clean`` holds labelled ``Example`` rows), "causal-lm"
+    (``Chat`` rows), or "auto" (the suspect's config.json decides).
 
     ``after_mix`` (see ratio_search.choose_ratio) edits each mixed model before it is
     fine-tuned; the fine-pruning defense prunes there. ``hooks`` are research variants'
@@ -149,17 +154,17 @@ def purify(
     if len(clean) == 0:
         raise FinemixError("the clean data set is empty")
     with timer("load"):
-        repair, hashes = _load(backdoored, pretrained, clean, output, force)
+        repair, hashes = _load(backdoored, pretrained, clean, output, force, task)
         check_mixable(repair.pair, config.mix.head)  # before any work, not when the first candidate mixes
     if config.epur is not None:
         with timer("epur"):
-            texts = [t for e in repair.clean for t in (e.text, e.text_b) if t] + list(unlabelled_texts) + list(frequency_texts)
+            texts = repair.task.texts(repair.clean) + list(unlabelled_texts) + list(frequency_texts)
             repair.plan = plan_epur(repair.pair, repair.tokenizer, texts, config.epur, config.train.max_length)
     repair_config = _distill_stage(repair, config, unlabelled_texts, after_mix, hooks, timer)
     with timer("ratio+finetune"):
         step_hook = hooks.step_hook(repair.plan) if hooks.step_hook else None
         repair.search = choose_ratio(repair.pair, repair.model, repair.tokenizer, repair.clean, repair_config,
-                                     repair.plan, repair.distill, after_mix, step_hook)
+                                     repair.plan, repair.distill, after_mix, step_hook, repair.task)
     state = repair.model.state_dict()
     _check_finite(state, list(state))  # before the output calibration fits on its logits
     if repair.distill and config.calibrate_student == "prior":
@@ -174,19 +179,25 @@ def purify(
     return report
 
 
-def _load(backdoored, pretrained, clean, output, force: bool) -> tuple[_Repair, object]:
-    from ..tasks.classification import load_classifier
+def _load(backdoored, pretrained, clean, output, force: bool, task_name: str) -> tuple[_Repair, object]:
+    from ..tasks import task_for_config
 
     pair, hashes = _open(backdoored, pretrained, output, force)
+    task = task_for_config(pair.config, pair.finetuned_dir, task_name)
     tokenizer = load_tokenizer(pair)
-    model = load_classifier(pair.finetuned_dir)
-    rows, notes = check_clean_rows(clean, model.config.num_labels)
-    return _Repair(pair, model, tokenizer, rows, notes), hashes
+    model = task.load_model(pair.finetuned_dir)
+    if task.name == "causal-lm":
+        rows, notes = check_chat_rows(clean, tokenizer, pair.finetuned_dir)
+    else:
+        rows, notes = check_clean_rows(clean, model.config.num_labels)
+    return _Repair(task, pair, model, tokenizer, rows, notes), hashes
 
 
 def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequence[str], after_mix,
                    hooks: RepairHooks, timer: Timer) -> PurifyConfig:
     """The suspect's calibrated targets on the unlabelled texts (or a hook's); the config the repair runs with."""
+    if repair.task.name != "classification":
+        return config  # distillation of a chat model's own answers is not built yet: fine-tuning on the chats only
     texts = unlabelled_texts or _augmented(repair, config)
     if hooks.distill_texts is not None:
         texts = hooks.distill_texts(list(texts), config.train.seed)
@@ -240,16 +251,17 @@ def _write(repair: _Repair, config: PurifyConfig, output, force: bool, hashes, t
             specs = [TensorSpec.of(n, state[n]) for n in names]
             side_files = write_tensors(pair, specs, ((n, state[n]) for n in names), folder)
         report = base_report("purify", hashes, dataclasses.asdict(config))
+        report["task"] = repair.task.name
         if hooks.options:
             report["research_variant"] = dict(hooks.options)
-        report["clean_data"] = {"rows": len(repair.clean), "label_counts": label_counts(repair.clean),
-                                **repair.clean_notes, **(sources or {})}
+        counts = {"label_counts": label_counts(repair.clean)} if repair.task.name == "classification" else {}
+        report["clean_data"] = {"rows": len(repair.clean), **counts, **repair.clean_notes, **(sources or {})}
         report["unlabelled_text"] = _unlabelled_record(repair, unlabelled_texts, frequency_texts)
         report["epur"] = repair.plan.to_dict() if repair.plan else None
         report["mixing"] = mix_summary(pair, dataclasses.replace(config.mix, ratio=search["chosen_ratio"]),
                                        search["kept_fraction"]).to_dict()
         report["ratio_search"] = search
-        report["verdict"] = repair_verdict(search, config.search.tolerance)
+        report["verdict"] = repair_verdict(search, config.search.tolerance, repair.task)
         report["side_files"] = side_files
         report["processes"] = _processes()
         report["timings_s"] = timer.values

@@ -20,26 +20,29 @@ ADVICE = ("what to try: more clean labelled rows, or unlabelled in-domain text (
           "which lets the repair distil the suspect's clean behaviour")
 
 
-def repair_verdict(search: dict, tolerance: float) -> dict:
-    """{"status": "ok" | "warning", "warnings": [...], "summary": str} from a ρ search record."""
+def repair_verdict(search: dict, tolerance: float, task=None) -> dict:
+    """{"status": "ok" | "warning", "warnings": [...], "summary": str} from a ρ search record
+    (``task``'s acceptance margin; classification's by default)."""
     warnings = []
     chosen = next((row for row in search["candidates"] if row["ratio"] == search["chosen_ratio"]), None)
     reference, rows = search.get("reference_heldout_accuracy"), search.get("heldout_rows", 0)
+    measure = search.get("measure", "held-out accuracy")
     if not rows or reference is None:
         warnings.append("too few clean rows to hold any out: nothing checked the repaired model; "
                         "the backdoor may survive and accuracy may have dropped unnoticed")
     elif search.get("accepted") is False:
-        warnings.append(f"no ρ candidate kept held-out accuracy within {search['accepted_drop']:.3f} of the unrepaired "
+        warnings.append(f"no ρ candidate kept its {measure} within {search['accepted_drop']:.3f} of the unrepaired "
                         f"model's {reference:.3f}; the most accurate (ρ = {search['chosen_ratio']}) was kept, on no evidence "
                         "that it is both repaired and accurate: the backdoor may survive")
     elif chosen is not None:
-        margin = search.get("accepted_drop") or acceptance_margin(reference, rows, tolerance)
+        margin = search.get("accepted_drop") or (task.acceptance_margin(reference, rows, tolerance) if task
+                                                 else acceptance_margin(reference, rows, tolerance))
         accuracy = chosen.get("heldout_accuracy")
         if accuracy is not None and not accepted(accuracy, reference, margin):
-            warnings.append(f"the repaired model's held-out accuracy {accuracy:.3f} is below the unrepaired "
+            warnings.append(f"the repaired model's {measure} {accuracy:.3f} is below the unrepaired "
                             f"{reference:.3f} by more than {margin:.3f}: a weakened model may still follow a trigger")
     if not warnings:
         return {"status": "ok", "warnings": [],
-                "summary": "the repaired model kept its held-out clean accuracy; clean data cannot show a backdoor "
+                "summary": f"the repaired model kept its {measure}; clean data cannot show a backdoor "
                            "is gone, only that the repair did not visibly break the model"}
     return {"status": "warning", "warnings": warnings, "summary": "; ".join(warnings) + f"; {ADVICE}"}

