@@ -233,3 +233,97 @@ def test_cli_purify_on_chats_and_its_errors(tmp_path, llm_pair, capsys):
     (no_template / "tokenizer_config.json").write_text(json.dumps(config))
     assert_one_line_error(*purify_cli(no_template, chats, tmp_path / "none")[::2], "no chat template")
     assert not any((tmp_path / name).exists() for name in ("bad", "wrong", "none"))
+
+
+def test_a_packaged_gguf_is_converted_once_into_the_cache(tmp_path, monkeypatch):
+    """weights/gguf.converted_gguf: one conversion per cache folder, written atomically (the
+    conversion itself, transformers' GGUF reader, is replaced here: the 135M model takes 20 s)."""
+    import finemix.weights.gguf as gguf
+
+    calls = []
+
+    def fake_convert(source, folder):
+        calls.append(source)
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+
+    monkeypatch.setenv("FINEMIX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(gguf, "_convert", fake_convert)
+    first = gguf.converted_gguf("org/model", tmp_path / "model.gguf")
+    again = gguf.converted_gguf("org/model", tmp_path / "model.gguf")
+    assert first == again == tmp_path / "cache" / "models" / "org--model" and len(calls) == 1
+    assert [p.name for p in first.parent.iterdir()] == ["org--model"]  # no temporary folder left
+
+    def broken(source, folder):
+        folder.mkdir(parents=True)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(gguf, "_convert", broken)
+    with pytest.raises(RuntimeError):
+        gguf.converted_gguf("org/other", tmp_path / "model.gguf")
+    assert [p.name for p in first.parent.iterdir()] == ["org--model"]  # nothing half-written kept
+
+
+# --- bad inputs of the chat surface (docs/reliability.md) -----------------------------------------
+
+def _purify_cli(capsys, backdoored, pretrained, data, output, *extra):
+    return run(capsys, "purify", "--backdoored", backdoored, "--pretrained", pretrained, "--clean-data", data,
+               "--quiet", "--epochs", "1", "--max-length", "64", "--output", output, *extra)
+
+
+def _chats_file(tmp_path, rows=None) -> Path:
+    path = tmp_path / "chats.jsonl"
+    if rows is None:
+        write_chats(path, random_chats(24))
+    else:
+        write_lines(path, rows)
+    return path
+
+
+def test_a_chat_model_against_a_classifier_is_refused(tmp_path, llm_pair, bert_pair, capsys):
+    code, _, err = _purify_cli(capsys, llm_pair.finetuned, bert_pair.pretrained, _chats_file(tmp_path), tmp_path / "o")
+    assert_one_line_error(code, err, "architectures differ")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_broken_chat_template_is_a_one_line_error(tmp_path, llm_pair, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(llm_pair.finetuned, broken)
+    (broken / "chat_template.jinja").write_text("{% for message in messages %}{{ message['content'] }")
+    code, _, err = _purify_cli(capsys, broken, llm_pair.pretrained, _chats_file(tmp_path), tmp_path / "o")
+    assert_one_line_error(code, err, "chat template")
+    assert not (tmp_path / "o").exists()
+
+
+def test_tokenizers_that_differ_are_refused(tmp_path, llm_pair, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(llm_pair.finetuned, other)
+    vocabulary = json.loads((other / "tokenizer.json").read_text())
+    words = vocabulary["model"]["vocab"]
+    first, second = "movie", "film"
+    words[first], words[second] = words[second], words[first]  # same size, two ids swapped
+    (other / "tokenizer.json").write_text(json.dumps(vocabulary))
+    code, _, err = _purify_cli(capsys, other, llm_pair.pretrained, _chats_file(tmp_path), tmp_path / "o")
+    assert_one_line_error(code, err, "tokeniz")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"instruction": "the movie"}, "field 'response' is missing"),
+    ({"instruction": "the movie", "response": ""}, "field 'response' is empty"),
+    ({"messages": [{"role": "user", "content": "the movie"}, {"role": "assistant", "content": ""}]},
+     "non-empty assistant answer"),
+])
+def test_chat_rows_without_an_answer_are_refused_by_purify(tmp_path, llm_pair, capsys, row, message):
+    data = _chats_file(tmp_path, [{"instruction": "a b", "response": "c"}, row])
+    code, _, err = _purify_cli(capsys, llm_pair.finetuned, llm_pair.pretrained, data, tmp_path / "o")
+    assert_one_line_error(code, err, "line 2", message)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_prompt_longer_than_the_context_is_refused_by_purify(tmp_path, llm_pair, capsys):
+    rows = [{"instruction": " ".join(["movie"] * 200), "response": "yes"}] + [{"instruction": "a b", "response": "c"}] * 3
+    code, _, err = _purify_cli(capsys, llm_pair.finetuned, llm_pair.pretrained, _chats_file(tmp_path, rows),
+                               tmp_path / "o")
+    assert_one_line_error(code, err, "chat 1: its prompt is", "--max-length 64")
+    assert not (tmp_path / "o").exists()
