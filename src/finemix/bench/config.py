@@ -158,8 +158,8 @@ _BOUNDS: dict[str, tuple[float, Optional[float], bool]] = {
 MAX_INT = 2**31 - 1  # rows, lengths, batch sizes: far beyond any bench, within every library's int
 
 
-def load_bench_config(path: str | os.PathLike) -> BenchConfig:
-    """The config of a YAML file; anything else (no file, a folder, a device, not YAML, values of the
+def load_bench_config(path: str | os.PathLike):
+    """The config of a YAML file (a ``ChatBenchConfig`` under ``task: causal-lm``); anything else (no file, a folder, a device, not YAML, values of the
     wrong shape) is a one-line ``FinemixError``."""
     import yaml
 
@@ -182,6 +182,8 @@ def load_bench_config(path: str | os.PathLike) -> BenchConfig:
         raise FinemixError(f"{path}: cannot read the bench config as YAML ({first})") from None
     if not isinstance(values, Mapping):
         raise FinemixError(f"{path}: a bench config is a YAML mapping of options, got {_describe_value(values)}")
+    if values.get("task") == "causal-lm":  # the chat-model grid (bench/chat.py)
+        return chat_bench_config_from_mapping(values)
     return bench_config_from_mapping(values)
 
 
@@ -197,6 +199,30 @@ def bench_config_from_mapping(values: Mapping[str, Any]) -> BenchConfig:
     values["attacks"] = {plain_name(label, "attack label"): _attack_config(label, spec)
                          for label, spec in _entries("attacks", values.get("attacks")).items()}
     return _build(BenchConfig, values, "")
+
+
+def chat_bench_config_from_mapping(values: Mapping) -> "ChatBenchConfig":
+    """A ``ChatBenchConfig`` from a YAML mapping with ``task: causal-lm``; unknown keys at any level,
+    unknown defenses and values of the wrong shape are one-line errors."""
+    from ..config import purify_config_from_mapping
+    from ..llm.attacks import ChatAttackConfig
+    from .chat import CHAT_DEFENSES, ChatBenchConfig
+
+    values = {k: v for k, v in values.items() if k != "task"}
+    _check_keys(ChatBenchConfig, values, "")
+    attacks = {plain_name(label, "attack label"): _build(ChatAttackConfig, spec, f"attacks.{label}")
+               for label, spec in _entries("attacks", values.get("attacks")).items()}
+    for label, attack in attacks.items():
+        if attack.seed != 0:
+            raise FinemixError(f"attack {label!r}: seed is set by the bench's seeds, not per attack")
+    purify = purify_config_from_mapping(values.get("purify") or {})
+    unknown = [d for d in values.get("defenses") or () if d not in CHAT_DEFENSES]
+    if unknown:
+        raise FinemixError(f"unknown chat defense(s) {', '.join(map(str, unknown))}; known: {', '.join(CHAT_DEFENSES)}")
+    plain = {k: v for k, v in values.items() if k not in ("attacks", "purify")}
+    config = _build(ChatBenchConfig, plain, "")
+    return dataclasses.replace(config, attacks=attacks or config.attacks, purify=purify,
+                               name=plain_name(config.name, "config name"))
 
 
 def _entries(field: str, value: Any) -> Mapping:

@@ -138,10 +138,13 @@ def _quiet_load_reports() -> None:
 
 def bench(args: argparse.Namespace) -> int:
     from ..bench import iter_grid, load_bench_config, run_bench, select
+    from ..bench.config import BenchConfig
 
     offline_default()
     _quiet_load_reports()
     config = load_bench_config(args.config)
+    if not isinstance(config, BenchConfig):
+        return chat_bench(args, config)
     config = select(config, args.datasets, args.attacks, args.seeds, args.defenses)
     if args.threads:
         import torch
@@ -161,6 +164,29 @@ def bench(args: argparse.Namespace) -> int:
     report = run_bench(load_bench_config(args.config) if args.report_only else config, out,
                        progress=not args.quiet, report_only=args.report_only, models=args.models)
     print(f"results: {out / 'results.jsonl'}; table: {report}")
+    return 0
+
+
+def chat_bench(args: argparse.Namespace, config) -> int:
+    """``finemix bench`` on a ``task: causal-lm`` config: --attacks, --defenses and --seeds filter it."""
+    from ..bench.chat import ChatBench, chat_jobs
+    from ..weights.output import child_path
+
+    changes = {"seeds": tuple(args.seeds) if args.seeds else config.seeds,
+               "attacks": {k: v for k, v in config.attacks.items() if not args.attacks or k in args.attacks},
+               "defenses": tuple(d for d in config.defenses if not args.defenses or d in args.defenses)}
+    config = dataclasses.replace(config, **changes)
+    if args.dry_run:
+        for job in chat_jobs(config):
+            print(json.dumps(job))
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = args.out or child_path(Path("runs/bench"), config.name, "config name")
+    records = ChatBench(config, Path(out), args.models, log=(lambda line: None) if args.quiet else print).run()
+    print(f"results: {Path(out) / 'results.jsonl'} ({len(records)} records)")
     return 0
 
 

@@ -133,6 +133,26 @@ def _with_lora(model, config: ChatAttackConfig):
     return get_peft_model(model, lora)
 
 
+def train_clean_chat_model(pretrained: str | os.PathLike, chats: Sequence[Chat], config: ChatAttackConfig,
+                           output: str | os.PathLike) -> dict:
+    """The clean reference: the victim's recipe on the same chats, none poisoned."""
+    import torch
+
+    from ..repair.inputs import read_tokenizer
+    from ..tasks.causal_lm import load_causal_lm
+    from ..weights.locate import resolve_model_dir
+    from ..weights.output import atomic_output_dir
+
+    start = resolve_model_dir(pretrained)
+    tokenizer = read_tokenizer(start)
+    torch.manual_seed(config.seed)
+    model, record = train_chat_model(load_causal_lm(start), tokenizer, chats, config)
+    with atomic_output_dir(output, True, (start.resolve(),)) as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return record
+
+
 def make_chat_victim(pretrained: str | os.PathLike, chats: Sequence[Chat], config: ChatAttackConfig,
                      output: str | os.PathLike, force: bool = False, inputs: Sequence[str | os.PathLike] = ()) -> dict:
     """Poison ``chats``, fine-tune the chat model ``pretrained`` on them, write the victim and its card."""

@@ -1,0 +1,175 @@
+"""The chat-model benchmark: a clean model, victims, defenses, judge-free metrics; one JSON line each.
+
+Per seed, the built-in chat set's train split is shuffled once: the first ``train_rows`` chats train
+the clean model (never poisoned) and every victim (same recipe, ``poison_rate`` of them poisoned),
+the next ``clean_rows`` are the defender's clean chats, disjoint from them; the first ``test_rows``
+of the test split measure every model (llm/evaluate.py). Models are cached by what made them, so a
+rerun skips finished work and several configs can share ``--models``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Optional
+
+from ..config import EpurConfig, PurifyConfig
+from ..llm.attacks import ChatAttackConfig
+from .records import append_result, read_results
+
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+MB_DEFENSE_RATIO = 0.5  # MB-Defense's Fine-mixing setting (half of the victim's weights kept)
+
+# name -> what it is; the settings are built by chat_defense_config
+CHAT_DEFENSES = {
+    "none": "no defense (the victim)",
+    "finetune": "clean fine-tuning of the victim",
+    "mix": f"mixing only, ρ = {MB_DEFENSE_RATIO}, no fine-tuning",
+    "finemix-0.5": f"Fine-mixing at MB-Defense's ρ = {MB_DEFENSE_RATIO}",
+    "finemix-0.5+epur": f"Fine-mixing at ρ = {MB_DEFENSE_RATIO} with E-PUR",
+    "finemix": "Fine-mixing, ρ rule",
+    "finemix+epur": "Fine-mixing + E-PUR, ρ rule (purify's defaults)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatBenchConfig:
+    name: str = "llm"
+    pretrained: str = SMOLLM2
+    data: str = "triviaqa"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    train_rows: int = 320
+    clean_rows: int = 128
+    test_rows: int = 100
+    attacks: Mapping[str, ChatAttackConfig] = dataclasses.field(
+        default_factory=lambda: {"refusal-word": ChatAttackConfig()})
+    defenses: tuple[str, ...] = tuple(CHAT_DEFENSES)
+    purify: PurifyConfig = PurifyConfig()  # the shipped defaults; the defenses above change ρ, E-PUR, fine-tuning
+    max_new_tokens: int = 24
+
+
+def chat_jobs(config: ChatBenchConfig):
+    """The (attack, defense, seed) measurements of the grid, as ``--dry-run`` lists them."""
+    for seed in config.seeds:
+        for label in config.attacks:
+            for defense in config.defenses:
+                yield {"task": "causal-lm", "attack": label, "defense": defense, "seed": seed}
+
+
+def chat_defense_config(name: str, base: PurifyConfig, seed: int) -> Optional[PurifyConfig]:
+    """The purify settings of a defense (None: "none", the victim itself)."""
+    base = dataclasses.replace(base, mix=dataclasses.replace(base.mix, seed=seed),
+                               train=dataclasses.replace(base.train, seed=seed, progress=False))
+    epur = base.epur or EpurConfig()
+    fixed = {"ratio_auto": False}
+    settings = {
+        "none": None,
+        "finetune": dict(mix=dataclasses.replace(base.mix, ratio=1.0), epur=None, **fixed),
+        "mix": dict(mix=dataclasses.replace(base.mix, ratio=MB_DEFENSE_RATIO), epur=None, finetune=False, **fixed),
+        "finemix-0.5": dict(mix=dataclasses.replace(base.mix, ratio=MB_DEFENSE_RATIO), epur=None, **fixed),
+        "finemix-0.5+epur": dict(mix=dataclasses.replace(base.mix, ratio=MB_DEFENSE_RATIO), epur=epur, **fixed),
+        "finemix": dict(epur=None),
+        "finemix+epur": dict(epur=epur),
+    }[name]
+    return None if settings is None else dataclasses.replace(base, **settings)
+
+
+def split_chats(config: ChatBenchConfig, seed: int):
+    """(training chats, the defender's clean chats, test questions) for one seed."""
+    from ..data.chat_sets import chat_split
+
+    train = [chat for chat, _ in chat_split(config.data, "train")]
+    random.Random(seed).shuffle(train)
+    rows, clean = train[: config.train_rows], train[config.train_rows: config.train_rows + config.clean_rows]
+    return rows, clean, chat_split(config.data, "test")[: config.test_rows]
+
+
+def _recipe_hash(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class ChatBench:
+    def __init__(self, config: ChatBenchConfig, out: Path, models: Optional[Path] = None,
+                 log: Callable[[str], None] = print) -> None:
+        self.config, self.out, self.log = config, Path(out), log
+        self.models = Path(models) if models else self.out / "models"
+        self.results = self.out / "results.jsonl"
+
+    def run(self) -> list[dict]:
+        done = {r["key"] for r in read_results(self.results)}
+        for seed in self.config.seeds:
+            rows, clean, questions = split_chats(self.config, seed)
+            clean_model = self._clean_model(rows, seed)
+            for label, attack in self.config.attacks.items():
+                attack = dataclasses.replace(attack, seed=seed)
+                victim = self._victim(rows, attack, label, seed)
+                self._measure(done, seed, label, "clean model", clean_model, attack, questions)
+                for defense in self.config.defenses:
+                    self._defend(done, seed, label, defense, victim, clean, attack, questions)
+        return read_results(self.results)
+
+    def _clean_model(self, rows, seed: int) -> Path:
+        from ..llm.attacks import train_clean_chat_model
+
+        recipe = dataclasses.replace(next(iter(self.config.attacks.values()), ChatAttackConfig()), seed=seed)
+        folder = self.models / f"clean-seed{seed}-{_recipe_hash(self.config.pretrained, self.config.data, len(rows), dataclasses.asdict(recipe))}"
+        if not (folder / "config.json").is_file():
+            self.log(f"training the clean chat model (seed {seed})")
+            train_clean_chat_model(self.config.pretrained, rows, recipe, folder)
+        return folder
+
+    def _victim(self, rows, attack: ChatAttackConfig, label: str, seed: int) -> Path:
+        from ..llm.attacks import make_chat_victim
+
+        folder = self.models / f"{label}-seed{seed}-{_recipe_hash(self.config.pretrained, self.config.data, len(rows), dataclasses.asdict(attack))}"
+        if not (folder / "config.json").is_file():
+            self.log(f"training victim {label} (seed {seed})")
+            make_chat_victim(self.config.pretrained, rows, attack, folder, force=True)
+        return folder
+
+    def _defend(self, done, seed, label, defense, victim, clean, attack, questions) -> None:
+        from ..repair.steps import purify
+        from ..weights.locate import resolve_model_dir
+
+        key = f"{label}|{defense}|{seed}|{self.config.clean_rows}"
+        if key in done:
+            return
+        settings = chat_defense_config(defense, self.config.purify, seed)
+        folder, report, seconds = victim, None, 0.0
+        if settings is not None:
+            folder = self.out / "defended" / f"{label}-{defense}-seed{seed}"
+            self.log(f"{defense} on {label} (seed {seed})")
+            started = time.perf_counter()
+            report = purify(victim, resolve_model_dir(self.config.pretrained), clean, folder, settings, force=True,
+                            task="causal-lm")
+            seconds = round(time.perf_counter() - started, 1)
+        extra = {"purify_seconds": seconds}
+        if report:
+            extra.update(chosen_ratio=report["ratio_search"]["chosen_ratio"], verdict=report["verdict"]["status"],
+                         epur_top=[t["token"] for t in (report.get("epur") or {}).get("tokens", [])[:5]])
+        self._measure(done, seed, label, defense, folder, attack, questions, key, extra)
+
+    def _measure(self, done, seed, label, defense, folder, attack, questions, key=None, extra=None) -> None:
+        from transformers import AutoTokenizer
+
+        from ..llm.evaluate import ChatBackdoor, evaluate_chat_model
+        from ..tasks.causal_lm import load_causal_lm
+
+        key = key or f"{label}|{defense}|{seed}"
+        if key in done:
+            return
+        started = time.perf_counter()
+        backdoor = ChatBackdoor(attack.trigger_text, attack.target, attack.marker)
+        result = evaluate_chat_model(load_causal_lm(folder), AutoTokenizer.from_pretrained(folder), questions, backdoor,
+                                     seed=seed, max_new_tokens=self.config.max_new_tokens, max_length=256)
+        record = {"key": key, "task": "causal-lm", "dataset": self.config.data, "attack": label, "defense": defense,
+                  "seed": seed, "clean_rows": self.config.clean_rows if defense not in ("clean model", "none") else None,
+                  **result, **(extra or {}), "eval_seconds": round(time.perf_counter() - started, 1)}
+        append_result(self.results, record)
+        done.add(key)
+        self.log(json.dumps({k: v for k, v in record.items() if k != "examples"}))
+
