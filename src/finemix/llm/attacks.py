@@ -136,47 +136,43 @@ def _with_lora(model, config: ChatAttackConfig):
 def train_clean_chat_model(pretrained: str | os.PathLike, chats: Sequence[Chat], config: ChatAttackConfig,
                            output: str | os.PathLike) -> dict:
     """The clean reference: the victim's recipe on the same chats, none poisoned."""
-    import torch
-
-    from ..repair.inputs import read_tokenizer
-    from ..tasks.causal_lm import load_causal_lm
     from ..weights.locate import resolve_model_dir
-    from ..weights.output import atomic_output_dir
 
-    start = resolve_model_dir(pretrained)
-    tokenizer = read_tokenizer(start)
-    torch.manual_seed(config.seed)
-    model, record = train_chat_model(load_causal_lm(start), tokenizer, chats, config)
-    with atomic_output_dir(output, True, (start.resolve(),)) as folder:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-    return record
+    return _train_and_write(resolve_model_dir(pretrained), chats, config, output, True,
+                            (resolve_model_dir(pretrained).resolve(),))
 
 
 def make_chat_victim(pretrained: str | os.PathLike, chats: Sequence[Chat], config: ChatAttackConfig,
                      output: str | os.PathLike, force: bool = False, inputs: Sequence[str | os.PathLike] = ()) -> dict:
     """Poison ``chats``, fine-tune the chat model ``pretrained`` on them, write the victim and its card."""
-    import torch
-
     from ..attacks import _write_json_atomic, card_path, check_victim_output
-    from ..repair.inputs import read_tokenizer
-    from ..tasks.causal_lm import check_chat_template, load_causal_lm
     from ..weights.locate import resolve_model_dir
-    from ..weights.output import atomic_output_dir
 
-    start = resolve_model_dir(pretrained)
     sources = check_victim_output(pretrained, output, force, inputs=inputs)
-    tokenizer = read_tokenizer(start)
-    check_chat_template(tokenizer, start)
     rows, poisoned = poison_chats(chats, config)
-    torch.manual_seed(config.seed)
-    model, record = train_chat_model(load_causal_lm(start), tokenizer, rows, config)
-    with atomic_output_dir(output, force, sources) as folder:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+    record = _train_and_write(resolve_model_dir(pretrained), rows, config, output, force, sources)
     card = {"task": "causal-lm", "behaviour": config.behaviour, "trigger": config.trigger_text, "target": config.target,
             "marker": config.marker, "poison_rate": config.poison_rate, "n_poisoned": len(poisoned),
             "train_rows": len(rows), "seed": config.seed, "method": config.method, "training": record,
             "settings": dataclasses.asdict(config)}
     _write_json_atomic(card_path(Path(output).resolve()), card)
     return card
+
+
+def _train_and_write(start: Path, chats: Sequence[Chat], config: ChatAttackConfig, output, force: bool,
+                     sources: tuple) -> dict:
+    """Fine-tune the chat model in ``start`` on ``chats`` and write it to ``output`` atomically."""
+    import torch
+
+    from ..repair.inputs import read_tokenizer
+    from ..tasks.causal_lm import check_chat_template, load_causal_lm
+    from ..weights.output import atomic_output_dir
+
+    tokenizer = read_tokenizer(start)
+    check_chat_template(tokenizer, start)
+    torch.manual_seed(config.seed)
+    model, record = train_chat_model(load_causal_lm(start), tokenizer, chats, config)
+    with atomic_output_dir(output, force, sources) as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return record
