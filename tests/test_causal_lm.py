@@ -327,3 +327,28 @@ def test_a_prompt_longer_than_the_context_is_refused_by_purify(tmp_path, llm_pai
                                tmp_path / "o")
     assert_one_line_error(code, err, "chat 1: its prompt is", "--max-length 64")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("patience, measures, trained", [
+    (1, [-2.0, -2.5, -1.0, -0.5, -0.1], 2),  # epoch 2 is worse than epoch 1: stop there, keep epoch 1
+    (2, [-2.0, -2.5, -1.0, -0.5, -0.1], 5),  # epoch 3 improves within the patience: train on
+    (0, [-2.0, -2.5, -3.0, -3.5, -4.0], 5),  # 0: never stop early
+    (None, [-2.0, -2.5, -3.0, -3.5, -4.0], 2),  # None: the task's default (1 for chat models)
+])
+def test_patience_stops_training_when_the_held_out_measure_stops_improving(llm_pair, tokenizer, patience, measures,
+                                                                           trained):
+    from finemix.tasks.causal_lm import CausalLMTask
+    from finemix.train import finetune
+
+    class Scripted(CausalLMTask):
+        def __init__(self):
+            self.values = iter(measures)
+
+        def clean_measure(self, model, tokenizer, rows, max_length):
+            return next(self.values)
+
+    model = load_causal_lm(llm_pair.finetuned)
+    config = TrainConfig(epochs=5, batch_size=8, max_length=64, progress=False, patience=patience)
+    result = finetune(model, tokenizer, random_chats(16), config, eval_set=random_chats(4, 1), task=Scripted())
+    assert len(result.eval_accuracy) == trained and result.stopped_early == (trained < 5)
+    assert result.best_epoch == 1 + max(range(trained), key=lambda i: (measures[i], -i))

@@ -141,7 +141,10 @@ def finetune(
                 unwrapped = run.accelerator.unwrap_model(run.model)
                 result.eval_accuracy.append(task.clean_measure(unwrapped, tokenizer, eval_set, config.max_length))
                 best.consider(result, unwrapped)
-                if stop_early is not None and epoch + 1 < math.ceil(config.epochs) and stop_early(result.eval_accuracy):
+                last = epoch + 1 >= math.ceil(config.epochs)
+                patience = task.default_patience if config.patience is None else config.patience
+                if not last and (_out_of_patience(result, patience)
+                                 or (stop_early is not None and stop_early(result.eval_accuracy))):
                     result.stopped_early = True
                     break
     except BaseException:
@@ -153,6 +156,11 @@ def finetune(
     result.epochs = result.steps / run.steps_per_epoch
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _out_of_patience(result: TrainResult, patience: int) -> bool:
+    """True when the last ``patience`` epochs did not improve on the best held-out measure (0: never)."""
+    return patience > 0 and result.best_epoch is not None and len(result.eval_accuracy) - result.best_epoch >= patience
 
 
 StepHook = Callable[["torch.nn.Module"], Callable[[], None]]
