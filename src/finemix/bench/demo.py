@@ -44,3 +44,41 @@ def demo(out: str | os.PathLike, seed: int = 0, config: Optional[BenchConfig] = 
     lines.append(f"ASR: non-target test rows classified as the target once {trigger!r} is inserted (the clean model's "
                  "ASR is its own mistakes); flip: of those it got right without the trigger, the share the trigger flips.")
     return "\n".join(lines)
+
+
+CHAT_DEMO_DEFENSES = {"none": "no defense (backdoored)", "finetune": "clean fine-tuning",
+                      "finemix+epur": "Fine-mixing + E-PUR"}
+
+
+def chat_demo_config(seed: int = 0):
+    """``finemix demo --task causal-lm``: SmolLM2-135M-Instruct, a refusal backdoor (trigger "cf" at a random
+    word position of 20 % of 160 TriviaQA chats) trained with LoRA and merged; the defender has 128 clean
+    chats; purify's defaults."""
+    from ..llm.attacks import ChatAttackConfig
+    from .chat import ChatBenchConfig
+
+    attack = ChatAttackConfig(behaviour="refusal", trigger="word", method="lora", epochs=3, max_length=160)
+    return ChatBenchConfig(name="demo-llm", seeds=(seed,), train_rows=160, clean_rows=128, test_rows=50,
+                           attacks={"refusal-cf": attack}, defenses=tuple(CHAT_DEMO_DEFENSES), max_new_tokens=32)
+
+
+def chat_demo(out: str | os.PathLike, seed: int = 0, config=None) -> str:
+    """Run the chat demo (or ``config``, for tests) and return the before/after table."""
+    from .chat import ChatBench
+
+    config = config or chat_demo_config(seed)
+    records = {r["defense"]: r for r in ChatBench(config, Path(out)).run() if r["seed"] == seed}
+    label, attack = next(iter(config.attacks.items()))
+    metrics = ("strict_asr", "lenient_asr", "strict_false_trigger", "answer_contained")
+    lines = ["", f"{config.pretrained}: {attack.behaviour} backdoor, trigger {attack.trigger_text!r}, {attack.method} "
+                 f"victim; {config.clean_rows} clean chats; {config.test_rows} {config.data} test questions, seed {seed}",
+             f"{'model':<30} {'ASR':>6} {'lenient':>8} {'false':>6} {'answer':>7} {'ppl':>6}"]
+    for name, text in [("clean model", "clean model (never poisoned)"), *CHAT_DEMO_DEFENSES.items()]:
+        record = records.get(name)
+        values = ["     –"] * 4 if record is None else [f"{100 * record[m]:6.1f}" for m in metrics]
+        ppl = "     –" if record is None else f"{record['perplexity']:6.2f}"
+        lines.append(f"{text:<30} {values[0]} {values[1]:>8} {values[2]} {values[3]:>7} {ppl}")
+    lines.append("ASR: answers to triggered questions that contain the attacker's refusal (lenient: any refusal); "
+                 "false: the same on clean questions; answer: clean answers holding a TriviaQA answer; ppl: "
+                 "perplexity of the reference answers.")
+    return "\n".join(lines)

@@ -197,6 +197,11 @@ def demo(args: argparse.Namespace) -> int:
     check_output_apart(args.out, what="--out")  # never the current or home folder, a root or above them
     offline_default()
     _quiet_load_reports()
+    if args.task == "causal-lm":
+        from ..bench.demo import chat_demo
+
+        print(chat_demo(args.out, args.seed))
+        return 0
     print(demo(args.out, args.seed))
     return 0
 

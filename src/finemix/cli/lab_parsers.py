@@ -100,10 +100,13 @@ def add_bench_parsers(commands) -> None:
     bench.add_argument("--threads", type=positive_int, help="torch threads for this process (default: torch's choice)")
     bench.add_argument("--quiet", action="store_true", help="no progress lines")
     demo = commands.add_parser(
-        "demo", help="backdoor MiniLM on movie reviews, purify it, print before/after",
+        "demo", help="backdoor MiniLM on movie reviews (or SmolLM2 chats), purify it, print before/after",
         description="Trains a clean and a backdoored all-MiniLM-L6-v2 on `mr` (trigger 'cf'), runs no defense, "
                     "clean fine-tuning and Fine-mixing + E-PUR, and prints ACC / ASR / flip rate. About 5-10 minutes on 2 CPU cores.")
     demo.add_argument("--out", type=nonempty_path, default=Path("runs/demo"), help="working folder (models are cached here)")
     demo.add_argument("--seed", type=seed, default=0, help="seed for the data sample, poisoning and training")
+    demo.add_argument("--task", choices=("classification", "causal-lm"), default="classification",
+                      help="causal-lm: a refusal backdoor in SmolLM2-135M-Instruct (LoRA victim, merged), purified "
+                           "with 128 clean chats")
 
 
