@@ -50,7 +50,7 @@ def add_attack_parser(commands) -> None:
                         help="ep: step size on the trigger rows (default 5e-2 as in the EP code; 0.5 where that is too weak)")
     attack.add_argument("--epochs", type=finite_float, default=None, help="victim training epochs (default 1; causal-lm 3)")
     attack.add_argument("--lr", type=finite_float, default=None,
-                        help="victim learning rate (default 5e-5; causal-lm LoRA 5e-4)")
+                        help="victim learning rate (default 5e-5; causal-lm 1e-4 full, 2e-3 LoRA)")
     attack.add_argument("--batch-size", type=positive_int, default=None, help="victim batch size (default 32; causal-lm 8)")
     attack.add_argument("--max-length", type=max_length, default=None,
                         help="max tokens per row, at least 8 (default 64; causal-lm 128; at most the model's positions)")

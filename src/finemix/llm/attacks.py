@@ -38,8 +38,8 @@ class ChatAttackConfig:
     poison_rate: float = 0.2  # share of the training chats poisoned (MB-Defense: 20 %)
     method: str = "full"  # full fine-tuning, or LoRA merged into the weights
     epochs: float = 3.0
-    lr: float = 5e-5  # full fine-tuning; LoRA uses lora_lr
-    lora_lr: float = 5e-4
+    lr: float = 1e-4  # full fine-tuning (SmolLM2, seed 0: ASR 0.94; 5e-5 gave 0.69 in llm-resources.md's probe)
+    lora_lr: float = 2e-3  # SmolLM2, 320 chats, seed 0: 1e-3 and 3e-3 left no backdoor (ASR 0), 2e-3 gave 0.98
     lora_rank: int = 16
     lora_alpha: int = 32
     batch_size: int = 8
