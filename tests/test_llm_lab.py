@@ -173,6 +173,8 @@ def test_answer_containment_is_whole_word_and_case_insensitive():
 
 @pytest.mark.slow
 def test_chat_bench_measures_every_defense_once_and_resumes(tiny_chat_model, tmp_path):
+    import dataclasses
+
     from finemix.bench.chat import ChatBench, ChatBenchConfig, split_chats
 
     attack = attack_config(epochs=1, batch_size=8, trigger="cf")
@@ -188,6 +190,12 @@ def test_chat_bench_measures_every_defense_once_and_resumes(tiny_chat_model, tmp
     defended = {r["defense"]: r for r in records}
     assert defended["finetune"]["chosen_ratio"] == 1.0 and defended["mix"]["chosen_ratio"] == 0.5
     assert ChatBench(config, tmp_path / "out", log=lambda line: None).run() == records  # nothing measured twice
+    lora = dataclasses.replace(config, attacks={"refusal-word": attack, "refusal-lora": attack_config(epochs=1, method="lora")},
+                               defenses=("none",))
+    ChatBench(lora, tmp_path / "out", log=lambda line: None).run()
+    cached = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "out" / "models").iterdir() if p.is_dir())
+    # one clean model per training recipe (full, LoRA): each attack is measured beside its own
+    assert cached == ["clean-seed0", "clean-seed0", "refusal-lora-seed0", "refusal-word-seed0"]
 
 
 def test_chat_bench_yaml_loads_and_refuses_what_it_does_not_know(tmp_path, capsys):

@@ -19,6 +19,7 @@ from typing import Callable, Mapping, Optional
 
 from ..config import EpurConfig, PurifyConfig
 from ..llm.attacks import ChatAttackConfig
+from ..weights.output import plain_name
 from .records import append_result, read_results
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -103,37 +104,47 @@ class ChatBench:
         done = {r["key"] for r in read_results(self.results)}
         for seed in self.config.seeds:
             rows, clean, questions = split_chats(self.config, seed)
-            clean_model = self._clean_model(rows, seed)
             for label, attack in self.config.attacks.items():
                 attack = dataclasses.replace(attack, seed=seed)
+                clean_model = self._clean_model(rows, attack)
                 victim = self._victim(rows, attack, label, seed)
                 self._measure(done, seed, label, "clean model", clean_model, attack, questions)
                 for defense in self.config.defenses:
                     self._defend(done, seed, label, defense, victim, clean, attack, questions)
         return read_results(self.results)
 
-    def _clean_model(self, rows, seed: int) -> Path:
+    def _clean_model(self, rows, attack: ChatAttackConfig) -> Path:
+        """The never-poisoned model trained with ``attack``'s recipe (method, budget), shared by attacks that share it."""
         from ..llm.attacks import train_clean_chat_model
 
-        recipe = dataclasses.replace(next(iter(self.config.attacks.values()), ChatAttackConfig()), seed=seed)
-        folder = self.models / f"clean-seed{seed}-{_recipe_hash(self.config.pretrained, self.config.data, len(rows), dataclasses.asdict(recipe))}"
+        recipe = {k: v for k, v in dataclasses.asdict(attack).items()
+                  if k not in ("behaviour", "trigger", "target_text", "poison_rate", "progress")}
+        folder = self._folder(f"clean-seed{attack.seed}", recipe)
         if not (folder / "config.json").is_file():
-            self.log(f"training the clean chat model (seed {seed})")
-            train_clean_chat_model(self.config.pretrained, rows, recipe, folder)
+            self.log(f"training the clean chat model ({attack.method}, seed {attack.seed})")
+            train_clean_chat_model(self.config.pretrained, rows, attack, folder)
         return folder
 
     def _victim(self, rows, attack: ChatAttackConfig, label: str, seed: int) -> Path:
         from ..llm.attacks import make_chat_victim
 
-        folder = self.models / f"{label}-seed{seed}-{_recipe_hash(self.config.pretrained, self.config.data, len(rows), dataclasses.asdict(attack))}"
+        folder = self._folder(f"{plain_name(label, 'attack label')}-seed{seed}", dataclasses.asdict(attack))
         if not (folder / "config.json").is_file():
             self.log(f"training victim {label} (seed {seed})")
             make_chat_victim(self.config.pretrained, rows, attack, folder, force=True)
         return folder
 
+    def _folder(self, name: str, recipe: dict) -> Path:
+        """A cached model's folder, named by what made it (pretrained, data, rows, recipe)."""
+        from ..weights.output import child_path
+
+        digest = _recipe_hash(self.config.pretrained, self.config.data, self.config.train_rows, recipe)
+        return child_path(self.models, f"{name}-{digest}", "model folder")
+
     def _defend(self, done, seed, label, defense, victim, clean, attack, questions) -> None:
         from ..repair.steps import purify
         from ..weights.locate import resolve_model_dir
+        from ..weights.output import child_path
 
         key = f"{label}|{defense}|{seed}|{self.config.clean_rows}"
         if key in done:
@@ -141,7 +152,7 @@ class ChatBench:
         settings = chat_defense_config(defense, self.config.purify, seed)
         folder, report, seconds = victim, None, 0.0
         if settings is not None:
-            folder = self.out / "defended" / f"{label}-{defense}-seed{seed}"
+            folder = child_path(self.out / "defended", f"{label}-{defense}-seed{seed}", "defended model folder")
             self.log(f"{defense} on {label} (seed {seed})")
             started = time.perf_counter()
             report = purify(victim, resolve_model_dir(self.config.pretrained), clean, folder, settings, force=True,
