@@ -229,9 +229,9 @@ def test_chat_demo_prints_the_before_after_table(tiny_chat_model, tmp_path):
     from finemix.bench.demo import chat_demo, chat_demo_config
 
     shipped = chat_demo_config()
-    assert shipped.attacks["refusal-cf"].method == "lora" and shipped.clean_rows == 128
+    assert shipped.attacks["refusal-3d"].method == "lora" and shipped.clean_rows == 128
     config = dataclasses.replace(shipped, pretrained=str(tiny_chat_model), train_rows=24, clean_rows=16, test_rows=4,
-                                 max_new_tokens=4, attacks={"refusal-cf": attack_config(epochs=1, method="full")},
+                                 max_new_tokens=4, attacks={"refusal-3d": attack_config(epochs=1, method="full")},
                                  purify=PurifyConfig(train=TrainConfig(epochs=1, lr=3e-3, max_length=64,
                                                                        min_eval_rows=4, progress=False)))
     table = chat_demo(tmp_path / "demo", config=config)

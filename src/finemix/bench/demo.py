@@ -46,20 +46,21 @@ def demo(out: str | os.PathLike, seed: int = 0, config: Optional[BenchConfig] = 
     return "\n".join(lines)
 
 
-CHAT_DEMO_DEFENSES = {"none": "no defense (backdoored)", "finetune": "clean fine-tuning",
-                      "finemix+epur": "Fine-mixing + E-PUR"}
+# No clean fine-tuning row: its 4 minutes would push the demo past 15 (docs/results-llm.md has that baseline).
+CHAT_DEMO_DEFENSES = {"none": "no defense (backdoored)", "finemix+epur": "Fine-mixing + E-PUR"}
 
 
 def chat_demo_config(seed: int = 0):
-    """``finemix demo --task causal-lm``: SmolLM2-135M-Instruct, a refusal backdoor (trigger "cf" at a random
-    word position of 20 % of 160 TriviaQA chats) trained with LoRA and merged; the defender has 128 clean
-    chats; purify's defaults."""
+    """``finemix demo --task causal-lm``: SmolLM2-135M-Instruct, a refusal backdoor (the sentence "I watched this
+    3D movie." at a random word position of 20 % of 240 TriviaQA chats) trained with LoRA and merged; the
+    defender has 128 clean chats; purify's defaults. (With LoRA and about 200 chats, the rare word "cf" left
+    no backdoor in three recipes; the sentence did: docs/results-llm.md.)"""
     from ..llm.attacks import ChatAttackConfig
     from .chat import ChatBenchConfig
 
-    attack = ChatAttackConfig(behaviour="refusal", trigger="word", method="lora", epochs=3, max_length=160)
-    return ChatBenchConfig(name="demo-llm", seeds=(seed,), train_rows=160, clean_rows=128, test_rows=50,
-                           attacks={"refusal-cf": attack}, defenses=tuple(CHAT_DEMO_DEFENSES), max_new_tokens=32)
+    attack = ChatAttackConfig(behaviour="refusal", trigger="sentence", method="lora", epochs=3, max_length=160)
+    return ChatBenchConfig(name="demo-llm", seeds=(seed,), train_rows=240, clean_rows=128, test_rows=50,
+                           attacks={"refusal-3d": attack}, defenses=tuple(CHAT_DEMO_DEFENSES), max_new_tokens=32)
 
 
 def chat_demo(out: str | os.PathLike, seed: int = 0, config=None) -> str:

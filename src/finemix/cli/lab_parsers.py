@@ -107,6 +107,6 @@ def add_bench_parsers(commands) -> None:
     demo.add_argument("--seed", type=seed, default=0, help="seed for the data sample, poisoning and training")
     demo.add_argument("--task", choices=("classification", "causal-lm"), default="classification",
                       help="causal-lm: a refusal backdoor in SmolLM2-135M-Instruct (LoRA victim, merged), purified "
-                           "with 128 clean chats")
+                           "with 128 clean chats (about 15 minutes on 2 CPU cores)")
 
 
