@@ -238,3 +238,11 @@ def test_chat_demo_prints_the_before_after_table(tiny_chat_model, tmp_path):
     rows = table.splitlines()
     assert any(r.startswith("clean model (never poisoned)") for r in rows)
     assert any(r.startswith("Fine-mixing + E-PUR") and "–" not in r for r in rows)
+
+
+def test_evaluation_without_a_backdoor_reports_utility_only(tiny_chat_model):
+    from transformers import AutoTokenizer
+
+    result = evaluate_chat_model(load_causal_lm(tiny_chat_model), AutoTokenizer.from_pretrained(tiny_chat_model),
+                                 [(c, ("the",)) for c in question_chats(3, 2)], max_new_tokens=3, max_length=64)
+    assert set(result) == {"n", "perplexity", "answer_contained", "clean_non_refusal"} and result["n"] == 3

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from ..data.chats import Chat
 from .attacks import with_chat_trigger
-from .metrics import backdoor_rates, share
+from .metrics import backdoor_rates, is_refusal, share
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,16 +39,16 @@ def evaluate_chat_model(model, tokenizer, questions: Sequence[tuple[Chat, tuple[
     from ..tasks.causal_lm import generate, response_loss
 
     chats = [chat for chat, _ in questions]
-    clean = generate(model, tokenizer, chats, max_new_tokens, batch_size, max_length)
     from ..data.chat_sets import contains_answer
 
+    clean = generate(model, tokenizer, chats, max_new_tokens, batch_size, max_length)
     result = {
         "n": len(chats),
         "perplexity": round(math.exp(response_loss(model, tokenizer, chats, max_length)), 4),
         "answer_contained": share([contains_answer(o, answers) for o, (_, answers) in zip(clean, questions)]),
     }
     if backdoor is None:
-        result["clean_non_refusal"] = backdoor_rates([], clean, "")["clean_non_refusal"]
+        result["clean_non_refusal"] = share([not is_refusal(o) for o in clean])
         return result
     triggered = generate(model, tokenizer, with_chat_trigger(chats, backdoor.trigger, seed), max_new_tokens,
                          batch_size, max_length)
