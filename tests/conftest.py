@@ -13,6 +13,8 @@ changing anything, because every test in the session shares them):
   ``tiny_pair_factory("electra", bin_format=True, num_labels=3)``.
 * ``tiny_text_csv`` (function) -> ``Path`` of a CSV with columns ``text,label``
   (40 rows, labels 0 and 1 interleaved).
+* ``finetune_epochs`` (function) -> the list of ``config.epochs`` of every ``train.finetune``
+  call made during the test, in order (the real training still runs).
 
 The builders themselves live in ``tests/tiny_models.py`` for use by scripts.
 """
@@ -83,3 +85,19 @@ def roberta_pair(tiny_pair_factory) -> TinyPair:
 def tiny_text_csv(tmp_path) -> Path:
     """A small labelled CSV (``text,label``; 40 rows, both labels)."""
     return write_text_csv(tmp_path / "tiny.csv")
+
+
+@pytest.fixture
+def finetune_epochs(monkeypatch) -> list:
+    """The epochs every ``train.finetune`` call of the test trained for, in order (training still runs)."""
+    import finemix.train
+
+    seen: list = []
+    real = finemix.train.finetune
+
+    def spy(model, tokenizer, train, config, **kwargs):
+        seen.append(config.epochs)
+        return real(model, tokenizer, train, config, **kwargs)
+
+    monkeypatch.setattr(finemix.train, "finetune", spy)
+    return seen

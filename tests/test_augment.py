@@ -45,17 +45,7 @@ def test_rewrites_of_an_enormous_row_stay_short():
     assert made and max(len(e.text.split()) for e in made) <= 128  # a splice joins two pieces of at most 64
 
 
-def test_rewrites_train_for_augment_epochs_and_unlabelled_text_for_distill_epochs(tmp_path, bert_pair, monkeypatch):
-    import finemix.train
-
-    seen = []
-    real = finemix.train.finetune
-
-    def spy(model, tokenizer, train, config, **kwargs):
-        seen.append(config.epochs)
-        return real(model, tokenizer, train, config, **kwargs)
-
-    monkeypatch.setattr(finemix.train, "finetune", spy)
+def test_rewrites_train_for_augment_epochs_and_unlabelled_text_for_distill_epochs(tmp_path, bert_pair, finetune_epochs):
     rows = ROWS + [Example(e.text + " , really", e.label) for e in ROWS]
     train = TrainConfig(epochs=4, batch_size=8, max_length=32, progress=False)
     config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=train, distill_epochs=2, augment_rows=40,
@@ -63,4 +53,4 @@ def test_rewrites_train_for_augment_epochs_and_unlabelled_text_for_distill_epoch
     purify(bert_pair.finetuned, bert_pair.pretrained, rows, tmp_path / "rewrites", config)
     purify(bert_pair.finetuned, bert_pair.pretrained, rows, tmp_path / "unlabelled", config, [e.text for e in ROWS])
     purify(bert_pair.finetuned, bert_pair.pretrained, rows, tmp_path / "neither", dataclasses.replace(config, augment_rows=0))
-    assert seen == [1, 2, 4]
+    assert finetune_epochs == [1, 2, 4]

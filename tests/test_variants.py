@@ -197,19 +197,9 @@ def test_purify_distils_on_the_rewrites_and_the_generic_sentences(tmp_path, bert
     assert report["unlabelled_text"]["teacher"]["rows"] == 520
 
 
-def test_a_cross_fitted_teacher_on_rewrites_trains_for_augment_epochs(tmp_path, bert_pair, monkeypatch):
-    import finemix.train
-
-    seen = []
-    real = finemix.train.finetune
-
-    def spy(model, tokenizer, train, config, **kwargs):
-        seen.append(config.epochs)
-        return real(model, tokenizer, train, config, **kwargs)
-
-    monkeypatch.setattr(finemix.train, "finetune", spy)
+def test_a_cross_fitted_teacher_on_rewrites_trains_for_augment_epochs(tmp_path, bert_pair, finetune_epochs):
     config = PurifyConfig(mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=2, augment_rows=20, augment_epochs=1,
                           search=RatioSearchConfig(candidates=(0.0,)))
     purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config,
            hooks=research_hooks({"teacher": "cross-fit"}))
-    assert seen == [1, 1, 1]  # both first-round students and the final repair
+    assert finetune_epochs == [1, 1, 1]  # both first-round students and the final repair
