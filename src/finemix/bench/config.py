@@ -124,10 +124,11 @@ class BenchConfig:
             raise FinemixError(f"clean_rows must all be >= 2, got {self.clean_rows}")
 
 
-def select(config: BenchConfig, datasets: Optional[Sequence[str]] = None, attacks: Optional[Sequence[str]] = None,
-           seeds: Optional[Sequence[int]] = None, defenses: Optional[Sequence[str]] = None) -> BenchConfig:
-    """The config restricted to some data sets, attacks, seeds or defenses. Job keys do not change, so
-    several processes (or runs) can each take a part of one grid and share its output."""
+def select(config, datasets: Optional[Sequence[str]] = None, attacks: Optional[Sequence[str]] = None,
+           seeds: Optional[Sequence[int]] = None, defenses: Optional[Sequence[str]] = None):
+    """The config (a ``BenchConfig`` or a ``ChatBenchConfig``) restricted to some data sets, attacks, seeds or
+    defenses. Job keys do not change, so several processes (or runs) can each take a part of one grid and
+    share its output."""
     changes: dict = {}
     for field, chosen in (("datasets", datasets), ("attacks", attacks), ("seeds", seeds), ("defenses", defenses)):
         if chosen is None:

@@ -205,7 +205,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from ..weights.locate import load_config, resolve_model_dir
 
     folder = resolve_model_dir(args.model)
-    if task_name_for_config(load_config(folder), folder) == "causal-lm":
+    if task_name_for_config(load_config(folder)) == "causal-lm":
         return evaluate_chat(args, folder)
     label2id, num_labels = model_labels(folder)
     examples = load_examples(Path(args.data), label2id=label2id, num_labels=num_labels)

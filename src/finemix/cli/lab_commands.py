@@ -58,13 +58,11 @@ def attack(args: argparse.Namespace) -> int:
 
 
 def _attack_task(args: argparse.Namespace, start: Path) -> str:
+    """``--task``, or (auto) the task the start model's config.json declares."""
     from ..tasks import task_for_config
     from ..weights.locate import load_config
 
-    if args.task != "auto":
-        return task_for_config(load_config(start), start, args.task).name
-    architectures = load_config(start).get("architectures") or []
-    return "causal-lm" if any(str(a).endswith("ForCausalLM") for a in architectures) else "classification"
+    return task_for_config(load_config(start), start, args.task).name
 
 
 def chat_attack(args: argparse.Namespace, start: Path, data_file: tuple) -> int:
@@ -138,20 +136,22 @@ def _quiet_load_reports() -> None:
 
 def bench(args: argparse.Namespace) -> int:
     from ..bench import iter_grid, load_bench_config, run_bench, select
-    from ..bench.config import BenchConfig
+    from ..bench.chat import ChatBenchConfig, chat_jobs
 
     offline_default()
     _quiet_load_reports()
     config = load_bench_config(args.config)
-    if not isinstance(config, BenchConfig):
-        return chat_bench(args, config)
+    chat = isinstance(config, ChatBenchConfig)
+    if chat and (args.datasets or args.report_only):
+        raise FinemixError(f"{'--datasets' if args.datasets else '--report-only'} does not apply to a task: causal-lm "
+                           "grid (one chat set; its records are results.jsonl)")
     config = select(config, args.datasets, args.attacks, args.seeds, args.defenses)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     if args.dry_run:
-        jobs = list(iter_grid(config))
+        jobs = list(chat_jobs(config) if chat else iter_grid(config))
         for job in jobs:
             print(json.dumps(job))
         print(f"{len(jobs)} defense jobs", file=sys.stderr)
@@ -161,32 +161,20 @@ def bench(args: argparse.Namespace) -> int:
     from ..weights.output import child_path
 
     out = args.out or child_path(Path("runs/bench"), config.name, "config name")  # a name, never a path
+    if chat:
+        return _run_chat_bench(config, Path(out), args)
     report = run_bench(load_bench_config(args.config) if args.report_only else config, out,
                        progress=not args.quiet, report_only=args.report_only, models=args.models)
     print(f"results: {out / 'results.jsonl'}; table: {report}")
     return 0
 
 
-def chat_bench(args: argparse.Namespace, config) -> int:
-    """``finemix bench`` on a ``task: causal-lm`` config: --attacks, --defenses and --seeds filter it."""
-    from ..bench.chat import ChatBench, chat_jobs
-    from ..weights.output import child_path
+def _run_chat_bench(config, out: Path, args: argparse.Namespace) -> int:
+    """The chat-model grid (bench/chat.py); its progress lines unless --quiet."""
+    from ..bench.chat import ChatBench
 
-    changes = {"seeds": tuple(args.seeds) if args.seeds else config.seeds,
-               "attacks": {k: v for k, v in config.attacks.items() if not args.attacks or k in args.attacks},
-               "defenses": tuple(d for d in config.defenses if not args.defenses or d in args.defenses)}
-    config = dataclasses.replace(config, **changes)
-    if args.dry_run:
-        for job in chat_jobs(config):
-            print(json.dumps(job))
-        return 0
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    out = args.out or child_path(Path("runs/bench"), config.name, "config name")
-    records = ChatBench(config, Path(out), args.models, log=(lambda line: None) if args.quiet else print).run()
-    print(f"results: {Path(out) / 'results.jsonl'} ({len(records)} records)")
+    records = ChatBench(config, out, args.models, log=(lambda line: None) if args.quiet else print).run()
+    print(f"results: {out / 'results.jsonl'} ({len(records)} records)")
     return 0
 
 

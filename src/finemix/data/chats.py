@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import FinemixError
-from .files import PathLike, _decode, _short
+from .files import PathLike, _decode, _short, json_lines
 
 ROLES = ("system", "user", "assistant")
 
@@ -53,21 +53,11 @@ def load_chats(path: PathLike, require_response: bool = True) -> list[Chat]:
     path = Path(path)
     if path.suffix.lower() != ".jsonl":
         raise FinemixError(f"{path}: chat data must be a .jsonl file (one JSON object per line)")
-    chats = []
-    for number, line in enumerate(_decode(path).split("\n"), start=1):
-        if line.strip():
-            chats.append(chat_from_object(_parse(path, number, line), f"{path}: line {number}", require_response))
+    chats = [chat_from_object(obj, f"{path}: line {number}", require_response)
+             for number, obj in json_lines(path, _decode(path))]
     if not chats:
         raise FinemixError(f"{path}: no rows")
     return chats
-
-
-def _parse(path: Path, number: int, line: str) -> Any:
-    try:
-        return json.loads(line)
-    except (ValueError, RecursionError) as err:
-        reason = err.msg if isinstance(err, json.JSONDecodeError) else type(err).__name__
-        raise FinemixError(f"{path}: line {number} is not valid JSON ({reason}); expected one object per line") from None
 
 
 def chat_from_object(obj: Any, where: str, require_response: bool = True) -> Chat:

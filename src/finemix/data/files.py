@@ -11,7 +11,7 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from ..errors import FinemixError
 
@@ -111,17 +111,22 @@ def _json_value(path: Path, line: int, value: Any) -> str:
     return text
 
 
-def _json_records(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    columns: dict[str, None] = {}  # ordered set: union of keys in first-seen order
-    records: list[tuple[int, dict[str, str]]] = []
+def json_lines(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for every non-blank line of a JSONL text; invalid JSON is one line naming it."""
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            yield number, json.loads(line)
         except (ValueError, RecursionError) as err:
             reason = err.msg if isinstance(err, json.JSONDecodeError) else type(err).__name__
             raise FinemixError(f"{path}: line {number} is not valid JSON ({reason}); expected one object per line") from None
+
+
+def _json_records(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    columns: dict[str, None] = {}  # ordered set: union of keys in first-seen order
+    records: list[tuple[int, dict[str, str]]] = []
+    for number, obj in json_lines(path, text):
         if not isinstance(obj, dict):
             raise FinemixError(f"{path}: line {number} is a JSON {type(obj).__name__}, expected an object per line")
         row = {_json_value(path, number, k): _json_value(path, number, v) for k, v in obj.items()}

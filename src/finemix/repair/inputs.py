@@ -73,7 +73,7 @@ def check_tokenizer_fits(tokenizer, embedding_rows: int, folder: Path) -> None:
 
 
 def check_clean_rows(clean: Sequence["Example"], num_labels: int) -> tuple[list["Example"], dict]:
-    """Refuse clean sets that would train a wrong model; drop exact duplicates.
+    """Refuse clean sets that would train a wrong model; drop exact duplicates; (rows, notes for the report).
 
     Duplicates are dropped because a row in both the training and held-out parts of
     the ρ search would inflate held-out accuracy; rows with the same text but
@@ -92,7 +92,9 @@ def check_clean_rows(clean: Sequence["Example"], num_labels: int) -> tuple[list[
     texts: dict[tuple, set] = {}
     for example in unique:
         texts.setdefault((example.text, example.text_b), set()).add(example.label)
-    notes = {"duplicates_dropped": len(clean) - len(unique),
+    from ..report import label_counts
+
+    notes = {"label_counts": label_counts(unique), "duplicates_dropped": len(clean) - len(unique),
              "texts_with_conflicting_labels": sum(len(labels) > 1 for labels in texts.values())}
     return unique, notes
 

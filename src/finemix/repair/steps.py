@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from ..config import EpurConfig, MixConfig, PurifyConfig
 from ..errors import FinemixError
-from ..report import Timer, base_report, hash_inputs_in_background, label_counts, write_report
+from ..report import Timer, base_report, hash_inputs_in_background, write_report
 from ..weights.output import atomic_output_dir, check_output_dir, weights_size
 from ..weights.pair import CheckpointPair, open_pair
 from ..weights.writer import TensorSpec
@@ -196,8 +196,8 @@ def _load(backdoored, pretrained, clean, output, force: bool, task_name: str) ->
 def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequence[str], after_mix,
                    hooks: RepairHooks, timer: Timer) -> PurifyConfig:
     """The suspect's calibrated targets on the unlabelled texts (or a hook's); the config the repair runs with."""
-    if repair.task.name != "classification":
-        return config  # distillation of a chat model's own answers is not built yet: fine-tuning on the chats only
+    if not repair.task.distils:
+        return config  # a chat model's own answers are not distilled yet: it is fine-tuned on the chats only
     texts = unlabelled_texts or _augmented(repair, config)
     if hooks.distill_texts is not None:
         texts = hooks.distill_texts(list(texts), config.train.seed)
@@ -254,8 +254,7 @@ def _write(repair: _Repair, config: PurifyConfig, output, force: bool, hashes, t
         report["task"] = repair.task.name
         if hooks.options:
             report["research_variant"] = dict(hooks.options)
-        counts = {"label_counts": label_counts(repair.clean)} if repair.task.name == "classification" else {}
-        report["clean_data"] = {"rows": len(repair.clean), **counts, **repair.clean_notes, **(sources or {})}
+        report["clean_data"] = {"rows": len(repair.clean), **repair.clean_notes, **(sources or {})}
         report["unlabelled_text"] = _unlabelled_record(repair, unlabelled_texts, frequency_texts)
         report["epur"] = repair.plan.to_dict() if repair.plan else None
         report["mixing"] = mix_summary(pair, dataclasses.replace(config.mix, ratio=search["chosen_ratio"]),

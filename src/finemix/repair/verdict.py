@@ -14,7 +14,7 @@ verdict says when even that weak evidence is missing or bad, and what it means f
 
 from __future__ import annotations
 
-from ..core.ratio_rule import acceptance_margin, accepted
+from ..core.ratio_rule import accepted
 
 ADVICE = ("what to try: more clean labelled rows, or unlabelled in-domain text (--unlabelled-text), "
           "which lets the repair distil the suspect's clean behaviour")
@@ -23,6 +23,8 @@ ADVICE = ("what to try: more clean labelled rows, or unlabelled in-domain text (
 def repair_verdict(search: dict, tolerance: float, task=None) -> dict:
     """{"status": "ok" | "warning", "warnings": [...], "summary": str} from a ρ search record
     (``task``'s acceptance margin; classification's by default)."""
+    from ..tasks.classification import CLASSIFICATION
+
     warnings = []
     chosen = next((row for row in search["candidates"] if row["ratio"] == search["chosen_ratio"]), None)
     reference, rows = search.get("reference_heldout_accuracy"), search.get("heldout_rows", 0)
@@ -35,8 +37,7 @@ def repair_verdict(search: dict, tolerance: float, task=None) -> dict:
                         f"model's {reference:.3f}; the most accurate (ρ = {search['chosen_ratio']}) was kept, on no evidence "
                         "that it is both repaired and accurate: the backdoor may survive")
     elif chosen is not None:
-        margin = search.get("accepted_drop") or (task.acceptance_margin(reference, rows, tolerance) if task
-                                                 else acceptance_margin(reference, rows, tolerance))
+        margin = search.get("accepted_drop") or (task or CLASSIFICATION).acceptance_margin(reference, rows, tolerance)
         accuracy = chosen.get("heldout_accuracy")
         if accuracy is not None and not accepted(accuracy, reference, margin):
             warnings.append(f"the repaired model's {measure} {accuracy:.3f} is below the unrepaired "

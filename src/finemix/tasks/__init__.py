@@ -26,7 +26,7 @@ def task_named(name: str):
     raise FinemixError(f"unknown task {name!r}; use one of {', '.join(TASK_NAMES)}")
 
 
-def task_name_for_config(config: Mapping, folder: object = "the model") -> str:
+def task_name_for_config(config: Mapping) -> str:
     """``causal-lm`` when ``config.json``'s ``architectures`` name a *ForCausalLM, else ``classification``
     (whose loader and pair checks give their own errors for anything else, e.g. swapped folders)."""
     architectures = config.get("architectures")
@@ -37,9 +37,9 @@ def task_name_for_config(config: Mapping, folder: object = "the model") -> str:
 def task_for_config(config: Mapping, folder: object = "the model", name: str = "auto"):
     """The task named, or (``auto``) the one ``config.json`` declares; a mismatch is refused."""
     if name == "auto":
-        return task_named(task_name_for_config(config, folder))
+        return task_named(task_name_for_config(config))
     task = task_named(name)
-    declared = task_name_for_config(config, folder)
+    declared = task_name_for_config(config)
     if config.get("architectures") and declared != name:  # only a config naming its classes can contradict --task
         raise FinemixError(f"{folder}: --task {name} but its config.json declares a {declared} model")
     return task

@@ -178,6 +178,7 @@ class CausalLMTask:
     name = "causal-lm"
     measure_name = "negated held-out response loss"  # higher is better, as accuracy
     default_patience = 1  # stop after an epoch without a better held-out loss
+    distils = False  # distilling the suspect's own answers is not built (docs/paper-choices.md)
 
     def load_model(self, folder: Path):
         return load_causal_lm(folder)

@@ -103,6 +103,7 @@ class ClassificationTask:
     name = "classification"
     measure_name = "held-out accuracy"
     default_patience = 0  # train every epoch (the measured grids did)
+    distils = True
 
     def load_model(self, folder: Path):
         return load_classifier(folder)
