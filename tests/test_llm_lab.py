@@ -198,6 +198,23 @@ def test_chat_bench_measures_every_defense_once_and_resumes(tiny_chat_model, tmp
     assert cached == ["clean-seed0", "clean-seed0", "refusal-lora-seed0", "refusal-word-seed0"]
 
 
+def test_chat_bench_skips_chats_too_long_for_its_max_length_and_keeps_the_other_splits():
+    import pytest as _pytest
+
+    from finemix.bench.chat import ChatBenchConfig, split_chats
+    from finemix.errors import FinemixError
+
+    config = ChatBenchConfig(seeds=(0,), train_rows=24, clean_rows=16, test_rows=4)
+    rows, clean, _ = split_chats(config, 1)
+    too_long = {rows[3], clean[2]}
+    short_rows, short_clean, _ = split_chats(config, 1, fits=lambda chat: chat not in too_long)
+    assert not too_long & set(short_rows + short_clean) and len(short_rows) == 24 and len(short_clean) == 16
+    kept = [c for c in rows + clean if c not in too_long]
+    assert (short_rows + short_clean)[: len(kept)] == kept  # the rest of the order is unchanged
+    with _pytest.raises(FinemixError, match="fit the grid's max length"):
+        split_chats(config, 1, fits=lambda chat: False)
+
+
 def test_chat_bench_yaml_loads_and_refuses_what_it_does_not_know(tmp_path, capsys):
     from pathlib import Path
 

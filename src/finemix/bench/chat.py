@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import random
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from ..config import EpurConfig, PurifyConfig
+from ..errors import FinemixError
 from ..llm.attacks import ChatAttackConfig
 from ..weights.output import plain_name
 from .records import append_result, read_results
@@ -79,14 +81,37 @@ def chat_defense_config(name: str, base: PurifyConfig, seed: int) -> Optional[Pu
     return None if settings is None else dataclasses.replace(base, **settings)
 
 
-def split_chats(config: ChatBenchConfig, seed: int):
-    """(training chats, the defender's clean chats, test questions) for one seed."""
+ANSWER_ROOM = 24  # tokens left for a trigger sentence and the answer when a chat's prompt is measured
+
+
+def split_chats(config: ChatBenchConfig, seed: int, fits: Callable[[object], bool] = lambda chat: True):
+    """(training chats, the defender's clean chats, test questions) for one seed.
+
+    Chats that fail ``fits`` (a prompt too long for the grid's max length) are skipped after
+    the shuffle, so a rare long question does not stop a seed, and the other seeds' splits stay as they were.
+    """
     from ..data.chat_sets import chat_split
 
     train = [chat for chat, _ in chat_split(config.data, "train")]
     random.Random(seed).shuffle(train)
+    wanted = config.train_rows + config.clean_rows
+    train = list(itertools.islice((chat for chat in train if fits(chat)), wanted))
+    if len(train) < wanted:
+        raise FinemixError(f"{config.data} has {len(train)} chats that fit the grid's max length; it needs {wanted}")
     rows, clean = train[: config.train_rows], train[config.train_rows: config.train_rows + config.clean_rows]
     return rows, clean, chat_split(config.data, "test")[: config.test_rows]
+
+
+def prompt_fits(config: ChatBenchConfig):
+    """Whether a chat's prompt leaves ANSWER_ROOM tokens within the grid's smallest max length."""
+    from transformers import AutoTokenizer
+
+    from ..tasks.causal_lm import prompt_text
+    from ..weights.locate import resolve_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(config.pretrained))
+    limit = min([config.purify.train.max_length, *(a.max_length for a in config.attacks.values())]) - ANSWER_ROOM
+    return lambda chat: len(tokenizer(prompt_text(tokenizer, chat), add_special_tokens=False)["input_ids"]) <= limit
 
 
 def _recipe_hash(*parts) -> str:
@@ -102,8 +127,9 @@ class ChatBench:
 
     def run(self) -> list[dict]:
         done = {r["key"] for r in read_results(self.results)}
+        fits = prompt_fits(self.config)
         for seed in self.config.seeds:
-            rows, clean, questions = split_chats(self.config, seed)
+            rows, clean, questions = split_chats(self.config, seed, fits)
             for label, attack in self.config.attacks.items():
                 attack = dataclasses.replace(attack, seed=seed)
                 clean_model = self._clean_model(rows, attack)
