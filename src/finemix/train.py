@@ -1,13 +1,19 @@
 """Small-budget clean fine-tuning on ``accelerate``: one loop, the loss and held-out measure from the task.
 
 The same code runs in one process or under ``accelerate launch`` (DDP on several
-processes or GPUs): the model, optimiser, loader and schedule all go through
-``Accelerator.prepare``. Model selection keeps the weights of the epoch with the
-best accuracy on a held-out slice, when the caller provides one.
+processes or GPUs, or FSDP2 for models whose training state does not fit one device):
+the model, optimiser, loader and schedule all go through ``Accelerator.prepare``.
+Model selection keeps the weights of the epoch with the best accuracy on a held-out
+slice, when the caller provides one.
+
+Under FSDP the caller's model stays unsharded: a copy is sharded and trained, and its
+weights are gathered back one tensor at a time (every process takes part), because the
+repair goes on with the whole model (the next ρ candidate, the verdict, the writing).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import random
@@ -15,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .config import TrainConfig
+from .errors import FinemixError
 
 if TYPE_CHECKING:
     import torch
@@ -31,6 +38,7 @@ class TrainResult:
     best_epoch: Optional[int] = None
     eval_accuracy: list[float] = dataclasses.field(default_factory=list)
     stopped_early: bool = False
+    sharded: bool = False  # trained as an FSDP2 copy (its weights gathered back)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -128,9 +136,12 @@ def finetune(
     task = task or CLASSIFICATION
     started = time.perf_counter()
     set_seed(config.seed)
-    run = _prepare(model, tokenizer, train, config, unlabelled, unlabelled_targets, task)
+    accelerator = _accelerator()
+    sharded = _shards_the_model(accelerator)
+    run = _prepare(accelerator, copy.deepcopy(model) if sharded else model, tokenizer, train, config, unlabelled,
+                   unlabelled_targets, task)
     after_step = step_hook(run.accelerator.unwrap_model(run.model)) if step_hook else None
-    result = TrainResult(steps=0, epochs=0.0, seconds=0.0)
+    result = TrainResult(steps=0, epochs=0.0, seconds=0.0, sharded=sharded)
     best = _BestEpoch()
     bar = _progress_bar(run, config)
     run.model.train()
@@ -153,6 +164,8 @@ def finetune(
         raise
     bar.close()
     _finish(run, best, result)
+    if sharded:
+        _gather_into(run.accelerator.unwrap_model(run.model), model)
     result.epochs = result.steps / run.steps_per_epoch
     result.seconds = time.perf_counter() - started
     return result
@@ -179,12 +192,36 @@ class _Run:
     total_steps: int
 
 
-def _prepare(model, tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targets, task: "Task") -> _Run:
+def _shards_the_model(accelerator) -> bool:
+    """True under FSDP2; FSDP1 and DeepSpeed are refused (their gathers are not built or tested)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise FinemixError("DeepSpeed is not supported yet: launch with FSDP (configs/accelerate/fsdp.yaml) or DDP")
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return False
+    if not accelerator.is_fsdp2:
+        raise FinemixError("FSDP version 1 is not supported: set fsdp_version: 2 (see configs/accelerate/fsdp.yaml)")
+    return True
+
+
+def _gather_into(sharded: "torch.nn.Module", model: "torch.nn.Module") -> None:
+    """Copy a sharded model's weights into the unsharded ``model``, one whole tensor at a time."""
+    import torch
+
+    target = model.state_dict()
+    with torch.no_grad():
+        for name, value in sharded.state_dict().items():
+            whole = value.full_tensor() if hasattr(value, "full_tensor") else value  # DTensor: every process gathers
+            target[name].copy_(whole.to(target[name].device))
+
+
+def _prepare(accelerator, model, tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targets,
+             task: "Task") -> _Run:
     import torch
     from torch.utils.data import DataLoader
     from transformers import get_linear_schedule_with_warmup
 
-    accelerator = _accelerator()
     features = _features(tokenizer, train, config, unlabelled, unlabelled_targets, task)
     sampler = _EpochBatches([len(f["input_ids"]) for f in features], config.batch_size, config.seed)
     loader = DataLoader(features, batch_sampler=sampler, collate_fn=task.collator(tokenizer))

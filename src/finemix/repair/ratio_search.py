@@ -149,13 +149,15 @@ def _try_candidate(search: _Search, ratio: float) -> dict:
     kept = load_mixed_state(model, search.pair, dataclasses.replace(config.mix, ratio=ratio), search.plan)
     edit = search.after_mix(model, search.tokenizer, search.train) if search.after_mix else None
     start = _heldout_measure(search.task, model, search.tokenizer, heldout, config) if heldout else None
-    accuracy, best_epoch, seconds, stopped = start, None, 0.0, False
+    accuracy, best_epoch, seconds, stopped, sharded = start, None, 0.0, False, False
     if config.finetune:
         result = _finetune_candidate(search, start)
         accuracy = max(result.eval_accuracy) if result.eval_accuracy else None
         best_epoch, seconds, stopped = result.best_epoch, round(result.seconds, 2), result.stopped_early
+        sharded = result.sharded
     row = {"ratio": ratio, "kept_fraction": round(kept, 6), "heldout_accuracy_after_mix": start,
-           "heldout_accuracy": accuracy, "best_epoch": best_epoch, "train_seconds": seconds, "stopped_early": stopped}
+           "heldout_accuracy": accuracy, "best_epoch": best_epoch, "train_seconds": seconds, "stopped_early": stopped,
+           "sharded_training": sharded}
     if edit is not None:
         row["after_mix"] = edit
     return row
