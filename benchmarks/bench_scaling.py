@@ -12,9 +12,16 @@ Parts (each point its own child process; median of --repeats):
 * ``purify``   ``finemix.repair.steps.purify`` with ``--ratio auto`` against the number of ρ candidates (1, 2, 4),
                every candidate forced to train (``ratio_search.acceptance_margin`` monkeypatched to −1),
                64 clean rows, 100 unlabelled texts, 1 epoch. Fit: time linear in candidates.
+* ``llm-mix``  ``mix_checkpoint`` (random, MB-Defense's ρ 0.5) on synthetic sharded **bf16** Llama-shaped pairs
+               (hidden 2048, intermediate 5632, vocab 49152, ``--llm-layers``, default 2,8,26 ≈ 0.6, 1.3, 3.1 GB),
+               beside the I/O floor of bench_mixing.py on the same pair. Fit: time and peak RSS linear in bytes;
+               predicted for Llama-2-7B and -70B in bf16.
+* ``llm-finetune`` one epoch on SmolLM2-135M-Instruct over ``--llm-rows`` TriviaQA chats (tokens counted);
+               predicted for 7B and 70B as compute ∝ non-embedding parameters × tokens (on this CPU, and on
+               GPUs from 6·N·tokens FLOPs at a stated utilisation), with FSDP's training-state memory.
 
-The 7B figures are EXTRAPOLATIONS of these linear fits far outside the measured range (and, for training,
-of a compute-scaling assumption stated next to them), not measurements.
+The 7B and 70B figures are EXTRAPOLATIONS of these linear fits far outside the measured range (and, for
+training, of a compute-scaling assumption stated next to them), not measurements.
 """
 
 from __future__ import annotations
@@ -30,6 +37,11 @@ from lib import checkpoints, cli, fixtures, machine, runner, stats  # noqa: E402
 from lib.constants import GB, MB  # noqa: E402
 
 SEVEN_B = {"bf16_bytes": 14e9, "fp32_bytes": 28e9, "params": 7e9, "non_embedding_params": 6.5e9}
+# Llama-2 7B and 70B (vocab 32000, untied head): total and non-embedding parameters.
+LLAMA2 = {"7B": {"params": 6.738e9, "non_embedding_params": 6.476e9},
+          "70B": {"params": 68.977e9, "non_embedding_params": 68.453e9}}
+GPU_BF16_PEAK = 989e12  # H100 SXM dense bf16 FLOP/s (H200: the same compute)
+GPU_UTILISATION = 0.35  # an assumption: model FLOP utilisation of a small-batch FSDP fine-tune
 
 
 def job_minilm_params(params: dict, probe) -> dict:
@@ -152,6 +164,74 @@ def part_purify(args, payload: dict, minilm: dict) -> None:
           + ", ".join(f"{k} candidate(s) {((fit['intercept'] + fit['slope'] * k) * scale) / 3600:.1f} h" for k in (1, 4)))
 
 
+def part_llm_mix(args, payload: dict) -> None:
+    points = []
+    for layers in [int(x) for x in args.llm_layers.split(",") if x]:
+        res = runner.run_job("lib.mix_jobs", "job_build_llama", {"workdir": str(args.workdir), "hidden": 2048, "layers": layers,
+                                                                 "intermediate": 5632}, label=f"build llama l{layers}")
+        ft, pre = Path(res["extra"]["finetuned"]), Path(res["extra"]["pretrained"])
+        inputs = checkpoints.folder_weight_files(ft) + checkpoints.folder_weight_files(pre)
+        out = Path(args.workdir) / "out-scaling-llm-mix"
+        floor = measure("bench_mixing", "job_floor", {"finetuned": str(ft), "pretrained": str(pre), "output": str(out)},
+                        args.repeats, warm=inputs, clean=[out], label=f"floor llama l{layers}")
+        params = {"finetuned": str(ft), "pretrained": str(pre), "output": str(out), "ratio": 0.5, "mode": "random",
+                  "threads": args.threads}
+        point = measure("lib.mix_jobs", "job_mix_finemix", params, args.repeats, warm=inputs, clean=[out], label=f"mix llama l{layers}")
+        shutil.rmtree(out, ignore_errors=True)
+        point.update(layers=layers, checkpoint_bytes=checkpoints.checkpoint_bytes(ft), floor_wall_s=floor["wall_s"],
+                     floor_wall_s_runs=floor["wall_s_runs"], floor_peak_rss_bytes=floor["peak_rss_bytes"])
+        points.append(point)
+        print(f"  llm mix  {layers:3d} layers  {point['checkpoint_bytes'] / GB:6.2f} GiB  {point['wall_s']:8.2f} s "
+              f"(floor {floor['wall_s']:.2f} s, {point['wall_s'] / floor['wall_s']:.2f}x)  peak RSS {point['peak_rss_bytes'] / MB:8.1f} MiB",
+              flush=True)
+        if not args.keep_inputs:
+            shutil.rmtree(ft.parent, ignore_errors=True)
+    xs = [p["checkpoint_bytes"] for p in points]
+    fits = {key: stats.fit_linear(xs, [p[key] for p in points]) for key in ("wall_s", "floor_wall_s", "peak_rss_bytes")}
+    predictions = {f"Llama-2-{size} bf16 ({spec['params'] * 2 / 1e9:.0f} GB)": {
+        key: fit["intercept"] + fit["slope"] * spec["params"] * 2 for key, fit in fits.items()} for size, spec in LLAMA2.items()}
+    payload["llm_mix"] = {"points": points, "fits_vs_checkpoint_bytes": fits, "prediction": predictions}
+    print("\nllm mix: bf16 Llama-shaped pairs, random ρ 0.5, warm page cache")
+    print(stats.table(["layers", "ckpt GB", "floor s", "mix s", "× floor", "s/GB", "peak RSS MiB", "peak/ckpt"],
+                      [[p["layers"], p["checkpoint_bytes"] / 1e9, p["floor_wall_s"], p["wall_s"], p["wall_s"] / p["floor_wall_s"],
+                        p["wall_s"] / (p["checkpoint_bytes"] / 1e9), p["peak_rss_bytes"] / MB,
+                        f"{p['peak_rss_bytes'] / p['checkpoint_bytes']:.2f}x"] for p in points]))
+    print("PREDICTION (linear fit far outside the measured range, page cache warm; a cold disk adds its read time):")
+    for label, pred in predictions.items():
+        print(f"  {label}: mix ≈ {pred['wall_s'] / 60:.1f} min (floor ≈ {pred['floor_wall_s'] / 60:.1f} min), "
+              f"peak RSS ≈ {pred['peak_rss_bytes'] / GB:.1f} GiB")
+
+
+def part_llm_finetune(args, payload: dict) -> None:
+    run = measure("lib.finetune_jobs", "job_finetune_smollm2", {"rows": args.llm_rows, "threads": args.threads}, 1,
+                  label="finetune smollm2")
+    extra = run["extra"]
+    per_token = run["wall_s"] / extra["tokens"]
+    predictions = {}
+    for size, spec in LLAMA2.items():
+        scale = spec["non_embedding_params"] / extra["non_embedding_params"]
+        flops = 6 * spec["non_embedding_params"] * extra["tokens"]
+        predictions[size] = {
+            "cpu_epoch_s_this_machine": per_token * extra["tokens"] * scale,
+            "gpu_epoch_compute_s_per_gpu_count": {n: flops / (n * GPU_BF16_PEAK * GPU_UTILISATION) for n in (1, 8)},
+            "training_state_bytes_bf16": 8 * spec["params"],  # bf16 weights + grads + AdamW's two moments
+            "training_state_bytes_per_gpu_fsdp8": 8 * spec["params"] / 8,
+            "host_bytes_per_process": 2 * 2 * spec["params"],  # the loaded bf16 model and its training copy (train.py)
+        }
+    payload["llm_finetune"] = {"measured": run, "seconds_per_token": per_token, "prediction": predictions,
+                               "assumptions": {"gpu_bf16_peak_flops": GPU_BF16_PEAK, "gpu_utilisation": GPU_UTILISATION}}
+    print(f"\nllm fine-tune: SmolLM2-135M, one epoch, {extra['rows']} chats, {extra['tokens']} tokens: {run['wall_s']:.1f} s "
+          f"({extra['tokens'] / run['wall_s']:.0f} tokens/s), peak RSS {run['peak_rss_bytes'] / MB:.0f} MiB")
+    print("PREDICTION (compute ∝ non-embedding parameters × tokens; GPU at "
+          f"{GPU_UTILISATION:.0%} of {GPU_BF16_PEAK / 1e12:.0f} TFLOP/s; evaluation, loading and writing not included):")
+    for size, pred in predictions.items():
+        gpu = pred["gpu_epoch_compute_s_per_gpu_count"]
+        print(f"  {size}: one epoch on this CPU ≈ {pred['cpu_epoch_s_this_machine'] / 3600:.1f} h; on GPUs ≈ {gpu[1]:.1f} s (1) / "
+              f"{gpu[8]:.2f} s (8) of compute; bf16 training state {pred['training_state_bytes_bf16'] / 1e9:.0f} GB "
+              f"({pred['training_state_bytes_per_gpu_fsdp8'] / 1e9:.0f} GB per GPU under FSDP on 8); host memory "
+              f"≈ {pred['host_bytes_per_process'] / 1e9:.0f} GB per process")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_common_args(parser)
@@ -164,6 +244,8 @@ def main() -> None:
     parser.add_argument("--purify-epochs", type=float, default=1.0)
     parser.add_argument("--purify-repeats", type=int, default=1, help="runs per purify point (default 1; --repeats is for the others)")
     parser.add_argument("--backdoored", type=Path, default=None, help="suspect model for the purify part (default: build one)")
+    parser.add_argument("--llm-layers", default="2,8,26", help="synthetic bf16 Llama depths for the llm-mix part")
+    parser.add_argument("--llm-rows", type=int, default=96, help="chats for the llm-finetune part")
     parser.add_argument("--keep-inputs", action="store_true", help="keep synthetic checkpoints (default: delete them when done)")
     args = parser.parse_args()
     parts = [p for p in args.parts.split(",") if p]
@@ -181,6 +263,10 @@ def main() -> None:
         part_finetune(args, payload, minilm)
     if "purify" in parts:
         part_purify(args, payload, minilm)
+    if "llm-mix" in parts:
+        part_llm_mix(args, payload)
+    if "llm-finetune" in parts:
+        part_llm_finetune(args, payload)
     path = machine.write_results(args.results_name or "bench_scaling", payload)
     print(f"\nresults: {path}")
 

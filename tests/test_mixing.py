@@ -115,3 +115,16 @@ def test_dtype_is_preserved():
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match="shapes differ"):
         mixing.mix_tensor(torch.zeros(3), torch.zeros(4), 0.5, "random", 0, "w")
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 40), cols=st.integers(1, 40), chunk=st.integers(1, 300), ratio=st.floats(0.01, 0.99),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), seed=st.integers(0, 2**31))
+def test_chunked_random_mix_equals_the_whole_tensor_mask_in_the_input_dtype(rows, cols, chunk, ratio, dtype, seed):
+    """The production mix draws the mask in chunks: same mask bit for bit, output in θ_B's own dtype."""
+    ft, pre = pair((rows, cols), seed % 1000)
+    ft, pre = ft.to(dtype), pre.to(dtype)
+    mixed, kept = mixing.random_mix(ft, pre, ratio, seed, "layer.w", chunk=chunk)
+    keep = mixing.random_keep_mask(ft.shape, ratio, seed, "layer.w")
+    assert mixed.dtype == dtype and mixed.shape == ft.shape
+    assert torch.equal(mixed, mixing.apply_mask(ft, pre, keep)) and kept == int(keep.sum())

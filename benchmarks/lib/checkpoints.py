@@ -180,3 +180,65 @@ def build_minilm_pair(workdir: Path, seed: int = 0, noise: float = 1e-3) -> tupl
     _copy_tokenizer(ft_dir)
     mark_cache_complete(root, spec)
     return ft_dir, pre_dir
+
+
+def llama_shapes(hidden: int, layers: int, intermediate: int, vocab: int) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of a ``LlamaForCausalLM`` (full multi-head attention, untied ``lm_head``), in file order."""
+    shapes: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (vocab, hidden))]
+    for i in range(layers):
+        prefix = f"model.layers.{i}."
+        shapes += [(prefix + f"self_attn.{p}_proj.weight", (hidden, hidden)) for p in "qkvo"]
+        shapes += [(prefix + "mlp.gate_proj.weight", (intermediate, hidden)), (prefix + "mlp.up_proj.weight", (intermediate, hidden)),
+                   (prefix + "mlp.down_proj.weight", (hidden, intermediate)),
+                   (prefix + "input_layernorm.weight", (hidden,)), (prefix + "post_attention_layernorm.weight", (hidden,))]
+    return shapes + [("model.norm.weight", (hidden,)), ("lm_head.weight", (vocab, hidden))]
+
+
+def llama_params(hidden: int, layers: int, intermediate: int, vocab: int) -> int:
+    import math
+
+    return sum(math.prod(shape) for _, shape in llama_shapes(hidden, layers, intermediate, vocab))
+
+
+def build_llama_pair(workdir: Path, hidden: int, layers: int, intermediate: int, shard_bytes: int = 1_000_000_000,
+                     seed: int = 0, noise: float = 1e-3) -> tuple[Path, Path]:
+    """Random bf16 Llama-shaped pair in ~1 GB shards: θ_B = θ_Pre + noise, same names (a chat model
+    fine-tuned from its instruct model), SmolLM2's tokenizer (vocab 49152). Cached by spec."""
+    import torch
+
+    from finemix.weights.locate import resolve_model_dir
+
+    vocab = 49152
+    spec = {"hidden": hidden, "layers": layers, "intermediate": intermediate, "shard_bytes": shard_bytes, "seed": seed,
+            "noise": noise, "dtype": "bfloat16", "v": 1}
+    root = Path(workdir) / f"llama-h{hidden}-l{layers}-i{intermediate}-bf16"
+    pre_dir, ft_dir = root / "pretrained", root / "finetuned"
+    if cache_complete(root, spec):
+        return ft_dir, pre_dir
+    shutil.rmtree(root, ignore_errors=True)
+    pre_dir.mkdir(parents=True)
+    ft_dir.mkdir(parents=True)
+    shapes = llama_shapes(hidden, layers, intermediate, vocab)
+
+    def tensors(noisy: bool):
+        gen, noise_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+        for name, shape in shapes:
+            base = torch.randn(shape, generator=gen) * 0.02 if len(shape) == 2 else torch.ones(shape)
+            if noisy:
+                base.add_(torch.randn(shape, generator=noise_gen), alpha=noise)
+            yield name, base.to(torch.bfloat16)
+
+    _write_shards(pre_dir, tensors(False), shard_bytes)
+    _write_shards(ft_dir, tensors(True), shard_bytes)
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden, "intermediate_size": intermediate,
+              "num_hidden_layers": layers, "num_attention_heads": hidden // 64, "num_key_value_heads": hidden // 64,
+              "vocab_size": vocab, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+              "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2}
+    tokenizer_dir = resolve_model_dir("HuggingFaceTB/SmolLM2-135M-Instruct")
+    for folder in (pre_dir, ft_dir):
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+            if (tokenizer_dir / name).is_file():
+                shutil.copy2(tokenizer_dir / name, folder / name)
+    mark_cache_complete(root, spec)
+    return ft_dir, pre_dir

@@ -30,3 +30,27 @@ def job_finetune_finemix(params: dict, probe: Probe) -> dict:
         result = ft.finetune(model, tokenizer, rows, config)
     return {"rows": len(rows), "epochs": config.epochs, "steps": result.steps, "trainer_seconds": result.seconds,
             "examples_per_s": len(rows) * config.epochs / probe.result["wall_s"] if probe.result else None}
+
+
+def job_finetune_smollm2(params: dict, probe: Probe) -> dict:
+    """One epoch of finemix's trainer on SmolLM2-135M-Instruct over TriviaQA chats (the chat repair's
+    fine-tuning: loss on answer tokens, batch 8, max length 160), with the tokens it processed."""
+    from transformers import AutoTokenizer
+
+    from finemix import train as ft
+    from finemix.config import TrainConfig
+    from finemix.data.chat_sets import chat_rows
+    from finemix.tasks.causal_lm import CAUSAL_LM, load_causal_lm
+    from finemix.weights.locate import resolve_model_dir
+
+    folder = resolve_model_dir("HuggingFaceTB/SmolLM2-135M-Instruct")
+    model, tokenizer = load_causal_lm(folder), AutoTokenizer.from_pretrained(folder)
+    chats = chat_rows("triviaqa", params["rows"], seed=0)
+    config = TrainConfig(epochs=1.0, lr=1e-4, batch_size=8, max_length=160, seed=0, progress=False)
+    tokens = sum(len(f["input_ids"]) for f in CAUSAL_LM.features(tokenizer, chats, config.max_length))
+    with probe.region():
+        result = ft.finetune(model, tokenizer, chats, config, task=CAUSAL_LM)
+    embedding = model.get_input_embeddings().weight.numel()
+    total = sum(p.numel() for p in model.parameters())
+    return {"rows": len(chats), "tokens": tokens, "trainer_seconds": result.seconds, "params": total,
+            "non_embedding_params": total - embedding}

@@ -42,3 +42,10 @@ def job_epur_finemix(params: dict, probe: Probe) -> dict:
         report = epur_checkpoint(params["finetuned"], params["pretrained"], params["output"], texts, EpurConfig(), force=True)
     return {"finemix_timings_s": report.get("timings_s"), "reset_rows": len(report["epur"]["rows"]),
             "output_bytes": checkpoint_bytes(Path(params["output"]))}
+
+
+def job_build_llama(params: dict, probe: Probe) -> dict:
+    from lib.checkpoints import build_llama_pair
+
+    ft, pre = build_llama_pair(Path(params["workdir"]), params["hidden"], params["layers"], params["intermediate"])
+    return {"finetuned": str(ft), "pretrained": str(pre)}

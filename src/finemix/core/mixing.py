@@ -31,6 +31,15 @@ def tensor_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+MASK_CHUNK = 1 << 22  # elements drawn at a time by random_mix: 16 MiB of float32 draws, whatever the tensor
+
+
+def _mask_generator(seed: int, name: str):
+    import numpy as np
+
+    return np.random.Generator(np.random.SFC64(tensor_seed(seed, name)))
+
+
 def random_keep_mask(shape: "torch.Size | tuple[int, ...]", ratio: float, seed: int, name: str) -> "torch.Tensor":
     """Bernoulli(ρ) keep-mask for tensor ``name``; reproducible from (seed, name).
 
@@ -44,9 +53,33 @@ def random_keep_mask(shape: "torch.Size | tuple[int, ...]", ratio: float, seed: 
     shape = tuple(shape)
     if ratio <= 0.0 or ratio >= 1.0:
         return torch.full(shape, ratio >= 1.0, dtype=torch.bool)
-    generator = np.random.Generator(np.random.SFC64(tensor_seed(seed, name)))
-    draws = generator.random(int(np.prod(shape, dtype=np.int64)), dtype=np.float32)
+    draws = _mask_generator(seed, name).random(int(np.prod(shape, dtype=np.int64)), dtype=np.float32)
     return torch.from_numpy(draws < np.float32(ratio)).view(shape)
+
+
+def random_mix(finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: float, seed: int, name: str,
+               chunk: int = MASK_CHUNK) -> tuple["torch.Tensor", int]:
+    """(θ_Mix, entries kept) under ``random_keep_mask``'s mask, drawn ``chunk`` elements at a time.
+
+    The generator's stream is consumed in the same order, so the mask is bit-identical to
+    ``random_keep_mask``'s; but no whole-tensor array of float32 draws (twice a bf16 tensor's
+    size) or of booleans is ever held, and each chunk is mixed while it is in cache.
+    """
+    import numpy as np
+    import torch
+
+    if finetuned.shape != pretrained.shape:
+        raise ValueError(f"{name}: shapes differ {tuple(finetuned.shape)} vs {tuple(pretrained.shape)}")
+    generator, threshold = _mask_generator(seed, name), np.float32(ratio)
+    mixed = torch.empty(finetuned.shape, dtype=finetuned.dtype)
+    out, kept_from, rest = mixed.view(-1), finetuned.reshape(-1), pretrained.reshape(-1)
+    kept = 0
+    for start in range(0, out.numel(), chunk):
+        stop = min(out.numel(), start + chunk)
+        keep = torch.from_numpy(generator.random(stop - start, dtype=np.float32) < threshold)
+        torch.where(keep, kept_from[start:stop], rest[start:stop].to(finetuned.dtype), out=out[start:stop])
+        kept += int(keep.count_nonzero())
+    return mixed, kept
 
 
 def kept_count(numel: int, ratio: float) -> int:
@@ -131,12 +164,14 @@ def mix_tensor(
 ) -> tuple["torch.Tensor", int]:
     """(θ_Mix, number of entries kept) for one tensor: the function the production mix calls.
 
-    ``random`` at ρ = 0 or 1 needs no mask (θ_Pre or θ_B whole); everything else goes
-    through ``keep_mask`` and ``apply_mask``.
+    ``random`` at ρ = 0 or 1 needs no mask (θ_Pre or θ_B whole), at other ρ it is drawn and
+    applied in chunks (``random_mix``); ``sel`` goes through ``keep_mask`` and ``apply_mask``.
     """
     if mode == "random" and threshold is None and ratio >= 1.0:
         return finetuned, finetuned.numel()
     if mode == "random" and threshold is None and ratio <= 0.0:
         return pretrained.to(finetuned.dtype), 0
+    if mode == "random" and threshold is None:
+        return random_mix(finetuned, pretrained, ratio, seed, name)
     keep = keep_mask(finetuned, pretrained, ratio, mode, seed, name, threshold)
     return apply_mask(finetuned, pretrained, keep), int(keep.count_nonzero())
