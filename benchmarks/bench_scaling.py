@@ -186,11 +186,11 @@ def part_llm_mix(args, payload: dict) -> None:
               flush=True)
         if not args.keep_inputs:
             shutil.rmtree(ft.parent, ignore_errors=True)
-    xs = [p["checkpoint_bytes"] for p in points]
-    fits = {key: stats.fit_linear(xs, [p[key] for p in points]) for key in ("wall_s", "floor_wall_s", "peak_rss_bytes")}
-    predictions = {f"Llama-2-{size} bf16 ({spec['params'] * 2 / 1e9:.0f} GB)": {
-        key: fit["intercept"] + fit["slope"] * spec["params"] * 2 for key, fit in fits.items()} for size, spec in LLAMA2.items()}
-    payload["llm_mix"] = {"points": points, "fits_vs_checkpoint_bytes": fits, "prediction": predictions}
+    fits, predictions = llm_mix_prediction(points)
+    payload["llm_mix"] = {"points": points, "fits_vs_checkpoint_bytes": fits, "prediction": predictions,
+                          "notes": ["time: linear fit in checkpoint bytes", "peak RSS does not grow with the checkpoint but with "
+                                    "its largest tensors in flight: the largest point's RSS above the process baseline, "
+                                    "in units of its largest tensor, times the target's largest tensor, plus that baseline"]}
     print("\nllm mix: bf16 Llama-shaped pairs, random ρ 0.5, warm page cache")
     print(stats.table(["layers", "ckpt GB", "floor s", "mix s", "× floor", "s/GB", "peak RSS MiB", "peak/ckpt"],
                       [[p["layers"], p["checkpoint_bytes"] / 1e9, p["floor_wall_s"], p["wall_s"], p["wall_s"] / p["floor_wall_s"],
@@ -200,6 +200,25 @@ def part_llm_mix(args, payload: dict) -> None:
     for label, pred in predictions.items():
         print(f"  {label}: mix ≈ {pred['wall_s'] / 60:.1f} min (floor ≈ {pred['floor_wall_s'] / 60:.1f} min), "
               f"peak RSS ≈ {pred['peak_rss_bytes'] / GB:.1f} GiB")
+
+
+LLAMA_LARGEST_TENSOR_BYTES = {"7B": 32000 * 4096 * 2, "70B": 28672 * 8192 * 2}  # bf16 embedding (7B), MLP matrix (70B)
+
+
+def llm_mix_prediction(points: list[dict]) -> tuple[dict, dict]:
+    """Fits of mix and floor time in checkpoint bytes; predictions for Llama-2-7B/70B in bf16 (see the notes)."""
+    xs = [p["checkpoint_bytes"] for p in points]
+    fits = {key: stats.fit_linear(xs, [p[key] for p in points]) for key in ("wall_s", "floor_wall_s")}
+    largest = max(points, key=lambda p: p["checkpoint_bytes"])
+    measured_tensor = 49152 * 2048 * 2  # the synthetic pairs' embedding and lm_head, bf16
+    baseline = largest["peak_rss_bytes"] - largest["peak_above_baseline_bytes"]
+    tensors_in_flight = largest["peak_above_baseline_bytes"] / measured_tensor
+    predictions = {}
+    for size, spec in LLAMA2.items():
+        label = f"Llama-2-{size} bf16 ({spec['params'] * 2 / 1e9:.0f} GB)"
+        predictions[label] = {key: fit["intercept"] + fit["slope"] * spec["params"] * 2 for key, fit in fits.items()}
+        predictions[label]["peak_rss_bytes"] = baseline + tensors_in_flight * LLAMA_LARGEST_TENSOR_BYTES[size]
+    return fits, predictions
 
 
 def part_llm_finetune(args, payload: dict) -> None:
