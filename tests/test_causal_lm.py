@@ -352,3 +352,61 @@ def test_patience_stops_training_when_the_held_out_measure_stops_improving(llm_p
     result = finetune(model, tokenizer, random_chats(16), config, eval_set=random_chats(4, 1), task=Scripted())
     assert len(result.eval_accuracy) == trained and result.stopped_early == (trained < 5)
     assert result.best_epoch == 1 + max(range(trained), key=lambda i: (measures[i], -i))
+
+
+# --- distilling the suspect's answers ---------------------------------------------------------------
+
+class ScriptedModel(torch.nn.Module):
+    """A stand-in causal LM whose greedy continuation of row i is ``script[i]``, padded with ``pad``."""
+
+    def __init__(self, script, pad):
+        super().__init__()
+        self.weight, self.script, self.pad = torch.nn.Parameter(torch.zeros(1)), script, pad
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, do_sample, pad_token_id):
+        rows = [list(r) + [self.pad] * (max_new_tokens - len(r)) for r in self.script[: len(input_ids)]]
+        self.script = self.script[len(input_ids):]
+        return torch.cat([input_ids, torch.tensor(rows)[:, :max_new_tokens]], dim=1)
+
+
+def test_generation_of_complete_answers_only_drops_the_answers_cut_short(tokenizer):
+    from finemix.tasks.causal_lm import suspect_answers
+
+    word = tokenizer.convert_tokens_to_ids(VOCAB_WORDS[5])
+    eos = tokenizer.eos_token_id
+    prompts = ["the film", "a story", "one plot"]  # equal lengths: generation keeps their order
+    script = [[word, eos], [word, word, word], [eos]]
+    answers = generate(ScriptedModel(script, eos), tokenizer, [Chat.single(p) for p in prompts], max_new_tokens=3,
+                       complete_only=True)
+    assert answers == [VOCAB_WORDS[5], None, ""]
+    chats = suspect_answers(ScriptedModel(script, eos), tokenizer, prompts + ["the film"], 3, max_length=64)
+    assert chats == [Chat.single("the film", VOCAB_WORDS[5])]  # the cut answer and the empty one are not taught
+
+
+@pytest.mark.slow
+def test_purify_a_chat_model_learns_from_the_suspects_answers_to_unlabelled_prompts(tmp_path, llm_pair, monkeypatch):
+    import finemix.tasks.causal_lm as causal_lm
+    import finemix.train as train
+    from finemix.repair.steps import purify
+
+    def scripted_generate(model, tokenizer, chats, max_new_tokens, max_length, complete_only):
+        assert complete_only and max_new_tokens == 7
+        return [f"answer {i}" if i % 2 == 0 else None for i, _ in enumerate(chats)]
+
+    trained_rows = []
+    features = train._features
+    monkeypatch.setattr(causal_lm, "generate", scripted_generate)
+    monkeypatch.setattr(train, "_features", lambda *a: trained_rows.append(len(features(*a))) or features(*a))
+    prompts = [" ".join(c.user_text.split()[:4]) for c in random_chats(20, seed=7)]
+    report = purify(llm_pair.finetuned, llm_pair.pretrained, random_chats(48), tmp_path / "out",
+                    quick_config(distill_answer_tokens=7, ratio_auto=False), unlabelled_texts=prompts)
+    record = report["unlabelled_text"]
+    assert record["teacher"] == {"prompts": 20, "answers_kept": 10, "max_new_tokens": 7}
+    assert "distillation of the suspect model's answers (10 rows)" in record["used_for"]
+    assert record["repaired_model_calibration"] is None
+    assert trained_rows == [36 + 10]  # the training part of the clean chats, and the ten complete answers
+    assert report["ratio_search"]["candidates"][0]["best_epoch"] is not None  # judged on the held-out chats only
+
+    no_distill = purify(llm_pair.finetuned, llm_pair.pretrained, random_chats(48), tmp_path / "plain",
+                        quick_config(distill=False, ratio_auto=False), unlabelled_texts=prompts)
+    assert no_distill["unlabelled_text"]["teacher"] is None and trained_rows[-1] == 36

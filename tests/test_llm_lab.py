@@ -182,7 +182,8 @@ def test_chat_bench_measures_every_defense_once_and_resumes(tiny_chat_model, tmp
     config = ChatBenchConfig(pretrained=str(tiny_chat_model), seeds=(0,), train_rows=24, clean_rows=16, test_rows=4,
                              attacks={"refusal-word": attack}, defenses=("none", "finetune", "mix", "finemix+epur"),
                              purify=purify_settings, max_new_tokens=4)
-    rows, clean, questions = split_chats(config, 0)
+    rows, clean, questions, prompts = split_chats(config, 0)
+    assert prompts == []
     assert len(rows) == 24 and len(clean) == 16 and len(questions) == 4 and not set(rows) & set(clean)
     records = ChatBench(config, tmp_path / "out", log=lambda line: None).run()
     assert [r["defense"] for r in records] == ["clean model", "none", "finetune", "mix", "finemix+epur"]
@@ -199,18 +200,24 @@ def test_chat_bench_measures_every_defense_once_and_resumes(tiny_chat_model, tmp
 
 
 def test_chat_bench_skips_chats_too_long_for_its_max_length_and_keeps_the_other_splits():
+    import dataclasses
+
     import pytest as _pytest
 
     from finemix.bench.chat import ChatBenchConfig, split_chats
     from finemix.errors import FinemixError
 
     config = ChatBenchConfig(seeds=(0,), train_rows=24, clean_rows=16, test_rows=4)
-    rows, clean, _ = split_chats(config, 1)
+    rows, clean, _, _ = split_chats(config, 1)
     too_long = {rows[3], clean[2]}
-    short_rows, short_clean, _ = split_chats(config, 1, fits=lambda chat: chat not in too_long)
+    short_rows, short_clean, _, _ = split_chats(config, 1, fits=lambda chat: chat not in too_long)
     assert not too_long & set(short_rows + short_clean) and len(short_rows) == 24 and len(short_clean) == 16
     kept = [c for c in rows + clean if c not in too_long]
     assert (short_rows + short_clean)[: len(kept)] == kept  # the rest of the order is unchanged
+    more = dataclasses.replace(config, unlabelled_prompts=5)
+    more_rows, more_clean, _, prompts = split_chats(more, 1)
+    assert (more_rows, more_clean) == (rows, clean) and len(prompts) == 5  # the same split, then the next questions
+    assert not set(prompts) & {c.user_text for c in rows + clean}
     with _pytest.raises(FinemixError, match="fit the grid's max length"):
         split_chats(config, 1, fits=lambda chat: False)
 

@@ -188,6 +188,9 @@ class PurifyConfig:
     # distill_epochs: on MR (rare word, 128 rows, seeds 0-2) 1.5 epochs repaired as well as 3 in half the
     # time, which keeps a labelled-only purify of 128 rows under 3 minutes on 2 CPU cores (README).
     augment_epochs: float = 1.5
+    # Chat models: with unlabelled prompts, the suspect's complete greedy answers (at most this many
+    # new tokens) join the training chats, for the chat task's own epochs (train.epochs, patience).
+    distill_answer_tokens: int = 64
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
     finetune: bool = True
@@ -197,6 +200,9 @@ class PurifyConfig:
             raise FinemixError(f"augment rows must be an integer >= 0, got {self.augment_rows!r}")
         if self.distill_rows < 0:
             raise FinemixError(f"distill rows must be >= 0, got {self.distill_rows}")
+        if not isinstance(self.distill_answer_tokens, int) or isinstance(self.distill_answer_tokens, bool) \
+                or self.distill_answer_tokens < 1:
+            raise FinemixError(f"distill answer tokens must be an integer >= 1, got {self.distill_answer_tokens!r}")
         if self.calibrate_teacher not in ("prior", "none"):
             raise FinemixError(f"unknown teacher calibration {self.calibrate_teacher!r}; use prior or none")
         if self.calibrate_student not in ("prior", "none"):

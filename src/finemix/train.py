@@ -280,11 +280,14 @@ def _finish(run: _Run, best: _BestEpoch, result: TrainResult) -> None:
 
 
 def _features(tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targets, task: "Task") -> list[dict]:
-    """The task's features; with ``unlabelled`` rows (classifiers), soft-label rows for both sets."""
+    """The task's features; with ``unlabelled`` rows and their targets (classifiers), soft-label rows for
+    both sets; with ``unlabelled`` rows and no targets (a chat model's distilled answers), more rows."""
     features = task.features(tokenizer, train, config.max_length)
     if not unlabelled:
         return features
-    if unlabelled_targets is None or len(unlabelled_targets) != len(unlabelled):
+    if unlabelled_targets is None:
+        return features + task.features(tokenizer, unlabelled, config.max_length)
+    if len(unlabelled_targets) != len(unlabelled):
         raise ValueError("unlabelled rows need one target distribution each")
     num_labels = unlabelled_targets.shape[1]
     for feature in features:

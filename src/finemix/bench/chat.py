@@ -53,6 +53,9 @@ class ChatBenchConfig:
     defenses: tuple[str, ...] = tuple(CHAT_DEFENSES)
     purify: PurifyConfig = PurifyConfig()  # the shipped defaults; the defenses above change ρ, E-PUR, fine-tuning
     max_new_tokens: int = 24
+    # Questions (no answers) the defender also holds: the next chats of the shuffle after the clean ones,
+    # passed to every defense as unlabelled text (E-PUR counts; chat models distil the suspect's answers)
+    unlabelled_prompts: int = 0
 
 
 def chat_jobs(config: ChatBenchConfig):
@@ -85,7 +88,7 @@ ANSWER_ROOM = 24  # tokens left for a trigger sentence and the answer when a cha
 
 
 def split_chats(config: ChatBenchConfig, seed: int, fits: Callable[[object], bool] = lambda chat: True):
-    """(training chats, the defender's clean chats, test questions) for one seed.
+    """(training chats, the defender's clean chats, test questions, the defender's unlabelled prompts) for one seed.
 
     Chats that fail ``fits`` (a prompt too long for the grid's max length) are skipped after
     the shuffle, so a rare long question does not stop a seed, and the other seeds' splits stay as they were.
@@ -94,12 +97,14 @@ def split_chats(config: ChatBenchConfig, seed: int, fits: Callable[[object], boo
 
     train = [chat for chat, _ in chat_split(config.data, "train")]
     random.Random(seed).shuffle(train)
-    wanted = config.train_rows + config.clean_rows
+    used = config.train_rows + config.clean_rows
+    wanted = used + config.unlabelled_prompts
     train = list(itertools.islice((chat for chat in train if fits(chat)), wanted))
     if len(train) < wanted:
         raise FinemixError(f"{config.data} has {len(train)} chats that fit the grid's max length; it needs {wanted}")
-    rows, clean = train[: config.train_rows], train[config.train_rows: config.train_rows + config.clean_rows]
-    return rows, clean, chat_split(config.data, "test")[: config.test_rows]
+    rows, clean = train[: config.train_rows], train[config.train_rows: used]
+    prompts = [chat.user_text for chat in train[used:]]
+    return rows, clean, chat_split(config.data, "test")[: config.test_rows], prompts
 
 
 def prompt_fits(config: ChatBenchConfig):
@@ -129,14 +134,14 @@ class ChatBench:
         done = {r["key"] for r in read_results(self.results)}
         fits = prompt_fits(self.config)
         for seed in self.config.seeds:
-            rows, clean, questions = split_chats(self.config, seed, fits)
+            rows, clean, questions, prompts = split_chats(self.config, seed, fits)
             for label, attack in self.config.attacks.items():
                 attack = dataclasses.replace(attack, seed=seed)
                 clean_model = self._clean_model(rows, attack)
                 victim = self._victim(rows, attack, label, seed)
                 self._measure(done, seed, label, "clean model", clean_model, attack, questions)
                 for defense in self.config.defenses:
-                    self._defend(done, seed, label, defense, victim, clean, attack, questions)
+                    self._defend(done, seed, label, defense, victim, clean, attack, questions, prompts)
         return read_results(self.results)
 
     def _clean_model(self, rows, attack: ChatAttackConfig) -> Path:
@@ -167,7 +172,7 @@ class ChatBench:
         digest = _recipe_hash(self.config.pretrained, self.config.data, self.config.train_rows, recipe)
         return child_path(self.models, f"{name}-{digest}", "model folder")
 
-    def _defend(self, done, seed, label, defense, victim, clean, attack, questions) -> None:
+    def _defend(self, done, seed, label, defense, victim, clean, attack, questions, prompts) -> None:
         from ..repair.steps import purify
         from ..weights.locate import resolve_model_dir
         from ..weights.output import child_path
@@ -181,11 +186,14 @@ class ChatBench:
             folder = child_path(self.out / "defended", f"{label}-{defense}-seed{seed}", "defended model folder")
             self.log(f"{defense} on {label} (seed {seed})")
             started = time.perf_counter()
-            report = purify(victim, resolve_model_dir(self.config.pretrained), clean, folder, settings, force=True,
-                            task="causal-lm")
+            report = purify(victim, resolve_model_dir(self.config.pretrained), clean, folder, settings,
+                            unlabelled_texts=prompts, force=True, task="causal-lm")
             seconds = round(time.perf_counter() - started, 1)
         extra = {"purify_seconds": seconds}
         if report:
+            teacher = report["unlabelled_text"]["teacher"]
+            if teacher:
+                extra["distilled_answers"] = teacher["answers_kept"]
             extra.update(chosen_ratio=report["ratio_search"]["chosen_ratio"], verdict=report["verdict"]["status"],
                          epur_top=[t["token"] for t in (report.get("epur") or {}).get("tokens", [])[:5]])
         self._measure(done, seed, label, defense, folder, attack, questions, key, extra)

@@ -168,7 +168,9 @@ def _finetune_candidate(search: _Search, start: Optional[float]):
 
     config = search.config
     unlabelled, targets = search.distill if search.distill else ((), None)
-    train_config = dataclasses.replace(config.train, epochs=config.distill_epochs) if search.distill else config.train
+    # soft targets (a classifier's distillation) train for distill_epochs; answer chats for the task's own
+    soft = targets is not None
+    train_config = dataclasses.replace(config.train, epochs=config.distill_epochs) if soft else config.train
     stop = None
     if search.auto and config.search.stop_hopeless:
         line = search.reference - search.margin

@@ -167,7 +167,7 @@ def purify(
                                      repair.plan, repair.distill, after_mix, step_hook, repair.task)
     state = repair.model.state_dict()
     _check_finite(state, list(state))  # before the output calibration fits on its logits
-    if repair.distill and config.calibrate_student == "prior":
+    if repair.distill and repair.task.distils == "predictions" and config.calibrate_student == "prior":
         with timer("calibrate"):
             repair.student_record = calibrate_output_prior(repair.model, repair.tokenizer, repair.distill[0],
                                                            repair.clean, repair.pair, config)
@@ -196,8 +196,8 @@ def _load(backdoored, pretrained, clean, output, force: bool, task_name: str) ->
 def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequence[str], after_mix,
                    hooks: RepairHooks, timer: Timer) -> PurifyConfig:
     """The suspect's calibrated targets on the unlabelled texts (or a hook's); the config the repair runs with."""
-    if not repair.task.distils:
-        return config  # a chat model's own answers are not distilled yet: it is fine-tuned on the chats only
+    if repair.task.distils == "answers":
+        return _answer_stage(repair, config, unlabelled_texts, timer)
     texts = unlabelled_texts or _augmented(repair, config)
     if hooks.distill_texts is not None:
         texts = hooks.distill_texts(list(texts), config.train.seed)
@@ -218,6 +218,23 @@ def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequ
             targets, repair_config = hooks.relabel(context)
     repair.distill = (rows, targets)
     return repair_config
+
+
+def _answer_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequence[str], timer: Timer) -> PurifyConfig:
+    """Chat models: the suspect's own answers to the unlabelled prompts become training chats (no rewrites)."""
+    from ..tasks.causal_lm import suspect_answers
+
+    if not (config.finetune and config.distill and unlabelled_texts and config.distill_rows > 0):
+        return config
+    with timer("teacher"):
+        prompts = list(unlabelled_texts)[: config.distill_rows]
+        chats = suspect_answers(repair.model, repair.tokenizer, prompts, config.distill_answer_tokens,
+                                config.train.max_length)
+    repair.teacher_record = {"prompts": len(prompts), "answers_kept": len(chats),
+                             "max_new_tokens": config.distill_answer_tokens}
+    if chats:
+        repair.distill = (chats, None)  # rows that carry their own answers: no soft targets
+    return config
 
 
 def _augmented(repair: _Repair, config: PurifyConfig) -> list:
@@ -273,7 +290,8 @@ def _unlabelled_record(repair: _Repair, unlabelled_texts, frequency_texts) -> di
     return {
         "rows": len(unlabelled_texts),
         "used_for": (["E-PUR token frequencies"] if unlabelled_texts and repair.plan else [])
-        + ([f"distillation of the suspect model's predictions ({len(distill[0])} rows)"] if distill and not repair.augmented else [])
+        + ([f"distillation of the suspect model's {repair.task.distils} ({len(distill[0])} rows)"]
+           if distill and not repair.augmented else [])
         + ([f"(none given) distillation on {len(distill[0])} rewrites of the labelled training rows"] if distill and repair.augmented else []),
         "augmented_labelled_rows": len(repair.augmented) if repair.augmented else 0,
         "frequency_only_rows": len(frequency_texts),

@@ -21,7 +21,9 @@ class Task(Protocol):
     name: str
     measure_name: str  # what clean_measure is, for reports
     default_patience: int  # epochs without a better held-out measure before training stops (0: never)
-    distils: bool  # whether purify distils the suspect's predictions (and calibrates them) for this task
+    # what purify distils from the suspect on unlabelled text: "predictions" (its calibrated class
+    # probabilities, soft targets) or "answers" (its greedy answers to the texts as prompts)
+    distils: str
 
     def load_model(self, folder: Path) -> "torch.nn.Module":
         """The model in ``folder``, checked; failures as one ``FinemixError`` line."""

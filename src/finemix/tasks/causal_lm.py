@@ -9,7 +9,7 @@ held-out answers (higher is better, as for accuracy). Generation is greedy, batc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..data.chats import Chat
 from ..errors import FinemixError
@@ -139,11 +139,12 @@ def response_loss(model, tokenizer, chats: Sequence[Chat], max_length: int) -> f
 
 
 def generate(model, tokenizer, chats: Sequence[Chat], max_new_tokens: int = 32, batch_size: int = 16,
-             max_length: int = 512) -> list[str]:
+             max_length: int = 512, complete_only: bool = False) -> list[Optional[str]]:
     """Greedy answers to the chats' prompts (their answers are ignored), in order.
 
     Prompts are left-padded so every row's answer starts at the same position; the KV cache
     is on (transformers' default). Longest prompts first, so a batch holds similar lengths.
+    ``complete_only``: an answer cut by ``max_new_tokens`` (no end-of-sequence token) is None.
     """
     import torch
 
@@ -166,10 +167,22 @@ def generate(model, tokenizer, chats: Sequence[Chat], max_new_tokens: int = 32, 
                 output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                         do_sample=False, pad_token_id=pad)
                 for i, row in zip(chunk, output[:, width:].tolist()):
-                    answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+                    ended = tokenizer.eos_token_id in row
+                    answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip() if ended or not complete_only else None
     finally:
         model.train(was_training)
     return answers
+
+
+def suspect_answers(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, max_length: int) -> list[Chat]:
+    """Chats of the suspect's own complete greedy answers to trigger-free prompts (sequence-level
+    distillation: a rare trigger is absent from clean prompts, so the answers carry its clean behaviour).
+    Prompts too long for ``max_length`` with room for an answer, and answers cut short, are skipped."""
+    fitting = [p for p in dict.fromkeys(t.strip() for t in prompts) if p and len(_encode(
+        tokenizer, prompt_text(tokenizer, Chat.single(p)))) + max_new_tokens <= max_length]
+    answers = generate(model, tokenizer, [Chat.single(p) for p in fitting], max_new_tokens, max_length=max_length,
+                       complete_only=True)
+    return [Chat.single(p, a) for p, a in zip(fitting, answers) if a]
 
 
 class CausalLMTask:
@@ -178,7 +191,7 @@ class CausalLMTask:
     name = "causal-lm"
     measure_name = "negated held-out response loss"  # higher is better, as accuracy
     default_patience = 1  # stop after an epoch without a better held-out loss
-    distils = False  # distilling the suspect's own answers is not built (docs/paper-choices.md)
+    distils = "answers"  # the suspect's greedy answers to unlabelled prompts become training chats
 
     def load_model(self, folder: Path):
         return load_causal_lm(folder)

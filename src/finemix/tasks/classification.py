@@ -103,7 +103,7 @@ class ClassificationTask:
     name = "classification"
     measure_name = "held-out accuracy"
     default_patience = 0  # train every epoch (the measured grids did)
-    distils = True
+    distils = "predictions"
 
     def load_model(self, folder: Path):
         return load_classifier(folder)
