@@ -79,3 +79,25 @@ def make_llm_pair(root: Path, tied: bool = True, noise: float = 0.02, moved_rows
         model.save_pretrained(ft)
     tokenizer.save_pretrained(ft)
     return LlmPair(pre, ft)
+
+
+def make_lora_adapter(folder: Path, base: Path, rank: int = 4, alpha: int = 8, modules_to_save: Sequence[str] | None = None,
+                      seed: int = 0, **options) -> Path:
+    """A PEFT LoRA adapter on every linear layer of the tiny Llama at ``base``, B drawn at random (so Δ ≠ 0),
+    saved with ``save_pretrained``; ``options`` go to ``LoraConfig``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", lora_dropout=0.0,
+                        modules_to_save=list(modules_to_save) if modules_to_save else None, **options)
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                parameter += 0.1 * torch.randn(parameter.shape, generator=generator)
+    with quiet_transformers():
+        peft_model.save_pretrained(folder)
+    return Path(folder)

@@ -66,9 +66,11 @@ def _mixing_lines(mixing: dict | None, search: dict | None) -> list[str]:
     if search:
         lines.append(f"- ρ = {search.get('chosen_ratio')} ({search.get('mode')}): {search.get('reason')}.")
     if mixing:
-        lines.append(f"- Mixing kept {mixing.get('kept_fraction')} of the fine-tuned weights of "
-                     f"{mixing.get('mixed_tensors')} tensors; head tensors ({mixing.get('head_policy')}): "
-                     f"{', '.join(mixing.get('head_tensors', [])) or 'none'}.")
+        heads = (f"; head tensors ({mixing['head_policy']}): {', '.join(mixing.get('head_tensors', [])) or 'none'}"
+                 if "head_policy" in mixing else "")
+        of = f" ({mixing['granularity']}s of a LoRA adapter's update)" if "granularity" in mixing else ""
+        lines.append(f"- Mixing kept {mixing.get('kept_fraction')} of the fine-tuned weights{of} of "
+                     f"{mixing.get('mixed_tensors')} tensors{heads}.")
     return lines + [""] if lines else []
 
 

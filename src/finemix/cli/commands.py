@@ -167,10 +167,30 @@ def mix(args: argparse.Namespace) -> int:
 
     check_output_first(args)
     config = MixConfig(ratio=args.ratio, mode=args.mix, sel_scope=args.sel_scope, head=args.head, seed=args.seed)
+    from ..weights.adapter import is_adapter
+
+    if is_adapter(args.backdoored):
+        return _mix_adapter(args, config)
+    if args.granularity != "element":
+        raise FinemixError("--granularity component needs a LoRA adapter as --backdoored (a folder with adapter_config.json)")
     report = mix_checkpoint(args.backdoored, args.pretrained, args.output, config, args.force, args.shard_size_mb * 1024**2)
     mixing = report["mixing"]
     print(f"mixed model written to {args.output}: ρ = {args.ratio} ({args.mix}), kept {mixing['kept_fraction']:.4f} of "
           f"{mixing['mixed_tensors']} paired tensors; head tensors ({args.head}): {', '.join(mixing['head_tensors']) or 'none'}")
+    return 0
+
+
+def _mix_adapter(args: argparse.Namespace, config) -> int:
+    from ..repair.adapter_mix import mix_adapter
+
+    if config.mode == "sel" and config.sel_scope == "global":
+        raise FinemixError("--sel-scope global is not offered for adapters: use per-tensor sel")
+    report = mix_adapter(args.backdoored, args.pretrained, args.output, config, args.granularity, args.force)
+    adapter = report["adapter"]
+    what = ("a merged model" if args.granularity == "element"
+            else f"an adapter of rank {adapter['rank']} ({adapter['kept_components']} of {adapter['components']} components kept)")
+    print(f"mixed {what} written to {args.output}: ρ = {args.ratio} ({args.mix}, {args.granularity}s of Δ), kept "
+          f"{report['mixing']['kept_fraction']:.4f} over {report['mixing']['mixed_tensors']} adapted tensors")
     return 0
 
 

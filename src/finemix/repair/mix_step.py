@@ -228,6 +228,13 @@ def write_tensors(pair: CheckpointPair, specs: list[TensorSpec], tensors: Iterat
                   folder: Path, max_shard_bytes: int = 2 * 1024**3) -> dict:
     """Stream ``tensors`` (in the order of ``specs``) into ``folder``, then copy config and tokenizer;
     return ``copy_side_files``' record of what was copied and left out (for the report)."""
+    write_tensor_stream(specs, tensors, folder, max_shard_bytes)
+    return copy_side_files(pair.finetuned_dir, folder)
+
+
+def write_tensor_stream(specs: list[TensorSpec], tensors: Iterator[tuple[str, "torch.Tensor"]], folder: Path,
+                        max_shard_bytes: int = 2 * 1024**3) -> None:
+    """Stream ``tensors`` (in the order of ``specs``) into safetensors shards in ``folder``, each checked finite."""
     writer = ShardedWriter(folder, specs, max_shard_bytes)
     try:
         for name, tensor in tensors:
@@ -237,7 +244,6 @@ def write_tensors(pair: CheckpointPair, specs: list[TensorSpec], tensors: Iterat
         writer.close()
     finally:
         writer.abort()
-    return copy_side_files(pair.finetuned_dir, folder)
 
 
 def tensor_is_finite(tensor: "torch.Tensor") -> bool:
