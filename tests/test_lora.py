@@ -151,7 +151,7 @@ def test_saved_full_tensors_are_mixed_element_wise(tmp_path, llm_base):
     assert torch.allclose(TensorReader(tmp_path / "out").get("lm_head.weight"), merged_weights(llm_base, adapter)["lm_head.weight"])
 
 
-def _edited_adapter(tmp_path, adapter, config=None, tensors=None, drop_config=False):
+def _edited_adapter(tmp_path, adapter, config=None, tensors=None, drop_config=False, pickled=False):
     """A copy of ``adapter`` with its config updated by ``config`` and its tensors by ``tensors(dict)``."""
     import json
     import shutil
@@ -169,6 +169,8 @@ def _edited_adapter(tmp_path, adapter, config=None, tensors=None, drop_config=Fa
         save_file(weights, copy / "adapter_model.safetensors")
     if drop_config:
         (copy / "adapter_config.json").unlink()
+    if pickled:
+        (copy / "adapter_model.safetensors").rename(copy / "adapter_model.bin")
     return copy
 
 
@@ -183,6 +185,12 @@ Q_A = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
     (dict(drop_config=True), "holds adapter weights but no adapter_config.json"),
     (dict(config={"peft_type": "IA3"}), "a IA3 adapter; only LoRA adapters can be mixed"),
     (dict(config={"use_dora": True}), "use_dora is set, and DoRA rescales"),
+    (dict(config={"lora_bias": True}), "lora_bias is set, and it trains a bias"),
+    (dict(config={"fan_in_fan_out": True}), "fan_in_fan_out is set"),
+    (dict(config={"rank_pattern": {"q_proj": 8}}), "rank_pattern is set"),
+    (dict(config={"alpha_pattern": {"q_proj": 8}}), "alpha_pattern is set"),
+    (dict(config={"trainable_token_indices": [3]}), "trainable_token_indices is set"),
+    (dict(pickled=True), "pickled adapter weights are not read"),
     (dict(config={"r": 8}), "the factors have rank [4] but adapter_config.json says r = 8"),
     (dict(tensors=_rename(Q_A, Q_A.replace("q_proj", "x_proj"))), "has only lora_B"),
     (dict(tensors=lambda w: [w.__setitem__(k.replace("q_proj", "x_proj"), w.pop(k)) for k in list(w) if "layers.0.self_attn.q_proj" in k]),
