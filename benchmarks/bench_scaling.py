@@ -16,6 +16,8 @@ Parts (each point its own child process; median of --repeats):
                (hidden 2048, intermediate 5632, vocab 49152, ``--llm-layers``, default 2,8,26 ≈ 0.6, 1.3, 3.1 GB),
                beside the I/O floor of bench_mixing.py on the same pair. Fit: time and peak RSS linear in bytes;
                predicted for Llama-2-7B and -70B in bf16.
+* ``adapter-mix`` ``finemix mix`` of a synthetic rank-16 LoRA adapter on the largest ``--llm-layers`` base, element
+               (a merged model) and component (an adapter) granularity, beside that base's I/O floor.
 * ``llm-finetune`` one epoch on SmolLM2-135M-Instruct over ``--llm-rows`` TriviaQA chats (tokens counted);
                predicted for 7B and 70B as compute ∝ non-embedding parameters × tokens (on this CPU, and on
                GPUs from 6·N·tokens FLOPs at a stated utilisation), with FSDP's training-state memory.
@@ -221,6 +223,39 @@ def llm_mix_prediction(points: list[dict]) -> tuple[dict, dict]:
     return fits, predictions
 
 
+def part_adapter_mix(args, payload: dict) -> None:
+    """A synthetic rank-16 adapter on every linear weight of the largest bf16 Llama-shaped base (issue 18):
+    the element mix (Δ built per module, a merged model written) and the component mix (an adapter written),
+    beside the I/O floor of a full mix of the same base (read it twice, write it once)."""
+    layers = max(int(x) for x in args.llm_layers.split(",") if x)
+    res = runner.run_job("lib.mix_jobs", "job_build_llama", {"workdir": str(args.workdir), "hidden": 2048, "layers": layers,
+                                                             "intermediate": 5632}, label=f"build llama l{layers}")
+    ft, pre = Path(res["extra"]["finetuned"]), Path(res["extra"]["pretrained"])
+    adapter = Path(args.workdir) / f"lora-r16-l{layers}"
+    runner.run_job("lib.mix_jobs", "job_build_lora_adapter", {"base": str(pre), "folder": str(adapter), "rank": 16},
+                   label="build adapter")
+    inputs = checkpoints.folder_weight_files(pre) + [adapter / "adapter_model.safetensors"]
+    out = Path(args.workdir) / "out-adapter-mix"
+    rows = {"floor": measure("bench_mixing", "job_floor", {"finetuned": str(ft), "pretrained": str(pre), "output": str(out)},
+                             args.repeats, warm=checkpoints.folder_weight_files(ft) + inputs, clean=[out], label="floor")}
+    for granularity in ("element", "component"):
+        params = {"adapter": str(adapter), "pretrained": str(pre), "output": str(out), "granularity": granularity,
+                  "ratio": 0.5, "threads": args.threads}
+        rows[granularity] = measure("lib.mix_jobs", "job_mix_adapter", params, args.repeats, warm=inputs, clean=[out],
+                                    label=f"adapter {granularity}")
+    shutil.rmtree(out, ignore_errors=True)
+    base_bytes = checkpoints.checkpoint_bytes(pre)
+    payload["adapter_mix"] = {"base_bytes": base_bytes, "adapter_bytes": (adapter / "adapter_model.safetensors").stat().st_size,
+                              "layers": layers, "rows": rows}
+    print(f"\nadapter mix: rank-16 adapter on every linear weight of a {base_bytes / 1e9:.2f} GB bf16 base, ρ 0.5")
+    print(stats.table(["method", "wall s", "× floor", "peak RSS MiB", "× base checkpoint"],
+                      [[name, row["wall_s"], row["wall_s"] / rows["floor"]["wall_s"], row["peak_rss_bytes"] / MB,
+                        row["peak_rss_bytes"] / base_bytes] for name, row in rows.items()]))
+    if not args.keep_inputs:
+        shutil.rmtree(ft.parent, ignore_errors=True)
+        shutil.rmtree(adapter, ignore_errors=True)
+
+
 def part_llm_finetune(args, payload: dict) -> None:
     run = measure("lib.finetune_jobs", "job_finetune_smollm2", {"rows": args.llm_rows, "threads": args.threads}, 1,
                   label="finetune smollm2")
@@ -286,6 +321,8 @@ def main() -> None:
         part_llm_mix(args, payload)
     if "llm-finetune" in parts:
         part_llm_finetune(args, payload)
+    if "adapter-mix" in parts:
+        part_adapter_mix(args, payload)
     path = machine.write_results(args.results_name or "bench_scaling", payload)
     print(f"\nresults: {path}")
 

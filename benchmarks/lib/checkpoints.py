@@ -242,3 +242,30 @@ def build_llama_pair(workdir: Path, hidden: int, layers: int, intermediate: int,
                 shutil.copy2(tokenizer_dir / name, folder / name)
     mark_cache_complete(root, spec)
     return ft_dir, pre_dir
+
+
+def build_lora_adapter(base_dir: Path, folder: Path, rank: int = 16, alpha: int = 32, seed: int = 0) -> Path:
+    """A synthetic PEFT LoRA adapter (bf16 factors, rank ``rank``) on every linear weight of a Llama-shaped
+    base written by ``build_llama_pair``: adapter_config.json and adapter_model.safetensors, as peft saves them."""
+    import torch
+    from safetensors.torch import save_file
+
+    from finemix.weights.reader import TensorReader
+
+    base = TensorReader(base_dir)
+    generator = torch.Generator().manual_seed(seed)
+    tensors, modules = {}, set()
+    for name in base.names():
+        shape = base.shape(name)
+        if len(shape) != 2 or not name.startswith("model.layers."):
+            continue
+        module = name[: -len(".weight")]
+        modules.add(module.rsplit(".", 1)[1])
+        tensors[f"base_model.model.{module}.lora_A.weight"] = (torch.randn(rank, shape[1], generator=generator) * 0.01).to(torch.bfloat16)
+        tensors[f"base_model.model.{module}.lora_B.weight"] = (torch.randn(shape[0], rank, generator=generator) * 0.01).to(torch.bfloat16)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": sorted(modules), "lora_dropout": 0.0,
+              "bias": "none", "base_model_name_or_path": str(base_dir), "task_type": "CAUSAL_LM"}
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    return folder

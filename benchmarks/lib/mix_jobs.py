@@ -49,3 +49,22 @@ def job_build_llama(params: dict, probe: Probe) -> dict:
 
     ft, pre = build_llama_pair(Path(params["workdir"]), params["hidden"], params["layers"], params["intermediate"])
     return {"finetuned": str(ft), "pretrained": str(pre)}
+
+
+def job_build_lora_adapter(params: dict, probe: Probe) -> dict:
+    from lib.checkpoints import build_lora_adapter
+
+    folder = build_lora_adapter(Path(params["base"]), Path(params["folder"]), params.get("rank", 16))
+    return {"adapter": str(folder)}
+
+
+def job_mix_adapter(params: dict, probe: Probe) -> dict:
+    """``finemix mix`` on a LoRA adapter through the Python API (``mix_adapter``)."""
+    from finemix.config import MixConfig
+    from finemix.repair.adapter_mix import mix_adapter
+
+    config = MixConfig(ratio=params.get("ratio", 0.5), mode="random", seed=0)
+    with probe.region():
+        report = mix_adapter(params["adapter"], params["pretrained"], params["output"], config, params["granularity"],
+                             force=True)
+    return {"kept_fraction": report["mixing"]["kept_fraction"]}
