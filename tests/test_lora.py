@@ -220,3 +220,35 @@ def test_component_granularity_needs_an_adapter(tmp_path, capsys, llm_base):
                        "--output", tmp_path / "out", "--granularity", "component")
     assert_one_line_error(code, err, "--granularity component needs a LoRA adapter")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_purify_takes_an_adapter_and_writes_a_repaired_merged_model(tmp_path, capsys, llm_base, adapter):
+    """The adapter is merged into its base in a temporary folder, repaired as a chat model, and reported as the input."""
+    import json
+    import os
+    import tempfile
+
+    from cli_helpers import run
+    from tiny_llm import EXTRA_WORDS
+    from tiny_models import VOCAB_WORDS
+
+    from finemix.data.chats import Chat, write_chats
+
+    words = VOCAB_WORDS[:60] + EXTRA_WORDS
+    chats = tmp_path / "chats.jsonl"
+    write_chats(chats, [Chat.single(" ".join(words[(7 * i + k) % len(words)] for k in range(5)), words[i % len(words)])
+                        for i in range(48)])
+    before = set(os.listdir(tempfile.gettempdir()))
+    code, out, err = run(capsys, "purify", "--backdoored", adapter, "--pretrained", llm_base, "--clean-data", chats,
+                         "--output", tmp_path / "out", "--epochs", "1", "--max-length", "64", "--quiet")
+    assert code == 0, err
+    assert "E-PUR: the embedding did not move" in out  # this adapter does not train the embedding
+    report = json.loads((tmp_path / "out" / "finemix_report.json").read_text())
+    record = report["inputs"]["backdoored"]
+    assert record["name"] == str(adapter) and record["lora_adapter"]["modules"] == 14 and "adapter_model.safetensors" in record["sha256"]
+    assert report["task"] == "causal-lm" and report["epur"]["rows"] == []
+    assert not {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("finemix-merged-adapter-")}
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "out")

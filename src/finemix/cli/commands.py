@@ -88,6 +88,22 @@ def purify_config(args: argparse.Namespace):
 
 
 def purify(args: argparse.Namespace) -> int:
+    from ..weights.adapter import is_adapter
+    from ..weights.locate import resolve_model_dir
+
+    offline_default()
+    if args.quiet:
+        silence_transformers()
+    check_output_first(args, args.clean_data, args.config, *args.unlabelled_text)
+    if is_adapter(args.backdoored):
+        from ..repair.adapter_mix import merged_adapter
+
+        with merged_adapter(args.backdoored, args.pretrained) as (merged, record):
+            return _purify(args, merged, record)
+    return _purify(args, resolve_model_dir(args.backdoored), None)
+
+
+def _purify(args: argparse.Namespace, backdoored: Path, backdoored_record: dict | None) -> int:
     import dataclasses
 
     from ..data import load_examples
@@ -95,14 +111,9 @@ def purify(args: argparse.Namespace) -> int:
     from ..repair.steps import purify as run_purify
     from ..tasks import task_for_config
     from ..weights.hashing import file_sha256
-    from ..weights.locate import load_config, resolve_model_dir
+    from ..weights.locate import load_config
 
-    offline_default()
-    if args.quiet:
-        silence_transformers()
-    check_output_first(args, args.clean_data, args.config, *args.unlabelled_text)
     config = purify_config(args)
-    backdoored = resolve_model_dir(args.backdoored)
     task = task_for_config(load_config(backdoored), backdoored, args.task).name
     config = dataclasses.replace(config, train=dataclasses.replace(
         config.train, max_length=fit_max_length(backdoored, config.train.max_length)))
@@ -116,7 +127,7 @@ def purify(args: argparse.Namespace) -> int:
     if args.config:
         sources["config_file"] = {"path": str(args.config), "sha256": file_sha256(args.config)}
     report = run_purify(backdoored, args.pretrained, clean, args.output, config, unlabelled, args.force, sources=sources,
-                        task=task)
+                        task=task, backdoored_record=backdoored_record)
     if not report:  # empty on the non-main processes of a multi-process run
         return 0
     print(summarise_purify(report, args.output))
@@ -146,7 +157,8 @@ def summarise_purify(report: dict, output: str) -> str:
     if report.get("epur"):
         tokens = report["epur"]["tokens"]
         shown = ", ".join(t["token"] for t in tokens[:10])
-        lines.append(f"E-PUR reset {len(tokens)} embedding rows; top scores: {shown}")
+        lines.append(f"E-PUR: {report['epur']['note']}" if report["epur"].get("note")
+                     else f"E-PUR reset {len(tokens)} embedding rows; top scores: {shown}")
     else:
         lines.append("E-PUR skipped")
     lines.append(f"ρ = {search['chosen_ratio']} ({search['mode']}): {search['reason']}")

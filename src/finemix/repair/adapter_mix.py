@@ -12,9 +12,12 @@ both. The base's own weights are never changed outside the adapter's modules.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -110,3 +113,21 @@ def _write_adapter(adapter: Adapter, base: TensorReader, config: MixConfig, fold
               metadata={"format": "pt"})
     (folder / ADAPTER_CONFIG).write_text(json.dumps(adapter.config, indent=2) + "\n", encoding="utf-8")
     return kept / max(1, total), {"output": "adapter", "kept_components": kept, "components": total}
+
+
+@contextlib.contextmanager
+def merged_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike) -> Iterator[tuple[Path, dict]]:
+    """(the adapter merged into its base, a record of the adapter for the report), the merge in a temporary
+    folder (``TMPDIR``; the base's size) removed afterwards. The merge is the element mix at ρ = 1, so a
+    repair of it mixes the entries of Δ, as ``finemix mix --granularity element`` does."""
+    from ..weights.hashing import folder_sha256
+
+    root = Path(tempfile.mkdtemp(prefix="finemix-merged-adapter-"))
+    try:
+        report = mix_adapter(adapter, pretrained, root / "merged", MixConfig(ratio=1.0), "element")
+        record = {"name": str(adapter), "path": str(Path(adapter).resolve()), "sha256": folder_sha256(Path(adapter)),
+                  "lora_adapter": {k: report["adapter"][k] for k in ("rank", "lora_alpha", "scale", "modules", "saved_tensors")},
+                  "merged_into_its_base_for_the_repair": True}
+        yield root / "merged", record
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -7,7 +7,7 @@ the planned rows of θ_B are replaced by θ_Pre's before the mask is applied.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Optional, Sequence
 
 from ..config import EpurConfig
 from ..core import epur as epur_math
@@ -25,6 +25,7 @@ class EpurPlan:
     # Other tensors whose same rows are reset: a decoder's untied output matrix (lm_head), whose
     # row k scores token k as the next word. A tied one is the embedding itself, reset once.
     also_reset: list[str] = dataclasses.field(default_factory=list)
+    note: Optional[str] = None  # why nothing was reset, when nothing was
 
     def resets(self, name: str) -> bool:
         return name == self.tensor or name in self.also_reset
@@ -41,13 +42,17 @@ def plan_epur(pair: CheckpointPair, tokenizer, texts: Sequence[str], config: Epu
     frequency = epur_math.token_frequencies(encoded, finetuned.shape[0])
     drift = epur_math.embedding_drift(finetuned, pretrained)
     scores = epur_math.epur_scores(drift, frequency, config.min_frequency)
-    ids = epur_math.top_rows(scores, config.top_n).tolist()
+    # A row the fine-tuning never moved equals θ_Pre already: resetting it would change nothing.
+    ids = [i for i in epur_math.top_rows(scores, config.top_n).tolist() if drift[i] > 0]
     strings = tokenizer.convert_ids_to_tokens(ids)
     tokens = [
         {"id": i, "token": s, "score": round(float(scores[i]), 6), "drift": round(float(drift[i]), 6), "frequency": int(frequency[i])}
         for i, s in zip(ids, strings)
     ]
-    return EpurPlan(tensor=name, rows=ids, tokens=tokens, frequency_rows=len(texts), also_reset=_untied_output(pair, name))
+    note = None if ids else ("the embedding did not move (e.g. a LoRA adapter that does not train it): "
+                             "E-PUR had nothing to act on")
+    return EpurPlan(tensor=name, rows=ids, tokens=tokens, frequency_rows=len(texts), also_reset=_untied_output(pair, name),
+                    note=note)
 
 
 def _untied_output(pair: CheckpointPair, embedding: str) -> list[str]:

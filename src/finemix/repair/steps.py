@@ -131,8 +131,12 @@ def purify(
     after_mix: Optional[Callable] = None,
     hooks: RepairHooks = NO_HOOKS,
     task: str = "auto",
+    backdoored_record: Optional[dict] = None,
 ) -> dict:
     """E-PUR (optional) → mix with θ_Pre → fine-tune on ``clean``, ρ fixed or searched → report.
+
+    ``backdoored_record`` replaces the report's record of the suspect input (a LoRA adapter
+    repaired through its temporary merge: ``adapter_mix.merged_adapter``).
 
     ``task``: "classification" (``clean`` holds labelled ``Example`` rows), "causal-lm"
     (``Chat`` rows), or "auto" (the suspect's config.json decides).
@@ -174,7 +178,8 @@ def purify(
     if not process.is_main_process:
         process.wait_for_everyone()
         return {}
-    report = _write(repair, config, output, force, hashes, timer, unlabelled_texts, frequency_texts, sources, hooks)
+    report = _write(repair, config, output, force, hashes, timer, unlabelled_texts, frequency_texts, sources, hooks,
+                    backdoored_record)
     process.wait_for_everyone()
     return report
 
@@ -257,7 +262,7 @@ def _check_finite(state: dict, names) -> None:
 
 
 def _write(repair: _Repair, config: PurifyConfig, output, force: bool, hashes, timer: Timer,
-           unlabelled_texts, frequency_texts, sources, hooks: RepairHooks) -> dict:
+           unlabelled_texts, frequency_texts, sources, hooks: RepairHooks, backdoored_record: Optional[dict]) -> dict:
     """The repaired model's tensors (the suspect checkpoint's names), side files and the report."""
     pair, search = repair.pair, repair.search
     state = repair.model.state_dict()
@@ -268,6 +273,8 @@ def _write(repair: _Repair, config: PurifyConfig, output, force: bool, hashes, t
             specs = [TensorSpec.of(n, state[n]) for n in names]
             side_files = write_tensors(pair, specs, ((n, state[n]) for n in names), folder)
         report = base_report("purify", hashes, dataclasses.asdict(config))
+        if backdoored_record is not None:
+            report["inputs"]["backdoored"] = backdoored_record
         report["task"] = repair.task.name
         if hooks.options:
             report["research_variant"] = dict(hooks.options)
