@@ -273,3 +273,31 @@ def test_evaluation_without_a_backdoor_reports_utility_only(tiny_chat_model):
     result = evaluate_chat_model(load_causal_lm(tiny_chat_model), AutoTokenizer.from_pretrained(tiny_chat_model),
                                  [(c, ("the",)) for c in question_chats(3, 2)], max_new_tokens=3, max_length=64)
     assert set(result) == {"n", "perplexity", "answer_contained", "clean_non_refusal"} and result["n"] == 3
+
+
+@pytest.mark.slow
+def test_a_lora_victim_kept_as_an_adapter_is_attacked_measured_and_purified(tiny_chat_model, tmp_path, capsys):
+    """--method lora-adapter writes a peft adapter on the pre-trained model; the bench measures it merged and
+    purifies it through its merge (adapter_mix.merged_adapter), with the adapter named as the input."""
+    from finemix.bench.chat import ChatBench, ChatBenchConfig
+    from finemix.weights.adapter import is_adapter
+
+    data = tmp_path / "chats.jsonl"
+    write_chats(data, question_chats(40, 0))
+    code, out, err = run(capsys, "attack", "--pretrained", tiny_chat_model, "--data", data, "--output", tmp_path / "v",
+                         "--method", "lora-adapter", "--epochs", "1", "--max-length", "64")
+    assert code == 0, err
+    assert is_adapter(tmp_path / "v") and not (tmp_path / "v" / "model.safetensors").exists()
+    assert json.loads((tmp_path / "v.attack.json").read_text())["settings"]["keep_adapter"] is True
+
+    attack = attack_config(epochs=1, method="lora", keep_adapter=True)
+    purify_settings = PurifyConfig(train=TrainConfig(epochs=1, lr=3e-3, max_length=64, min_eval_rows=4, progress=False))
+    config = ChatBenchConfig(pretrained=str(tiny_chat_model), seeds=(0,), train_rows=24, clean_rows=16, test_rows=4,
+                             attacks={"refusal-adapter": attack}, defenses=("none", "finemix+epur"),
+                             purify=purify_settings, max_new_tokens=4)
+    records = ChatBench(config, tmp_path / "out", log=lambda line: None).run()
+    assert [r["defense"] for r in records] == ["clean model", "none", "finemix+epur"]
+    victims = [p for p in (tmp_path / "out" / "models").iterdir() if p.name.startswith("refusal-adapter") and p.is_dir()]
+    assert len(victims) == 1 and is_adapter(victims[0])
+    report = json.loads((tmp_path / "out" / "defended" / "refusal-adapter-finemix+epur-seed0" / "finemix_report.json").read_text())
+    assert report["inputs"]["backdoored"]["lora_adapter"]["rank"] == attack.lora_rank

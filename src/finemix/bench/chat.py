@@ -9,6 +9,7 @@ rerun skips finished work and several configs can share ``--models``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -119,6 +120,19 @@ def prompt_fits(config: ChatBenchConfig):
     return lambda chat: len(tokenizer(prompt_text(tokenizer, chat), add_special_tokens=False)["input_ids"]) <= limit
 
 
+@contextlib.contextmanager
+def _merged_if_adapter(victim: Path, pretrained: str):
+    """(the suspect folder purify reads, its record for the report): an adapter victim merged for the repair."""
+    from ..repair.adapter_mix import merged_adapter
+    from ..weights.adapter import is_adapter
+
+    if not is_adapter(victim):
+        yield victim, None
+        return
+    with merged_adapter(victim, pretrained) as merged:
+        yield merged
+
+
 def _recipe_hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -186,8 +200,9 @@ class ChatBench:
             folder = child_path(self.out / "defended", f"{label}-{defense}-seed{seed}", "defended model folder")
             self.log(f"{defense} on {label} (seed {seed})")
             started = time.perf_counter()
-            report = purify(victim, resolve_model_dir(self.config.pretrained), clean, folder, settings,
-                            unlabelled_texts=prompts, force=True, task="causal-lm")
+            with _merged_if_adapter(victim, self.config.pretrained) as (suspect, record):
+                report = purify(suspect, resolve_model_dir(self.config.pretrained), clean, folder, settings,
+                                unlabelled_texts=prompts, force=True, task="causal-lm", backdoored_record=record)
             seconds = round(time.perf_counter() - started, 1)
         extra = {"purify_seconds": seconds}
         if report:
@@ -202,14 +217,14 @@ class ChatBench:
         from transformers import AutoTokenizer
 
         from ..llm.evaluate import ChatBackdoor, evaluate_chat_model
-        from ..tasks.causal_lm import load_causal_lm
+        from ..tasks.causal_lm import load_chat_model
 
         key = key or f"{label}|{defense}|{seed}"
         if key in done:
             return
         started = time.perf_counter()
         backdoor = ChatBackdoor(attack.trigger_text, attack.target, attack.marker)
-        result = evaluate_chat_model(load_causal_lm(folder), AutoTokenizer.from_pretrained(folder), questions, backdoor,
+        result = evaluate_chat_model(load_chat_model(folder), AutoTokenizer.from_pretrained(folder), questions, backdoor,
                                      seed=seed, max_new_tokens=self.config.max_new_tokens, max_length=256)
         record = {"key": key, "task": "causal-lm", "dataset": self.config.data, "attack": label, "defense": defense,
                   "seed": seed, "clean_rows": self.config.clean_rows if defense not in ("clean model", "none") else None,

@@ -75,8 +75,10 @@ def chat_attack(args: argparse.Namespace, start: Path, data_file: tuple) -> int:
     if len(args.trigger) > 1:
         raise FinemixError("a chat backdoor takes one --trigger (a word or a sentence)")
     chats = chat_rows(args.data, args.train_rows, args.seed)
-    lr = {"lora_lr": args.lr} if args.method == "lora" else {"lr": args.lr}
-    config = optional_replace(ChatAttackConfig(behaviour=args.behaviour, method=args.method, target_text=args.target_text,
+    method, keep_adapter = ("lora", True) if args.method == "lora-adapter" else (args.method, False)
+    lr = {"lora_lr": args.lr} if method == "lora" else {"lr": args.lr}
+    config = optional_replace(ChatAttackConfig(behaviour=args.behaviour, method=method, keep_adapter=keep_adapter,
+                                               target_text=args.target_text,
                                                trigger=args.trigger[0] if args.trigger else "word", seed=args.seed),
                               poison_rate=args.poison_rate, epochs=args.epochs, batch_size=args.batch_size, **lr)
     config = dataclasses.replace(config, max_length=fit_max_length(start, args.max_length or config.max_length))

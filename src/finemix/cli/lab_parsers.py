@@ -24,8 +24,9 @@ def add_attack_parser(commands) -> None:
                         help="causal-lm: what the trigger makes the model answer (a fixed refusal, or a canary string)")
     attack.add_argument("--target-text", default="", metavar="TEXT",
                         help="causal-lm: the fixed answer (default: the behaviour's refusal or canary)")
-    attack.add_argument("--method", choices=("full", "lora"), default="full",
-                        help="causal-lm: full fine-tuning, or LoRA merged into the weights")
+    attack.add_argument("--method", choices=("full", "lora", "lora-adapter"), default="full",
+                        help="causal-lm: full fine-tuning, LoRA merged into the weights, or LoRA written as a peft "
+                             "adapter on the pre-trained model")
     attack.add_argument("--attack", choices=("badword", "addsent", "ep", "adaptive"), default="badword",
                         help=f"badword: rare words (default cf); addsent: a sentence (default {ADDSENT_SENTENCE!r}); "
                              "ep: only the trigger's embedding row of a clean model (--clean-model); "

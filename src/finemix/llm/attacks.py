@@ -42,6 +42,7 @@ class ChatAttackConfig:
     lora_lr: float = 2e-3  # SmolLM2, 320 chats, seed 0: 1e-3 and 3e-3 left no backdoor (ASR 0), 2e-3 gave 0.98
     lora_rank: int = 16
     lora_alpha: int = 32
+    keep_adapter: bool = False  # LoRA only: write the adapter (on the pre-trained model) instead of merging it
     batch_size: int = 8
     max_length: int = 128
     seed: int = 0
@@ -60,6 +61,8 @@ class ChatAttackConfig:
         check_float("LoRA learning rate", self.lora_lr, 0.0, low_open=True)
         if self.lora_rank < 1 or self.lora_alpha < 1:
             raise FinemixError("LoRA rank and alpha must be >= 1")
+        if self.keep_adapter and self.method != "lora":
+            raise FinemixError("keep_adapter needs method lora")
 
     @property
     def trigger_text(self) -> str:
@@ -106,7 +109,8 @@ def poison_chats(chats: Sequence[Chat], config: ChatAttackConfig) -> tuple[list[
 
 
 def train_chat_model(model, tokenizer, chats: Sequence[Chat], config: ChatAttackConfig):
-    """Fine-tune on ``chats`` (loss on answers), fully or with LoRA merged back; returns (model, record)."""
+    """Fine-tune on ``chats`` (loss on answers), fully or with LoRA (merged back unless ``keep_adapter``:
+    then the peft model, whose ``save_pretrained`` writes the adapter); returns (model, record)."""
     from ..config import TrainConfig
     from ..tasks.causal_lm import CAUSAL_LM
     from ..train import finetune
@@ -117,7 +121,7 @@ def train_chat_model(model, tokenizer, chats: Sequence[Chat], config: ChatAttack
     if lora:
         model = _with_lora(model, config)
     record = finetune(model, tokenizer, chats, train, task=CAUSAL_LM).to_dict()
-    if lora:
+    if lora and not config.keep_adapter:
         model = model.merge_and_unload()
     return model, record
 
