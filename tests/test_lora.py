@@ -252,3 +252,40 @@ def test_purify_takes_an_adapter_and_writes_a_repaired_merged_model(tmp_path, ca
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_purify_in_adapter_form_writes_an_adapter_of_the_same_rank(tmp_path, capsys, llm_base, adapter):
+    import json
+
+    from cli_helpers import assert_one_line_error, run
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from tiny_llm import EXTRA_WORDS
+    from tiny_models import VOCAB_WORDS
+    from transformers import AutoModelForCausalLM
+
+    from finemix.data.chats import Chat, write_chats
+
+    words = VOCAB_WORDS[:60] + EXTRA_WORDS
+    chats = tmp_path / "chats.jsonl"
+    write_chats(chats, [Chat.single(" ".join(words[(7 * i + k) % len(words)] for k in range(5)), words[i % len(words)])
+                        for i in range(70)])
+    code, out, err = run(capsys, "purify", "--backdoored", adapter, "--pretrained", llm_base, "--clean-data", chats,
+                         "--output", tmp_path / "out", "--epochs", "2", "--max-length", "64", "--lr", "1e-3",
+                         "--adapter-output", "adapter", "--quiet")
+    assert code in (0,), err
+    assert "purified adapter written to" in out
+    report = json.loads((tmp_path / "out" / "finemix_report.json").read_text())
+    search = report["ratio_search"]
+    assert report["output_form"] == "adapter" and search["heldout_rows"] == 18 and search["candidates"]
+    first = search["candidates"][0]
+    assert first["ratio"] == 0.0 and first["kept_components"] == 0 and first["components"] == 14 * 4
+    original = load_file(adapter / "adapter_model.safetensors")
+    repaired = load_file(tmp_path / "out" / "adapter_model.safetensors")
+    assert repaired.keys() == original.keys() and all(repaired[k].shape == original[k].shape for k in original)
+    assert any(not torch.equal(repaired[k], original[k]) for k in original)
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llm_base), tmp_path / "out")  # loads with peft
+    assert_one_line_error(*run(capsys, "purify", "--backdoored", llm_base, "--pretrained", llm_base, "--clean-data", chats,
+                               "--output", tmp_path / "bad", "--adapter-output", "adapter")[::2],
+                          "--adapter-output adapter needs a LoRA adapter")

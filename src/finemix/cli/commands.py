@@ -95,12 +95,31 @@ def purify(args: argparse.Namespace) -> int:
     if args.quiet:
         silence_transformers()
     check_output_first(args, args.clean_data, args.config, *args.unlabelled_text)
+    if is_adapter(args.backdoored) and args.adapter_output == "adapter":
+        return _purify_adapter(args)
+    if args.adapter_output == "adapter":
+        raise FinemixError("--adapter-output adapter needs a LoRA adapter as --backdoored")
     if is_adapter(args.backdoored):
         from ..repair.adapter_mix import merged_adapter
 
         with merged_adapter(args.backdoored, args.pretrained) as (merged, record):
             return _purify(args, merged, record)
     return _purify(args, resolve_model_dir(args.backdoored), None)
+
+
+def _purify_adapter(args: argparse.Namespace) -> int:
+    """A chat model's LoRA adapter repaired in adapter form (repair/adapter_repair.py)."""
+    from ..data.chats import load_chats
+    from ..repair.adapter_repair import purify_adapter
+
+    if args.task == "classification":
+        raise FinemixError("--adapter-output adapter repairs chat models' adapters only")
+    report = purify_adapter(args.backdoored, args.pretrained, load_chats(args.clean_data), args.output, purify_config(args),
+                            args.force)
+    search = report["ratio_search"]
+    print(f"purified adapter written to {args.output}: ρ = {search['chosen_ratio']} ({search['mode']}, components): "
+          f"{search['reason']}")
+    return verdict_status(report["verdict"], args.strict)
 
 
 def _purify(args: argparse.Namespace, backdoored: Path, backdoored_record: dict | None) -> int:
