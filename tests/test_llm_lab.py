@@ -293,10 +293,11 @@ def test_a_lora_victim_kept_as_an_adapter_is_attacked_measured_and_purified(tiny
     attack = attack_config(epochs=1, method="lora", keep_adapter=True)
     purify_settings = PurifyConfig(train=TrainConfig(epochs=1, lr=3e-3, max_length=64, min_eval_rows=4, progress=False))
     config = ChatBenchConfig(pretrained=str(tiny_chat_model), seeds=(0,), train_rows=24, clean_rows=16, test_rows=4,
-                             attacks={"refusal-adapter": attack}, defenses=("none", "finemix+epur"),
+                             attacks={"refusal-adapter": attack}, defenses=("none", "finemix+epur", "finemix-adapter"),
                              purify=purify_settings, max_new_tokens=4)
     records = ChatBench(config, tmp_path / "out", log=lambda line: None).run()
-    assert [r["defense"] for r in records] == ["clean model", "none", "finemix+epur"]
+    assert [r["defense"] for r in records] == ["clean model", "none", "finemix+epur", "finemix-adapter"]
+    assert is_adapter(tmp_path / "out" / "defended" / "refusal-adapter-finemix-adapter-seed0")
     victims = [p for p in (tmp_path / "out" / "models").iterdir() if p.name.startswith("refusal-adapter") and p.is_dir()]
     assert len(victims) == 1 and is_adapter(victims[0])
     report = json.loads((tmp_path / "out" / "defended" / "refusal-adapter-finemix+epur-seed0" / "finemix_report.json").read_text())

@@ -191,6 +191,9 @@ class PurifyConfig:
     # Chat models: with unlabelled prompts, the suspect's complete greedy answers (at most this many
     # new tokens) join the training chats, for the chat task's own epochs (train.epochs, patience).
     distill_answer_tokens: int = 64
+    # LoRA adapters repaired in adapter form (purify --adapter-output adapter): the factors' learning rate
+    # (LoRA trains at larger rates than full fine-tuning; the attack's LoRA used 2e-3 on SmolLM2).
+    adapter_lr: float = 1e-3
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
     finetune: bool = True
@@ -200,6 +203,7 @@ class PurifyConfig:
             raise FinemixError(f"augment rows must be an integer >= 0, got {self.augment_rows!r}")
         if self.distill_rows < 0:
             raise FinemixError(f"distill rows must be >= 0, got {self.distill_rows}")
+        check_float("adapter learning rate", self.adapter_lr, 0.0, low_open=True)
         if not isinstance(self.distill_answer_tokens, int) or isinstance(self.distill_answer_tokens, bool) \
                 or self.distill_answer_tokens < 1:
             raise FinemixError(f"distill answer tokens must be an integer >= 1, got {self.distill_answer_tokens!r}")

@@ -37,6 +37,7 @@ CHAT_DEFENSES = {
     "finemix-0.5+epur": f"Fine-mixing at ρ = {MB_DEFENSE_RATIO} with E-PUR",
     "finemix": "Fine-mixing, ρ rule",
     "finemix+epur": "Fine-mixing + E-PUR, ρ rule (purify's defaults)",
+    "finemix-adapter": "Fine-mixing in adapter form, ρ rule (components kept, the factors fine-tuned; adapter victims)",
 }
 
 
@@ -81,6 +82,7 @@ def chat_defense_config(name: str, base: PurifyConfig, seed: int) -> Optional[Pu
         "finemix-0.5+epur": dict(mix=dataclasses.replace(base.mix, ratio=MB_DEFENSE_RATIO), epur=epur, **fixed),
         "finemix": dict(epur=None),
         "finemix+epur": dict(epur=epur),
+        "finemix-adapter": dict(epur=None),
     }[name]
     return None if settings is None else dataclasses.replace(base, **settings)
 
@@ -187,6 +189,7 @@ class ChatBench:
         return child_path(self.models, f"{name}-{digest}", "model folder")
 
     def _defend(self, done, seed, label, defense, victim, clean, attack, questions, prompts) -> None:
+        from ..repair.adapter_repair import purify_adapter
         from ..repair.steps import purify
         from ..weights.locate import resolve_model_dir
         from ..weights.output import child_path
@@ -200,13 +203,16 @@ class ChatBench:
             folder = child_path(self.out / "defended", f"{label}-{defense}-seed{seed}", "defended model folder")
             self.log(f"{defense} on {label} (seed {seed})")
             started = time.perf_counter()
-            with _merged_if_adapter(victim, self.config.pretrained) as (suspect, record):
-                report = purify(suspect, resolve_model_dir(self.config.pretrained), clean, folder, settings,
-                                unlabelled_texts=prompts, force=True, task="causal-lm", backdoored_record=record)
+            if defense == "finemix-adapter":
+                report = purify_adapter(victim, self.config.pretrained, clean, folder, settings, force=True)
+            else:
+                with _merged_if_adapter(victim, self.config.pretrained) as (suspect, record):
+                    report = purify(suspect, resolve_model_dir(self.config.pretrained), clean, folder, settings,
+                                    unlabelled_texts=prompts, force=True, task="causal-lm", backdoored_record=record)
             seconds = round(time.perf_counter() - started, 1)
         extra = {"purify_seconds": seconds}
         if report:
-            teacher = report["unlabelled_text"]["teacher"]
+            teacher = (report.get("unlabelled_text") or {}).get("teacher")
             if teacher:
                 extra["distilled_answers"] = teacher["answers_kept"]
             extra.update(chosen_ratio=report["ratio_search"]["chosen_ratio"], verdict=report["verdict"]["status"],

@@ -83,7 +83,7 @@ def purify_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike, cl
         model.load_state_dict(state, strict=False)
         record.update(chosen_ratio=row["ratio"], accepted=False,
                       reason=f"no candidate within {margin:.3f} of the suspect's {reference:.3f}; took the best")
-    return _write(model, opened, inputs, output, force, config, hashes, record, notes, len(rows))
+    return _write(model, tokenizer, opened, inputs, output, force, config, hashes, record, notes, len(rows))
 
 
 def _lora_model(model, adapter: Adapter):
@@ -154,7 +154,8 @@ def _try(model, adapter: Adapter, ratio: float, config: PurifyConfig, tokenizer,
     kept = _load_factors(model, adapter, masks, config.mix.seed)
     total = sum(m.rank for m in adapter.modules.values())
     start = round(CAUSAL_LM.clean_measure(model, tokenizer, heldout, config.train.max_length), 6) if heldout else None
-    result = finetune(model, tokenizer, train, config.train, eval_set=heldout or None, task=CAUSAL_LM) if config.finetune else None
+    train_config = dataclasses.replace(config.train, lr=config.adapter_lr)
+    result = finetune(model, tokenizer, train, train_config, eval_set=heldout or None, task=CAUSAL_LM) if config.finetune else None
     accuracy = max(result.eval_accuracy) if result and result.eval_accuracy else start
     state = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
     return ({"ratio": ratio, "kept_components": kept, "components": total, "heldout_accuracy_after_mix": start,
@@ -162,14 +163,15 @@ def _try(model, adapter: Adapter, ratio: float, config: PurifyConfig, tokenizer,
              "train_seconds": round(result.seconds, 2) if result else 0.0}, state)
 
 
-def _write(model, adapter: Adapter, inputs: _Inputs, output, force: bool, config: PurifyConfig, hashes, record: dict,
-           notes: dict, rows: int) -> dict:
+def _write(model, tokenizer, adapter: Adapter, inputs: _Inputs, output, force: bool, config: PurifyConfig, hashes,
+           record: dict, notes: dict, rows: int) -> dict:
     from ..repair.verdict import repair_verdict
     from ..tasks.causal_lm import CAUSAL_LM
 
     folders = (inputs.finetuned_dir, inputs.pretrained_dir)
     with atomic_output_dir(output, force, folders) as folder:
         model.save_pretrained(str(folder))
+        tokenizer.save_pretrained(str(folder))  # the base's, so the folder evaluates on its own
         report = base_report("purify", hashes, dataclasses.asdict(config))
         report.update(task="causal-lm", output_form="adapter", clean_data={"rows": rows, **notes},
                       epur={"rows": [], "tokens": [], "note": "a LoRA adapter does not move the embedding: E-PUR had "
