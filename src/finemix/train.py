@@ -148,16 +148,10 @@ def finetune(
     try:
         for epoch in range(math.ceil(config.epochs)):
             _train_epoch(run, task, config, result, bar, after_step)
-            if eval_set:
-                unwrapped = run.accelerator.unwrap_model(run.model)
-                result.eval_accuracy.append(task.clean_measure(unwrapped, tokenizer, eval_set, config.max_length))
-                best.consider(result, unwrapped)
-                last = epoch + 1 >= math.ceil(config.epochs)
-                patience = task.default_patience if config.patience is None else config.patience
-                if not last and (_out_of_patience(result, patience)
-                                 or (stop_early is not None and stop_early(result.eval_accuracy))):
-                    result.stopped_early = True
-                    break
+            if eval_set and _evaluate_epoch(run, task, tokenizer, eval_set, config, result, best, stop_early,
+                                            last=epoch + 1 >= math.ceil(config.epochs)):
+                result.stopped_early = True
+                break
     except BaseException:
         bar.leave = False  # interrupted or failed: erase the bar now, before the error line, not redraw it at exit
         bar.close()
@@ -169,6 +163,16 @@ def finetune(
     result.epochs = result.steps / run.steps_per_epoch
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _evaluate_epoch(run: "_Run", task, tokenizer, eval_set, config: TrainConfig, result: TrainResult, best: "_BestEpoch",
+                    stop_early, last: bool) -> bool:
+    """Measure the epoch on ``eval_set``, remember it if best; True when training should stop here."""
+    unwrapped = run.accelerator.unwrap_model(run.model)
+    result.eval_accuracy.append(task.clean_measure(unwrapped, tokenizer, eval_set, config.max_length))
+    best.consider(result, unwrapped)
+    patience = task.default_patience if config.patience is None else config.patience
+    return not last and (_out_of_patience(result, patience) or (stop_early is not None and stop_early(result.eval_accuracy)))
 
 
 def _out_of_patience(result: TrainResult, patience: int) -> bool:

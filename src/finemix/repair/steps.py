@@ -135,11 +135,9 @@ def purify(
 ) -> dict:
     """E-PUR (optional) → mix with θ_Pre → fine-tune on ``clean``, ρ fixed or searched → report.
 
-    ``backdoored_record`` replaces the report's record of the suspect input (a LoRA adapter
-    repaired through its temporary merge: ``adapter_mix.merged_adapter``).
-
     ``task``: "classification" (``clean`` holds labelled ``Example`` rows), "causal-lm"
-    (``Chat`` rows), or "auto" (the suspect's config.json decides).
+    (``Chat`` rows), or "auto" (the suspect's config.json decides). ``backdoored_record``
+    replaces the report's record of the suspect input (an adapter's merge).
 
     ``after_mix`` (see ratio_search.choose_ratio) edits each mixed model before it is
     fine-tuned; the fine-pruning defense prunes there. ``hooks`` are research variants'
@@ -169,12 +167,7 @@ def purify(
         step_hook = hooks.step_hook(repair.plan) if hooks.step_hook else None
         repair.search = choose_ratio(repair.pair, repair.model, repair.tokenizer, repair.clean, repair_config,
                                      repair.plan, repair.distill, after_mix, step_hook, repair.task)
-    state = repair.model.state_dict()
-    _check_finite(state, list(state))  # before the output calibration fits on its logits
-    if repair.distill and repair.task.distils == "predictions" and config.calibrate_student == "prior":
-        with timer("calibrate"):
-            repair.student_record = calibrate_output_prior(repair.model, repair.tokenizer, repair.distill[0],
-                                                           repair.clean, repair.pair, config)
+    _calibrate_stage(repair, config, timer)
     if not process.is_main_process:
         process.wait_for_everyone()
         return {}
@@ -182,6 +175,16 @@ def purify(
                     backdoored_record)
     process.wait_for_everyone()
     return report
+
+
+def _calibrate_stage(repair: _Repair, config: PurifyConfig, timer: Timer) -> None:
+    """A classifier distilled from predictions gets its output prior matched (repair/distill.py)."""
+    state = repair.model.state_dict()
+    _check_finite(state, list(state))  # before the output calibration fits on its logits
+    if repair.distill and repair.task.distils == "predictions" and config.calibrate_student == "prior":
+        with timer("calibrate"):
+            repair.student_record = calibrate_output_prior(repair.model, repair.tokenizer, repair.distill[0],
+                                                           repair.clean, repair.pair, config)
 
 
 def _load(backdoored, pretrained, clean, output, force: bool, task_name: str) -> tuple[_Repair, object]:
