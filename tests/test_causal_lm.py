@@ -399,7 +399,7 @@ def test_purify_a_chat_model_learns_from_the_suspects_answers_to_unlabelled_prom
     monkeypatch.setattr(train, "_features", lambda *a: trained_rows.append(len(features(*a))) or features(*a))
     prompts = [" ".join(c.user_text.split()[:4]) for c in random_chats(20, seed=7)]
     report = purify(llm_pair.finetuned, llm_pair.pretrained, random_chats(48), tmp_path / "out",
-                    quick_config(distill_answer_tokens=7, ratio_auto=False), unlabelled_texts=prompts)
+                    quick_config(distill_answers=True, distill_answer_tokens=7, ratio_auto=False), unlabelled_texts=prompts)
     record = report["unlabelled_text"]
     assert record["teacher"] == {"prompts": 20, "answers_kept": 10, "max_new_tokens": 7}
     assert "distillation of the suspect model's answers (10 rows)" in record["used_for"]
@@ -407,6 +407,7 @@ def test_purify_a_chat_model_learns_from_the_suspects_answers_to_unlabelled_prom
     assert trained_rows == [36 + 10]  # the training part of the clean chats, and the ten complete answers
     assert report["ratio_search"]["candidates"][0]["best_epoch"] is not None  # judged on the held-out chats only
 
-    no_distill = purify(llm_pair.finetuned, llm_pair.pretrained, random_chats(48), tmp_path / "plain",
-                        quick_config(distill=False, ratio_auto=False), unlabelled_texts=prompts)
-    assert no_distill["unlabelled_text"]["teacher"] is None and trained_rows[-1] == 36
+    for name, off in (("default", {}), ("off", dict(distill=False, distill_answers=True))):
+        plain = purify(llm_pair.finetuned, llm_pair.pretrained, random_chats(48), tmp_path / name,
+                       quick_config(ratio_auto=False, **off), unlabelled_texts=prompts)
+        assert plain["unlabelled_text"]["teacher"] is None and trained_rows[-1] == 36

@@ -188,8 +188,10 @@ class PurifyConfig:
     # distill_epochs: on MR (rare word, 128 rows, seeds 0-2) 1.5 epochs repaired as well as 3 in half the
     # time, which keeps a labelled-only purify of 128 rows under 3 minutes on 2 CPU cores (README).
     augment_epochs: float = 1.5
-    # Chat models: with unlabelled prompts, the suspect's complete greedy answers (at most this many
-    # new tokens) join the training chats, for the chat task's own epochs (train.epochs, patience).
+    # Chat models: with unlabelled prompts and distill_answers, the suspect's complete greedy answers (at
+    # most distill_answer_tokens new tokens) join the training chats, for the chat task's own epochs. Off
+    # by default: on the one cell measured (docs/results-llm.md) it was no better and took several times longer.
+    distill_answers: bool = False
     distill_answer_tokens: int = 64
     # LoRA adapters repaired in adapter form (purify --adapter-output adapter): the factors' learning rate
     # (LoRA trains at larger rates than full fine-tuning; the attack's LoRA used 2e-3 on SmolLM2).

@@ -127,6 +127,6 @@ def add_training_options(parser: argparse.ArgumentParser, epochs_help: str) -> N
 def add_unlabelled_text(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unlabelled-text", type=nonempty_path, action="append", default=[], metavar="FILE",
                         help="unlabelled clean in-domain text (.txt lines or csv/tsv/jsonl 'text'); used for E-PUR counts and "
-                             "to distil the suspect model's calibrated clean predictions (chat models: each line is a "
-                             "prompt, and the suspect's complete answers join the training chats; config: distill: false "
-                             "turns that off); repeatable")
+                             "to distil the suspect model's calibrated clean predictions (config: distill: false turns that "
+                             "off; chat models: each line is a prompt, and with distill_answers: true the suspect's "
+                             "complete answers join the training chats); repeatable")

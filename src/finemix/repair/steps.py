@@ -232,7 +232,7 @@ def _answer_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Seque
     """Chat models: the suspect's own answers to the unlabelled prompts become training chats (no rewrites)."""
     from ..tasks.causal_lm import suspect_answers
 
-    if not (config.finetune and config.distill and unlabelled_texts and config.distill_rows > 0):
+    if not (config.finetune and config.distill and config.distill_answers and unlabelled_texts and config.distill_rows > 0):
         return config
     with timer("teacher"):
         prompts = list(unlabelled_texts)[: config.distill_rows]
