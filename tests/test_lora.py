@@ -222,6 +222,20 @@ def test_component_granularity_needs_an_adapter(tmp_path, capsys, llm_base):
     assert not (tmp_path / "out").exists()
 
 
+def chat_file(tmp_path, count: int):
+    """``count`` distinct one-turn chats of the tiny vocabulary, as a JSONL file."""
+    from tiny_llm import EXTRA_WORDS
+    from tiny_models import VOCAB_WORDS
+
+    from finemix.data.chats import Chat, write_chats
+
+    words = VOCAB_WORDS[:60] + EXTRA_WORDS
+    path = tmp_path / "chats.jsonl"
+    write_chats(path, [Chat.single(" ".join(words[(7 * i + k) % len(words)] for k in range(5)), words[i % len(words)])
+                       for i in range(count)])
+    return path
+
+
 @pytest.mark.slow
 def test_purify_takes_an_adapter_and_writes_a_repaired_merged_model(tmp_path, capsys, llm_base, adapter):
     """The adapter is merged into its base in a temporary folder, repaired as a chat model, and reported as the input."""
@@ -235,10 +249,7 @@ def test_purify_takes_an_adapter_and_writes_a_repaired_merged_model(tmp_path, ca
 
     from finemix.data.chats import Chat, write_chats
 
-    words = VOCAB_WORDS[:60] + EXTRA_WORDS
-    chats = tmp_path / "chats.jsonl"
-    write_chats(chats, [Chat.single(" ".join(words[(7 * i + k) % len(words)] for k in range(5)), words[i % len(words)])
-                        for i in range(48)])
+    chats = chat_file(tmp_path, 48)
     before = set(os.listdir(tempfile.gettempdir()))
     code, out, err = run(capsys, "purify", "--backdoored", adapter, "--pretrained", llm_base, "--clean-data", chats,
                          "--output", tmp_path / "out", "--epochs", "1", "--max-length", "64", "--quiet")
@@ -261,16 +272,9 @@ def test_purify_in_adapter_form_writes_an_adapter_of_the_same_rank(tmp_path, cap
     from cli_helpers import assert_one_line_error, run
     from peft import PeftModel
     from safetensors.torch import load_file
-    from tiny_llm import EXTRA_WORDS
-    from tiny_models import VOCAB_WORDS
     from transformers import AutoModelForCausalLM
 
-    from finemix.data.chats import Chat, write_chats
-
-    words = VOCAB_WORDS[:60] + EXTRA_WORDS
-    chats = tmp_path / "chats.jsonl"
-    write_chats(chats, [Chat.single(" ".join(words[(7 * i + k) % len(words)] for k in range(5)), words[i % len(words)])
-                        for i in range(70)])
+    chats = chat_file(tmp_path, 70)
     code, out, err = run(capsys, "purify", "--backdoored", adapter, "--pretrained", llm_base, "--clean-data", chats,
                          "--output", tmp_path / "out", "--epochs", "2", "--max-length", "64", "--lr", "1e-3",
                          "--adapter-output", "adapter", "--quiet")

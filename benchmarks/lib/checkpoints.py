@@ -105,6 +105,17 @@ def _copy_tokenizer(target: Path) -> None:
             shutil.copy2(source / name, target / name)
 
 
+def _cached_or_emptied(root: Path, spec: dict) -> bool:
+    """True when ``root`` holds a complete pair built from ``spec``; else it is emptied, with fresh
+    ``pretrained`` and ``finetuned`` folders, for the caller to build."""
+    if cache_complete(root, spec):
+        return True
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "pretrained").mkdir(parents=True)
+    (root / "finetuned").mkdir(parents=True)
+    return False
+
+
 def build_synthetic_pair(workdir: Path, hidden: int, layers: int, vocab: int = 30522,
                          shard_bytes: int = 1_000_000_000, seed: int = 0, noise: float = 1e-3) -> tuple[Path, Path]:
     """Random fp32 BERT-like pair: θ_Pre (bare ``BertModel`` names) and θ_B = θ_Pre + noise with a
@@ -115,11 +126,8 @@ def build_synthetic_pair(workdir: Path, hidden: int, layers: int, vocab: int = 3
     spec = {"hidden": hidden, "layers": layers, "vocab": vocab, "shard_bytes": shard_bytes, "seed": seed, "noise": noise, "v": 1}
     root = Path(workdir) / f"synth-h{hidden}-l{layers}-v{vocab}"
     pre_dir, ft_dir = root / "pretrained", root / "finetuned"
-    if cache_complete(root, spec):
+    if _cached_or_emptied(root, spec):
         return ft_dir, pre_dir
-    shutil.rmtree(root, ignore_errors=True)
-    pre_dir.mkdir(parents=True)
-    ft_dir.mkdir(parents=True)
     shapes = bert_shapes(hidden, layers, vocab)
     noise_gen = torch.Generator().manual_seed(seed + 1)
 
@@ -213,11 +221,8 @@ def build_llama_pair(workdir: Path, hidden: int, layers: int, intermediate: int,
             "noise": noise, "dtype": "bfloat16", "v": 1}
     root = Path(workdir) / f"llama-h{hidden}-l{layers}-i{intermediate}-bf16"
     pre_dir, ft_dir = root / "pretrained", root / "finetuned"
-    if cache_complete(root, spec):
+    if _cached_or_emptied(root, spec):
         return ft_dir, pre_dir
-    shutil.rmtree(root, ignore_errors=True)
-    pre_dir.mkdir(parents=True)
-    ft_dir.mkdir(parents=True)
     shapes = llama_shapes(hidden, layers, intermediate, vocab)
 
     def tensors(noisy: bool):
