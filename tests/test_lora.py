@@ -138,6 +138,31 @@ def test_component_mix_of_an_adapter_is_an_adapter_of_the_kept_components(tmp_pa
     assert sel["adapter"]["kept_components"] == 14
 
 
+def test_element_svd_mix_refactors_the_masked_delta_and_reports_its_error(tmp_path, llm_base, adapter):
+    from safetensors.torch import load_file
+
+    from finemix.config import MixConfig
+    from finemix.repair.adapter_mix import mix_adapter
+    from finemix.weights.reader import TensorReader
+
+    whole = mix_adapter(adapter, llm_base, tmp_path / "one", MixConfig(ratio=1.0), "element-svd")
+    assert whole["adapter"]["reconstruction_error"]["max"] < 1e-4  # Δ is of rank r: nothing is lost
+    merged, base = merged_weights(llm_base, tmp_path / "one"), merged_weights(llm_base, adapter)
+    assert all(torch.allclose(merged[k], base[k], atol=1e-5) for k in base)
+    half = mix_adapter(adapter, llm_base, tmp_path / "half", MixConfig(ratio=0.5, seed=2), "element-svd")
+    error = half["adapter"]["reconstruction_error"]
+    name = "model.layers.1.mlp.down_proj.weight"
+    from finemix.weights.adapter import open_adapter
+
+    opened = open_adapter(adapter, TensorReader(llm_base))
+    masked = opened.delta(name) * mixing.random_keep_mask(TensorReader(llm_base).shape(name), 0.5, 2, name)
+    key = "base_model.model." + name[: -len(".weight")]
+    out = load_file(tmp_path / "half" / "adapter_model.safetensors")
+    rebuilt = lora.lora_delta(out[key + ".lora_A.weight"], out[key + ".lora_B.weight"], opened.scale)
+    measured = float((masked - rebuilt).norm() / masked.norm())
+    assert error["per_module"][name] == pytest.approx(measured, rel=1e-3) and error["max"] >= measured > 0.1
+
+
 def test_saved_full_tensors_are_mixed_element_wise(tmp_path, llm_base):
     from tiny_llm import make_lora_adapter
 

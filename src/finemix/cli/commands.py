@@ -218,8 +218,11 @@ def _mix_adapter(args: argparse.Namespace, config) -> int:
         raise FinemixError("--sel-scope global is not offered for adapters: use per-tensor sel")
     report = mix_adapter(args.backdoored, args.pretrained, args.output, config, args.granularity, args.force)
     adapter = report["adapter"]
-    what = ("a merged model" if args.granularity == "element"
-            else f"an adapter of rank {adapter['rank']} ({adapter['kept_components']} of {adapter['components']} components kept)")
+    what = {"element": "a merged model",
+            "element-svd": f"an adapter of rank {adapter['rank']} refactored by SVD (relative reconstruction error: mean "
+                           f"{adapter.get('reconstruction_error', {}).get('mean')}, max {adapter.get('reconstruction_error', {}).get('max')})",
+            "component": f"an adapter of rank {adapter['rank']} ({adapter.get('kept_components')} of "
+                         f"{adapter.get('components')} components kept)"}[args.granularity]
     print(f"mixed {what} written to {args.output}: ρ = {args.ratio} ({args.mix}, {args.granularity}s of Δ), kept "
           f"{report['mixing']['kept_fraction']:.4f} over {report['mixing']['mixed_tensors']} adapted tensors")
     return 0

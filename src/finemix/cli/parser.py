@@ -75,10 +75,11 @@ def _add_mix_parser(commands) -> None:
     mix.add_argument("--ratio", type=ratio, required=True, metavar="ρ", help="fraction of fine-tuned weights kept, in [0, 1]")
     add_mix_options(mix)
     mix.add_argument("--shard-size-mb", type=positive_int, default=2048, help="maximum size of one output shard (default 2048)")
-    mix.add_argument("--granularity", choices=("element", "component"), default="element",
+    mix.add_argument("--granularity", choices=("element", "element-svd", "component"), default="element",
                      help="a LoRA adapter as --backdoored (a folder with adapter_config.json): mix the entries of its "
-                          "update Δ = s·B·A and write a merged model (element, default), or keep whole rank-1 "
-                          "components and write an adapter of the same rank (component)")
+                          "update Δ = s·B·A and write a merged model (element, default) or an adapter refactored by "
+                          "truncated SVD at its rank, with the reconstruction error in the report (element-svd); or "
+                          "keep whole rank-1 components and write an adapter of the same rank (component)")
 
 
 def _add_epur_parser(commands) -> None:

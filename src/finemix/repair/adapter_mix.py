@@ -35,7 +35,7 @@ from .mix_step import write_tensor_stream
 if TYPE_CHECKING:
     import torch
 
-GRANULARITIES = ("element", "component")
+GRANULARITIES = ("element", "element-svd", "component")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,8 @@ def mix_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike, outpu
             kept, summary = _write_merged(opened, base, config, folder)
             side_files = copy_side_files(inputs.pretrained_dir, folder)
         else:
-            kept, summary = _write_adapter(opened, base, config, folder)
+            write = _write_adapter if granularity == "component" else _write_refactored
+            kept, summary = write(opened, base, config, folder)
             side_files = {"copied": [ADAPTER_CONFIG]}
         report = base_report("mix", hashes, {"mix": dataclasses.asdict(config), "granularity": granularity})
         report["adapter"] = {"rank": opened.config.get("r"), "lora_alpha": opened.config.get("lora_alpha"),
@@ -97,8 +98,6 @@ def _write_merged(adapter: Adapter, base: TensorReader, config: MixConfig, folde
 
 def _write_adapter(adapter: Adapter, base: TensorReader, config: MixConfig, folder: Path) -> tuple[float, dict]:
     """An adapter of the same rank: each module's dropped components zeroed; saved full tensors mixed element-wise."""
-    from safetensors.torch import save_file
-
     out = dict(adapter.tensors)
     kept = total = 0
     for name, module in adapter.modules.items():
@@ -107,12 +106,39 @@ def _write_adapter(adapter: Adapter, base: TensorReader, config: MixConfig, fold
                 else lora.component_keep_mask(module.rank, config.ratio, config.seed, name))
         out[module.a_key], out[module.b_key] = lora.mask_components(lora_a, lora_b, keep)
         kept, total = kept + int(keep.sum()), total + module.rank
+    _save_adapter(adapter, base, config, out, folder)
+    return kept / max(1, total), {"output": "adapter", "kept_components": kept, "components": total}
+
+
+def _write_refactored(adapter: Adapter, base: TensorReader, config: MixConfig, folder: Path) -> tuple[float, dict]:
+    """Each module's Δ masked element-wise (the merged checkpoint's mask), then refactored by truncated SVD at
+    the adapter's rank: an adapter again, with each module's relative reconstruction error reported."""
+    out = dict(adapter.tensors)
+    kept = total = 0
+    errors = {}
+    for name, module in adapter.modules.items():
+        delta = adapter.delta(name)
+        keep = mixing.keep_mask(delta, delta.new_zeros(()).expand_as(delta), config.ratio, config.mode, config.seed, name)
+        lora_a, lora_b, errors[name] = lora.refactor(delta * keep, module.rank, adapter.scale)
+        dtype = adapter.tensors[module.a_key].dtype
+        out[module.a_key], out[module.b_key] = lora_a.to(dtype), lora_b.to(dtype)
+        kept, total = kept + int(keep.sum()), total + keep.numel()
+    _save_adapter(adapter, base, config, out, folder)
+    worst = max(errors, key=errors.get) if errors else None
+    return kept / max(1, total), {"output": "adapter (refactored)", "reconstruction_error": {
+        "mean": round(sum(errors.values()) / max(1, len(errors)), 6), "max": round(errors[worst], 6) if worst else 0.0,
+        "max_module": worst, "per_module": {k: round(v, 6) for k, v in errors.items()}}}
+
+
+def _save_adapter(adapter: Adapter, base: TensorReader, config: MixConfig, tensors: dict, folder: Path) -> None:
+    """The adapter's tensors (saved full tensors mixed element-wise against the base's) and its config."""
+    from safetensors.torch import save_file
+
     for name, key in adapter.saved.items():
-        out[key], _ = mixing.mix_tensor(adapter.tensors[key], base.get(name), config.ratio, config.mode, config.seed, name)
-    save_file({k: v.contiguous() for k, v in out.items()}, str(folder / "adapter_model.safetensors"),
+        tensors[key], _ = mixing.mix_tensor(adapter.tensors[key], base.get(name), config.ratio, config.mode, config.seed, name)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "adapter_model.safetensors"),
               metadata={"format": "pt"})
     (folder / ADAPTER_CONFIG).write_text(json.dumps(adapter.config, indent=2) + "\n", encoding="utf-8")
-    return kept / max(1, total), {"output": "adapter", "kept_components": kept, "components": total}
 
 
 @contextlib.contextmanager
