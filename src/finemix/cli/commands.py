@@ -223,7 +223,7 @@ def _mix_adapter(args: argparse.Namespace, config) -> int:
                            f"{adapter.get('reconstruction_error', {}).get('mean')}, max {adapter.get('reconstruction_error', {}).get('max')})",
             "component": f"an adapter of rank {adapter['rank']} ({adapter.get('kept_components')} of "
                          f"{adapter.get('components')} components kept)"}[args.granularity]
-    print(f"mixed {what} written to {args.output}: ρ = {args.ratio} ({args.mix}, {args.granularity}s of Δ), kept "
+    print(f"mixed {what} written to {args.output}: ρ = {args.ratio} ({args.mix}, {args.granularity} granularity), kept "
           f"{report['mixing']['kept_fraction']:.4f} over {report['mixing']['mixed_tensors']} adapted tensors")
     return 0
 
