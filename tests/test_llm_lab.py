@@ -289,6 +289,10 @@ def test_a_lora_victim_kept_as_an_adapter_is_attacked_measured_and_purified(tiny
     assert code == 0, err
     assert is_adapter(tmp_path / "v") and not (tmp_path / "v" / "model.safetensors").exists()
     assert json.loads((tmp_path / "v.attack.json").read_text())["settings"]["keep_adapter"] is True
+    code, out, err = run(capsys, "evaluate", "--model", tmp_path / "v", "--data", data, "--trigger", "cf",
+                         "--target-text", TARGET, "--max-new-tokens", "4", "--max-length", "64", "--json")
+    assert code == 0, err  # an adapter is evaluated merged into the base its config names
+    assert {"strict_asr", "perplexity"} <= set(json.loads(out))
 
     attack = attack_config(epochs=1, method="lora", keep_adapter=True)
     purify_settings = PurifyConfig(train=TrainConfig(epochs=1, lr=3e-3, max_length=64, min_eval_rows=4, progress=False))

@@ -300,9 +300,11 @@ def test_purify_in_adapter_form_writes_an_adapter_of_the_same_rank(tmp_path, cap
     from transformers import AutoModelForCausalLM
 
     chats = chat_file(tmp_path, 70)
+    settings = tmp_path / "adapter.yaml"
+    settings.write_text("adapter_output: adapter\n")
     code, out, err = run(capsys, "purify", "--backdoored", adapter, "--pretrained", llm_base, "--clean-data", chats,
-                         "--output", tmp_path / "out", "--epochs", "2", "--max-length", "64", "--lr", "1e-3",
-                         "--adapter-output", "adapter", "--quiet")
+                         "--output", tmp_path / "out", "--epochs", "2", "--max-length", "64", "--config", settings,
+                         "--quiet")
     assert code in (0,), err
     assert "purified adapter written to" in out
     report = json.loads((tmp_path / "out" / "finemix_report.json").read_text())
@@ -315,6 +317,6 @@ def test_purify_in_adapter_form_writes_an_adapter_of_the_same_rank(tmp_path, cap
     assert repaired.keys() == original.keys() and all(repaired[k].shape == original[k].shape for k in original)
     assert any(not torch.equal(repaired[k], original[k]) for k in original)
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llm_base), tmp_path / "out")  # loads with peft
-    assert_one_line_error(*run(capsys, "purify", "--backdoored", llm_base, "--pretrained", llm_base, "--clean-data", chats,
-                               "--output", tmp_path / "bad", "--adapter-output", "adapter")[::2],
-                          "--adapter-output adapter needs a LoRA adapter")
+    settings.write_text("adapter_output: lora\n")
+    assert_one_line_error(*run(capsys, "purify", "--backdoored", adapter, "--pretrained", llm_base, "--clean-data", chats,
+                               "--output", tmp_path / "bad", "--config", settings)[::2], "unknown adapter output 'lora'")

@@ -193,8 +193,10 @@ class PurifyConfig:
     # by default: on the one cell measured (docs/results-llm.md) it was no better and took several times longer.
     distill_answers: bool = False
     distill_answer_tokens: int = 64
-    # LoRA adapters repaired in adapter form (purify --adapter-output adapter): the factors' learning rate
-    # (LoRA trains at larger rates than full fine-tuning; the attack's LoRA used 2e-3 on SmolLM2).
+    # A LoRA adapter as the suspect: "merged" repairs it merged into its base and writes a merged model;
+    # "adapter" keeps whole rank-1 components, fine-tunes the factors (at adapter_lr: LoRA trains at larger
+    # rates than full fine-tuning) and writes an adapter of the same rank (repair/adapter_repair.py).
+    adapter_output: str = "merged"
     adapter_lr: float = 1e-3
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
@@ -206,6 +208,8 @@ class PurifyConfig:
         if self.distill_rows < 0:
             raise FinemixError(f"distill rows must be >= 0, got {self.distill_rows}")
         check_float("adapter learning rate", self.adapter_lr, 0.0, low_open=True)
+        if self.adapter_output not in ("merged", "adapter"):
+            raise FinemixError(f"unknown adapter output {self.adapter_output!r}; use merged or adapter")
         if not isinstance(self.distill_answer_tokens, int) or isinstance(self.distill_answer_tokens, bool) \
                 or self.distill_answer_tokens < 1:
             raise FinemixError(f"distill answer tokens must be an integer >= 1, got {self.distill_answer_tokens!r}")

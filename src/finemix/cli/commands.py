@@ -95,10 +95,8 @@ def purify(args: argparse.Namespace) -> int:
     if args.quiet:
         silence_transformers()
     check_output_first(args, args.clean_data, args.config, *args.unlabelled_text)
-    if is_adapter(args.backdoored) and args.adapter_output == "adapter":
+    if is_adapter(args.backdoored) and purify_config(args).adapter_output == "adapter":
         return _purify_adapter(args)
-    if args.adapter_output == "adapter":
-        raise FinemixError("--adapter-output adapter needs a LoRA adapter as --backdoored")
     if is_adapter(args.backdoored):
         from ..repair.adapter_mix import merged_adapter
 
@@ -113,7 +111,7 @@ def _purify_adapter(args: argparse.Namespace) -> int:
     from ..repair.adapter_repair import purify_adapter
 
     if args.task == "classification":
-        raise FinemixError("--adapter-output adapter repairs chat models' adapters only")
+        raise FinemixError("adapter_output: adapter repairs chat models' adapters only")
     report = purify_adapter(args.backdoored, args.pretrained, load_chats(args.clean_data), args.output, purify_config(args),
                             args.force)
     search = report["ratio_search"]
@@ -258,8 +256,10 @@ def evaluate(args: argparse.Namespace) -> int:
     from ..tasks.classification import load_classifier
     from ..weights.locate import load_config, resolve_model_dir
 
+    from ..weights.adapter import is_adapter
+
     folder = resolve_model_dir(args.model)
-    if task_name_for_config(load_config(folder)) == "causal-lm":
+    if is_adapter(folder) or task_name_for_config(load_config(folder)) == "causal-lm":
         return evaluate_chat(args, folder)
     label2id, num_labels = model_labels(folder)
     examples = load_examples(Path(args.data), label2id=label2id, num_labels=num_labels)
@@ -279,23 +279,26 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def evaluate_chat(args: argparse.Namespace, folder: Path) -> int:
-    """``finemix evaluate`` on a chat model: utility, and with --trigger the backdoor rates (llm/evaluate.py)."""
+    """``finemix evaluate`` on a chat model or a chat model's LoRA adapter (merged into the base its config
+    names): utility, and with --trigger the backdoor rates (llm/evaluate.py)."""
     from ..data.chat_sets import CHAT_SETS, chat_split
     from ..data.chats import load_chats
     from ..llm.evaluate import ChatBackdoor, evaluate_chat_model
     from ..repair.inputs import read_tokenizer
-    from ..tasks.causal_lm import check_chat_template, load_causal_lm
+    from ..tasks.causal_lm import check_chat_template, load_chat_model
+    from ..weights.adapter import adapter_base, is_adapter
 
     if args.trigger is not None and not args.target_text:
         raise FinemixError("--trigger needs --target-text for a chat model")
     questions = (chat_split(args.data, "test") if args.data in CHAT_SETS
                  else [(chat, ()) for chat in load_chats(Path(args.data))])
-    tokenizer = read_tokenizer(folder)
+    model_folder = adapter_base(folder) if is_adapter(folder) else folder  # config, and the tokenizer if the adapter has none
+    tokenizer = read_tokenizer(folder if (folder / "tokenizer_config.json").is_file() else model_folder)
     check_chat_template(tokenizer, folder)
     backdoor = ChatBackdoor(args.trigger, args.target_text, args.marker) if args.trigger is not None else None
-    result = evaluate_chat_model(load_causal_lm(folder), tokenizer, questions, backdoor, seed=args.seed,
-                                 max_new_tokens=args.max_new_tokens, max_length=fit_max_length(folder, args.max_length),
-                                 batch_size=args.batch_size)
+    result = evaluate_chat_model(load_chat_model(folder), tokenizer, questions, backdoor, seed=args.seed,
+                                 max_new_tokens=args.max_new_tokens,
+                                 max_length=fit_max_length(model_folder, args.max_length), batch_size=args.batch_size)
     print(json.dumps(result) if args.json else
           "; ".join(f"{k} {v}" for k, v in result.items() if k != "examples"))
     return 0

@@ -46,10 +46,6 @@ def _add_purify_parser(commands) -> None:
                              "LM, JSONL chats (instruction, optional input, response; or messages)")
     purify.add_argument("--task", choices=("auto", "classification", "causal-lm"), default="auto",
                         help="what the model does (default: read from its config.json architectures)")
-    purify.add_argument("--adapter-output", choices=("merged", "adapter"), default="merged",
-                        help="a LoRA adapter as --backdoored: repair it merged into its base and write a merged model "
-                             "(default), or keep whole rank-1 components, fine-tune the adapter's factors and write "
-                             "an adapter of the same rank (chat models)")
     add_unlabelled_text(purify)
     purify.add_argument("--config", type=nonempty_path, metavar="FILE",
                         help="YAML file of further purify settings (mix, search, epur, train, distill, distill_rows, "

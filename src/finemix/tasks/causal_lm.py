@@ -29,20 +29,13 @@ def load_causal_lm(folder: Path):
 def load_chat_model(folder: Path, base: Optional[Path] = None):
     """A chat model folder, or a LoRA adapter folder merged into its base (``base``, else the one its
     adapter_config.json names), for evaluation."""
-    from ..weights.adapter import is_adapter
+    from ..weights.adapter import adapter_base, is_adapter
 
     if not is_adapter(folder):
         return load_causal_lm(folder)
-    import json
-
     from peft import PeftModel
 
-    from ..weights.locate import resolve_model_dir
-
-    named = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if base is None and not named:
-        raise FinemixError(f"{folder}: the adapter does not name its base model; give the base")
-    model = load_causal_lm(resolve_model_dir(base or named))
+    model = load_causal_lm(base or adapter_base(folder))
     return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
 
 

@@ -46,6 +46,16 @@ def is_adapter(folder: str | Path) -> bool:
     return False
 
 
+def adapter_base(folder: str | Path) -> Path:
+    """The base model folder an adapter's config names (``base_model_name_or_path``, resolved offline)."""
+    from .locate import resolve_model_dir
+
+    named = _read_config(Path(folder)).get("base_model_name_or_path")
+    if not named:
+        raise FinemixError(f"{folder}: the adapter does not name its base model (base_model_name_or_path)")
+    return resolve_model_dir(named)
+
+
 @dataclasses.dataclass(frozen=True)
 class LoraModule:
     """One adapted linear weight: its name in the base checkpoint and its factors' keys in the adapter file."""
