@@ -95,24 +95,25 @@ def purify(args: argparse.Namespace) -> int:
     if args.quiet:
         silence_transformers()
     check_output_first(args, args.clean_data, args.config, *args.unlabelled_text)
-    if is_adapter(args.backdoored) and purify_config(args).adapter_output == "adapter":
-        return _purify_adapter(args)
+    config = purify_config(args)
+    if is_adapter(args.backdoored) and config.adapter_output == "adapter":
+        return _purify_adapter(args, config)
     if is_adapter(args.backdoored):
         from ..repair.adapter_mix import merged_adapter
 
         with merged_adapter(args.backdoored, args.pretrained) as (merged, record):
-            return _purify(args, merged, record)
-    return _purify(args, resolve_model_dir(args.backdoored), None)
+            return _purify(args, config, merged, record)
+    return _purify(args, config, resolve_model_dir(args.backdoored), None)
 
 
-def _purify_adapter(args: argparse.Namespace) -> int:
+def _purify_adapter(args: argparse.Namespace, config) -> int:
     """A chat model's LoRA adapter repaired in adapter form (repair/adapter_repair.py)."""
     from ..data.chats import load_chats
     from ..repair.adapter_repair import purify_adapter
 
     if args.task == "classification":
         raise FinemixError("adapter_output: adapter repairs chat models' adapters only")
-    report = purify_adapter(args.backdoored, args.pretrained, load_chats(args.clean_data), args.output, purify_config(args),
+    report = purify_adapter(args.backdoored, args.pretrained, load_chats(args.clean_data), args.output, config,
                             args.force)
     search = report["ratio_search"]
     print(f"purified adapter written to {args.output}: ρ = {search['chosen_ratio']} ({search['mode']}, components): "
@@ -120,7 +121,7 @@ def _purify_adapter(args: argparse.Namespace) -> int:
     return verdict_status(report["verdict"], args.strict)
 
 
-def _purify(args: argparse.Namespace, backdoored: Path, backdoored_record: dict | None) -> int:
+def _purify(args: argparse.Namespace, config, backdoored: Path, backdoored_record: dict | None) -> int:
     import dataclasses
 
     from ..data import load_examples
@@ -130,7 +131,6 @@ def _purify(args: argparse.Namespace, backdoored: Path, backdoored_record: dict 
     from ..weights.hashing import file_sha256
     from ..weights.locate import load_config
 
-    config = purify_config(args)
     task = task_for_config(load_config(backdoored), backdoored, args.task).name
     config = dataclasses.replace(config, train=dataclasses.replace(
         config.train, max_length=fit_max_length(backdoored, config.train.max_length)))

@@ -1,8 +1,10 @@
-"""``finemix mix`` on a LoRA adapter: Fine-mixing in the adapter's Δ (core/lora.py), at one of two granularities.
+"""``finemix mix`` on a LoRA adapter: Fine-mixing in the adapter's Δ (core/lora.py), at one of three granularities.
 
 * ``element``: every adapted base weight becomes W₀ + m ⊙ Δ with the element mask a full checkpoint
   of the merged model would get (``core.mixing.mix_tensor`` on W₀ + Δ against W₀); the output is a
   merged model folder in the base's format. Δ is built per module, when its weight is written.
+* ``element-svd``: the same element mask on Δ, then a truncated SVD at the adapter's rank; the output
+  is an adapter, each module's relative reconstruction error in the report.
 * ``component``: round(ρ·r) of each module's r rank-1 components are kept (at random, or those with
   the largest ‖bₖ‖·‖aₖ‖ for ``sel``); the output is an adapter of the same rank and target modules.
 
@@ -39,7 +41,9 @@ GRANULARITIES = ("element", "element-svd", "component")
 
 
 @dataclasses.dataclass(frozen=True)
-class _Inputs:
+class AdapterInputs:
+    """The two input folders as the report's input hashing reads them."""
+
     finetuned_dir: Path  # the adapter folder
     pretrained_dir: Path  # its base model
 
@@ -49,7 +53,7 @@ def mix_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike, outpu
     """Mix a LoRA adapter at ``config.ratio``; write a merged model (element) or an adapter (component)."""
     if granularity not in GRANULARITIES:
         raise FinemixError(f"unknown granularity {granularity!r}; use {' or '.join(GRANULARITIES)}")
-    inputs = _Inputs(Path(adapter), resolve_model_dir(pretrained))
+    inputs = AdapterInputs(Path(adapter), resolve_model_dir(pretrained))
     if inputs.finetuned_dir.resolve() == inputs.pretrained_dir.resolve():
         raise FinemixError(f"--backdoored and --pretrained are the same folder ({inputs.finetuned_dir})")
     base = TensorReader(inputs.pretrained_dir)
@@ -146,12 +150,10 @@ def merged_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike) ->
     """(the adapter merged into its base, a record of the adapter for the report), the merge in a temporary
     folder (``TMPDIR``; the base's size) removed afterwards. The merge is the element mix at ρ = 1, so a
     repair of it mixes the entries of Δ, as ``finemix mix --granularity element`` does."""
-    from ..weights.hashing import folder_sha256
-
     root = Path(tempfile.mkdtemp(prefix="finemix-merged-adapter-"))
     try:
         report = mix_adapter(adapter, pretrained, root / "merged", MixConfig(ratio=1.0), "element")
-        record = {"name": str(adapter), "path": str(Path(adapter).resolve()), "sha256": folder_sha256(Path(adapter)),
+        record = {**report["inputs"]["backdoored"],  # the adapter's name, path and hashes, hashed once by the merge
                   "lora_adapter": {k: report["adapter"][k] for k in ("rank", "lora_alpha", "scale", "modules", "saved_tensors")},
                   "merged_into_its_base_for_the_repair": True}
         yield root / "merged", record

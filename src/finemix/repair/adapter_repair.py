@@ -28,15 +28,10 @@ from ..weights.adapter import Adapter, open_adapter
 from ..weights.locate import resolve_model_dir
 from ..weights.output import atomic_output_dir
 from ..weights.reader import TensorReader
+from .adapter_mix import AdapterInputs
 
 if TYPE_CHECKING:
     import torch
-
-
-@dataclasses.dataclass(frozen=True)
-class _Inputs:
-    finetuned_dir: Path
-    pretrained_dir: Path
 
 
 def purify_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike, clean: Sequence, output: str | os.PathLike,
@@ -46,7 +41,7 @@ def purify_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike, cl
     from ..repair.ratio_search import split_clean
     from ..tasks.causal_lm import CAUSAL_LM, load_causal_lm
 
-    inputs = _Inputs(Path(adapter), resolve_model_dir(pretrained))
+    inputs = AdapterInputs(Path(adapter), resolve_model_dir(pretrained))
     opened = open_adapter(inputs.finetuned_dir, TensorReader(inputs.pretrained_dir))
     if opened.saved:
         raise FinemixError(f"{adapter}: saves full tensors ({', '.join(sorted(opened.saved))}); adapter-form repair "
@@ -57,7 +52,7 @@ def purify_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike, cl
     model = _lora_model(load_causal_lm(inputs.pretrained_dir), opened)
     train, heldout = split_clean(rows, config)
     measure = (lambda: round(CAUSAL_LM.clean_measure(model, tokenizer, heldout, config.train.max_length), 6)) if heldout else None
-    _load_factors(model, opened, {m: (None, None) for m in opened.modules}, config.mix.seed)  # the suspect itself
+    _load_factors(model, opened, {m: (None, None) for m in opened.modules})  # the suspect itself
     reference = measure() if measure else None
     margin = CAUSAL_LM.acceptance_margin(reference, len(heldout), config.search.tolerance) if heldout else None
     candidates = sorted(config.search.candidates) if config.ratio_auto and heldout else [config.mix.ratio]
@@ -109,7 +104,7 @@ def _lora_parameters(model) -> dict[str, tuple["torch.nn.Parameter", "torch.nn.P
     return {base: (pair["lora_A"], pair["lora_B"]) for base, pair in found.items()}
 
 
-def _load_factors(model, adapter: Adapter, masks: dict, seed: int) -> int:
+def _load_factors(model, adapter: Adapter, masks: dict) -> int:
     """Set every module's factors: the adapter's kept components, fresh LoRA starts for the dropped ones
     (``masks[name]`` = (keep, fresh A) or (None, None) for the adapter as it is); returns components kept."""
     import torch
@@ -151,7 +146,7 @@ def _try(model, adapter: Adapter, ratio: float, config: PurifyConfig, tokenizer,
     masks = {name: (lora.component_keep_mask(m.rank, ratio, config.mix.seed, name),
                     _fresh_a(tuple(adapter.tensors[m.a_key].shape), config.mix.seed, name))
              for name, m in adapter.modules.items()}
-    kept = _load_factors(model, adapter, masks, config.mix.seed)
+    kept = _load_factors(model, adapter, masks)
     total = sum(m.rank for m in adapter.modules.values())
     start = round(CAUSAL_LM.clean_measure(model, tokenizer, heldout, config.train.max_length), 6) if heldout else None
     train_config = dataclasses.replace(config.train, lr=config.adapter_lr)
@@ -163,7 +158,7 @@ def _try(model, adapter: Adapter, ratio: float, config: PurifyConfig, tokenizer,
              "train_seconds": round(result.seconds, 2) if result else 0.0}, state)
 
 
-def _write(model, tokenizer, adapter: Adapter, inputs: _Inputs, output, force: bool, config: PurifyConfig, hashes,
+def _write(model, tokenizer, adapter: Adapter, inputs: AdapterInputs, output, force: bool, config: PurifyConfig, hashes,
            record: dict, notes: dict, rows: int) -> dict:
     from ..repair.verdict import repair_verdict
     from ..tasks.causal_lm import CAUSAL_LM
