@@ -278,7 +278,8 @@ def test_evaluation_without_a_backdoor_reports_utility_only(tiny_chat_model):
 @pytest.mark.slow
 def test_a_lora_victim_kept_as_an_adapter_is_attacked_measured_and_purified(tiny_chat_model, tmp_path, capsys):
     """--method lora-adapter writes a peft adapter on the pre-trained model; the bench measures it merged and
-    purifies it through its merge (adapter_mix.merged_adapter), with the adapter named as the input."""
+    purifies it through its merge (adapter_mix.merged_adapter), with the adapter named as the input, and in adapter
+    form; both through repair/suspect.purify_suspect, the CLI's entry."""
     from finemix.bench.chat import ChatBench, ChatBenchConfig
     from finemix.weights.adapter import is_adapter
 

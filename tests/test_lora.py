@@ -306,8 +306,9 @@ def test_purify_in_adapter_form_writes_an_adapter_of_the_same_rank(tmp_path, cap
                          "--output", tmp_path / "out", "--epochs", "2", "--max-length", "64", "--config", settings,
                          "--quiet")
     assert code in (0,), err
-    assert "purified adapter written to" in out
+    assert "purified adapter written to" in out and "components=0/56" in out
     report = json.loads((tmp_path / "out" / "finemix_report.json").read_text())
+    assert report["clean_data"]["rows"] == 70 and len(report["clean_data"]["sha256"]) == 64  # the file, as for a model
     search = report["ratio_search"]
     assert report["output_form"] == "adapter" and search["heldout_rows"] == 18 and search["candidates"]
     first = search["candidates"][0]

@@ -9,7 +9,6 @@ rerun skips finished work and several configs can share ``--models``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -82,7 +81,7 @@ def chat_defense_config(name: str, base: PurifyConfig, seed: int) -> Optional[Pu
         "finemix-0.5+epur": dict(mix=dataclasses.replace(base.mix, ratio=MB_DEFENSE_RATIO), epur=epur, **fixed),
         "finemix": dict(epur=None),
         "finemix+epur": dict(epur=epur),
-        "finemix-adapter": dict(epur=None),
+        "finemix-adapter": dict(epur=None, adapter_output="adapter"),
     }[name]
     return None if settings is None else dataclasses.replace(base, **settings)
 
@@ -129,19 +128,6 @@ _LATER_DEFAULTS = {"keep_adapter": False}
 
 def _recipe(attack: ChatAttackConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(attack).items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
-
-
-@contextlib.contextmanager
-def _merged_if_adapter(victim: Path, pretrained: str):
-    """(the suspect folder purify reads, its record for the report): an adapter victim merged for the repair."""
-    from ..repair.adapter_mix import merged_adapter
-    from ..weights.adapter import is_adapter
-
-    if not is_adapter(victim):
-        yield victim, None
-        return
-    with merged_adapter(victim, pretrained) as merged:
-        yield merged
 
 
 def _recipe_hash(*parts) -> str:
@@ -198,9 +184,7 @@ class ChatBench:
         return child_path(self.models, f"{name}-{digest}", "model folder")
 
     def _defend(self, done, seed, label, defense, victim, clean, attack, questions, prompts) -> None:
-        from ..repair.adapter_repair import purify_adapter
-        from ..repair.steps import purify
-        from ..weights.locate import resolve_model_dir
+        from ..repair.suspect import purify_suspect
         from ..weights.output import child_path
 
         key = f"{label}|{defense}|{seed}|{self.config.clean_rows}"
@@ -212,12 +196,8 @@ class ChatBench:
             folder = child_path(self.out / "defended", f"{label}-{defense}-seed{seed}", "defended model folder")
             self.log(f"{defense} on {label} (seed {seed})")
             started = time.perf_counter()
-            if defense == "finemix-adapter":
-                report = purify_adapter(victim, self.config.pretrained, clean, folder, settings, force=True)
-            else:
-                with _merged_if_adapter(victim, self.config.pretrained) as (suspect, record):
-                    report = purify(suspect, resolve_model_dir(self.config.pretrained), clean, folder, settings,
-                                    unlabelled_texts=prompts, force=True, task="causal-lm", backdoored_record=record)
+            report = purify_suspect(victim, self.config.pretrained, clean, folder, settings, unlabelled_texts=prompts,
+                                    force=True, task="causal-lm")
             seconds = round(time.perf_counter() - started, 1)
         extra = {"purify_seconds": seconds}
         if report:

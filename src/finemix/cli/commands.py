@@ -88,63 +88,37 @@ def purify_config(args: argparse.Namespace):
 
 
 def purify(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ..data import load_examples
+    from ..data.chats import load_chats
+    from ..repair.suspect import purify_suspect
+    from ..tasks import task_for_config
     from ..weights.adapter import is_adapter
-    from ..weights.locate import resolve_model_dir
+    from ..weights.hashing import file_sha256
+    from ..weights.locate import load_config, resolve_model_dir
 
     offline_default()
     if args.quiet:
         silence_transformers()
     check_output_first(args, args.clean_data, args.config, *args.unlabelled_text)
     config = purify_config(args)
-    if is_adapter(args.backdoored) and config.adapter_output == "adapter":
-        return _purify_adapter(args, config)
-    if is_adapter(args.backdoored):
-        from ..repair.adapter_mix import merged_adapter
-
-        with merged_adapter(args.backdoored, args.pretrained) as (merged, record):
-            return _purify(args, config, merged, record)
-    return _purify(args, config, resolve_model_dir(args.backdoored), None)
-
-
-def _purify_adapter(args: argparse.Namespace, config) -> int:
-    """A chat model's LoRA adapter repaired in adapter form (repair/adapter_repair.py)."""
-    from ..data.chats import load_chats
-    from ..repair.adapter_repair import purify_adapter
-
-    if args.task == "classification":
-        raise FinemixError("adapter_output: adapter repairs chat models' adapters only")
-    report = purify_adapter(args.backdoored, args.pretrained, load_chats(args.clean_data), args.output, config,
-                            args.force)
-    search = report["ratio_search"]
-    print(f"purified adapter written to {args.output}: ρ = {search['chosen_ratio']} ({search['mode']}, components): "
-          f"{search['reason']}")
-    return verdict_status(report["verdict"], args.strict)
-
-
-def _purify(args: argparse.Namespace, config, backdoored: Path, backdoored_record: dict | None) -> int:
-    import dataclasses
-
-    from ..data import load_examples
-    from ..data.chats import load_chats
-    from ..repair.steps import purify as run_purify
-    from ..tasks import task_for_config
-    from ..weights.hashing import file_sha256
-    from ..weights.locate import load_config
-
-    task = task_for_config(load_config(backdoored), backdoored, args.task).name
+    # an adapter's model is its base: the task, labels and context length come from there
+    model_dir = resolve_model_dir(args.pretrained if is_adapter(args.backdoored) else args.backdoored)
+    task = task_for_config(load_config(model_dir), model_dir, args.task).name
     config = dataclasses.replace(config, train=dataclasses.replace(
-        config.train, max_length=fit_max_length(backdoored, config.train.max_length)))
+        config.train, max_length=fit_max_length(model_dir, config.train.max_length)))
     if task == "causal-lm":
         clean = load_chats(args.clean_data)
     else:
-        label2id, num_labels = model_labels(backdoored)
+        label2id, num_labels = model_labels(model_dir)
         clean = load_examples(args.clean_data, label2id=label2id, num_labels=num_labels)
     unlabelled, unlabelled_sources = read_text_files(args.unlabelled_text)
     sources = {"file": str(args.clean_data), "sha256": file_sha256(args.clean_data), "unlabelled_text": unlabelled_sources}
     if args.config:
         sources["config_file"] = {"path": str(args.config), "sha256": file_sha256(args.config)}
-    report = run_purify(backdoored, args.pretrained, clean, args.output, config, unlabelled, args.force, sources=sources,
-                        task=task, backdoored_record=backdoored_record)
+    report = purify_suspect(args.backdoored, args.pretrained, clean, args.output, config, unlabelled, args.force,
+                            sources=sources, task=task)
     if not report:  # empty on the non-main processes of a multi-process run
         return 0
     print(summarise_purify(report, args.output))
@@ -170,7 +144,8 @@ def verdict_status(verdict: dict, strict: bool) -> int:
 
 def summarise_purify(report: dict, output: str) -> str:
     search = report["ratio_search"]
-    lines = [f"purified model written to {output}"]
+    adapter = report.get("output_form") == "adapter"
+    lines = [f"purified {'adapter' if adapter else 'model'} written to {output}"]
     if report.get("epur"):
         tokens = report["epur"]["tokens"]
         shown = ", ".join(t["token"] for t in tokens[:10])
@@ -178,15 +153,16 @@ def summarise_purify(report: dict, output: str) -> str:
                      else f"E-PUR reset {len(tokens)} embedding rows; top scores: {shown}")
     else:
         lines.append("E-PUR skipped")
-    lines.append(f"ρ = {search['chosen_ratio']} ({search['mode']}): {search['reason']}")
+    lines.append(f"ρ = {search['chosen_ratio']} ({search['mode']}{', components' if adapter else ''}): {search['reason']}")
     loss = search.get("measure", "").startswith("negated")
     for row in search["candidates"]:
         value = row["heldout_accuracy"]
         shown = "n/a" if value is None else f"{-value:.3f}" if loss else f"{value:.3f}"
-        lines.append(f"  ρ={row['ratio']:<5} kept={row['kept_fraction']:.3f} held-out {'loss' if loss else 'acc'}={shown} "
-                     f"({row['train_seconds']:.0f}s)")
-    timings = ", ".join(f"{k} {v:.1f}s" for k, v in report["timings_s"].items())
-    lines.append(f"timings: {timings}; report: {Path(output) / 'finemix_report.json'}")
+        kept = (f"components={row['kept_components']}/{row['components']}" if adapter
+                else f"kept={row['kept_fraction']:.3f}")
+        lines.append(f"  ρ={row['ratio']:<5} {kept} held-out {'loss' if loss else 'acc'}={shown} ({row['train_seconds']:.0f}s)")
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in report.get("timings_s", {}).items())
+    lines.append(f"{'timings: ' + timings + '; ' if timings else ''}report: {Path(output) / 'finemix_report.json'}")
     return "\n".join(lines)
 
 

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 
 
 def purify_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike, clean: Sequence, output: str | os.PathLike,
-                   config: PurifyConfig, force: bool = False) -> dict:
-    """Fine-mixing of a chat model's LoRA adapter in adapter form; returns the report."""
+                   config: PurifyConfig, force: bool = False, sources: dict | None = None) -> dict:
+    """Fine-mixing of a chat model's LoRA adapter in adapter form; returns the report (``sources``: where
+    the clean data came from, for the report)."""
     from ..repair.inputs import check_chat_rows, read_tokenizer
     from ..repair.ratio_search import split_clean
     from ..tasks.causal_lm import CAUSAL_LM, load_causal_lm
@@ -78,7 +79,8 @@ def purify_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike, cl
         model.load_state_dict(state, strict=False)
         record.update(chosen_ratio=row["ratio"], accepted=False,
                       reason=f"no candidate within {margin:.3f} of the suspect's {reference:.3f}; took the best")
-    return _write(model, tokenizer, opened, inputs, output, force, config, hashes, record, notes, len(rows))
+    return _write(model, tokenizer, opened, inputs, output, force, config, hashes, record,
+                  {"rows": len(rows), **notes, **(sources or {})})
 
 
 def _lora_model(model, adapter: Adapter):
@@ -159,7 +161,7 @@ def _try(model, adapter: Adapter, ratio: float, config: PurifyConfig, tokenizer,
 
 
 def _write(model, tokenizer, adapter: Adapter, inputs: AdapterInputs, output, force: bool, config: PurifyConfig, hashes,
-           record: dict, notes: dict, rows: int) -> dict:
+           record: dict, clean_data: dict) -> dict:
     from ..repair.verdict import repair_verdict
     from ..tasks.causal_lm import CAUSAL_LM
 
@@ -168,7 +170,7 @@ def _write(model, tokenizer, adapter: Adapter, inputs: AdapterInputs, output, fo
         model.save_pretrained(str(folder))
         tokenizer.save_pretrained(str(folder))  # the base's, so the folder evaluates on its own
         report = base_report("purify", hashes, dataclasses.asdict(config))
-        report.update(task="causal-lm", output_form="adapter", clean_data={"rows": rows, **notes},
+        report.update(task="causal-lm", output_form="adapter", clean_data=clean_data,
                       epur={"rows": [], "tokens": [], "note": "a LoRA adapter does not move the embedding: E-PUR had "
                                                            "nothing to act on"},
                       adapter={"rank": adapter.config.get("r"), "lora_alpha": adapter.config.get("lora_alpha"),
