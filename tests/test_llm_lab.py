@@ -282,7 +282,7 @@ def test_a_lora_victim_kept_as_an_adapter_is_attacked_measured_and_purified(tiny
     """--method lora-adapter writes a peft adapter on the pre-trained model; the bench measures it merged and
     purifies it through its merge (adapter_mix.merged_adapter), with the adapter named as the input, and in adapter
     form; both through repair/suspect.purify_suspect, the CLI's entry."""
-    from finemix.bench.chat import ChatBench, ChatBenchConfig
+    from finemix.bench.chat import ChatBench, ChatBenchConfig, chat_defense_config
     from finemix.weights.adapter import is_adapter
 
     data = tmp_path / "chats.jsonl"
@@ -300,11 +300,20 @@ def test_a_lora_victim_kept_as_an_adapter_is_attacked_measured_and_purified(tiny
     attack = attack_config(epochs=1, method="lora", keep_adapter=True)
     purify_settings = PurifyConfig(train=TrainConfig(epochs=1, lr=3e-3, max_length=64, min_eval_rows=4, progress=False))
     config = ChatBenchConfig(pretrained=str(tiny_chat_model), seeds=(0,), train_rows=24, clean_rows=16, test_rows=4,
-                             attacks={"refusal-adapter": attack}, defenses=("none", "finemix+epur", "finemix-adapter"),
+                             attacks={"refusal-adapter": attack},
+                             defenses=("none", "finemix+epur", "finemix-adapter", "mix-element-svd", "mix-component"),
                              purify=purify_settings, max_new_tokens=4)
     records = ChatBench(config, tmp_path / "out", log=lambda line: None).run()
-    assert [r["defense"] for r in records] == ["clean model", "none", "finemix+epur", "finemix-adapter"]
-    assert is_adapter(tmp_path / "out" / "defended" / "refusal-adapter-finemix-adapter-seed0")
+    assert [r["defense"] for r in records] == ["clean model", "none", "finemix+epur", "finemix-adapter", "mix-element-svd",
+                                               "mix-component"]
+    for defense in ("finemix-adapter", "mix-element-svd", "mix-component"):
+        assert is_adapter(tmp_path / "out" / "defended" / f"refusal-adapter-{defense}-seed0")
+    svd, component = records[-2:]
+    assert svd["granularity"] == "element-svd" and svd["reconstruction_error"]["max"] > 0 and svd["chosen_ratio"] == 0.5
+    assert component["granularity"] == "component" and "reconstruction_error" not in component
+    with pytest.raises(FinemixError, match="mixes a LoRA adapter; the victim"):  # a full model has no components
+        ChatBench(config, tmp_path / "x")._repair("mix-component", tiny_chat_model, [], tmp_path / "x" / "m",
+                                                  chat_defense_config("mix-component", purify_settings, 0), [])
     victims = [p for p in (tmp_path / "out" / "models").iterdir() if p.name.startswith("refusal-adapter") and p.is_dir()]
     assert len(victims) == 1 and is_adapter(victims[0])
     report = json.loads((tmp_path / "out" / "defended" / "refusal-adapter-finemix+epur-seed0" / "finemix_report.json").read_text())

@@ -37,7 +37,12 @@ CHAT_DEFENSES = {
     "finemix": "Fine-mixing, ρ rule",
     "finemix+epur": "Fine-mixing + E-PUR, ρ rule (purify's defaults)",
     "finemix-adapter": "Fine-mixing in adapter form, ρ rule (components kept, the factors fine-tuned; adapter victims)",
+    "mix-element-svd": f"mixing only, ρ = {MB_DEFENSE_RATIO}: Δ masked element-wise, re-factored at the adapter's rank "
+                       "(adapter victims)",
+    "mix-component": f"mixing only, ρ = {MB_DEFENSE_RATIO}: whole rank-1 components kept (adapter victims)",
 }
+# mixing-only defenses that write an adapter (finemix mix --granularity ...): defense -> granularity
+ADAPTER_MIXES = {"mix-element-svd": "element-svd", "mix-component": "component"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +87,8 @@ def chat_defense_config(name: str, base: PurifyConfig, seed: int) -> Optional[Pu
         "finemix": dict(epur=None),
         "finemix+epur": dict(epur=epur),
         "finemix-adapter": dict(epur=None, adapter_output="adapter"),
+        **{mix: dict(mix=dataclasses.replace(base.mix, ratio=MB_DEFENSE_RATIO), epur=None, finetune=False, **fixed)
+           for mix in ADAPTER_MIXES},
     }[name]
     return None if settings is None else dataclasses.replace(base, **settings)
 
@@ -184,7 +191,6 @@ class ChatBench:
         return child_path(self.models, f"{name}-{digest}", "model folder")
 
     def _defend(self, done, seed, label, defense, victim, clean, attack, questions, prompts) -> None:
-        from ..repair.suspect import purify_suspect
         from ..weights.output import child_path
 
         key = f"{label}|{defense}|{seed}|{self.config.clean_rows}"
@@ -196,11 +202,16 @@ class ChatBench:
             folder = child_path(self.out / "defended", f"{label}-{defense}-seed{seed}", "defended model folder")
             self.log(f"{defense} on {label} (seed {seed})")
             started = time.perf_counter()
-            report = purify_suspect(victim, self.config.pretrained, clean, folder, settings, unlabelled_texts=prompts,
-                                    force=True, task="causal-lm")
+            report = self._repair(defense, victim, clean, folder, settings, prompts)
             seconds = round(time.perf_counter() - started, 1)
         extra = {"purify_seconds": seconds}
-        if report:
+        if report and "ratio_search" not in report:  # a mixing-only adapter defense: no search, no E-PUR
+            extra.update(chosen_ratio=settings.mix.ratio, granularity=report["mixing"]["granularity"],
+                         kept_fraction=report["mixing"]["kept_fraction"])
+            error = report["adapter"].get("reconstruction_error")
+            if error:
+                extra["reconstruction_error"] = {k: error[k] for k in ("mean", "max")}
+        elif report:
             teacher = (report.get("unlabelled_text") or {}).get("teacher")
             if teacher:
                 extra["distilled_answers"] = teacher["answers_kept"]
@@ -208,18 +219,29 @@ class ChatBench:
                          epur_top=[t["token"] for t in (report.get("epur") or {}).get("tokens", [])[:5]])
         self._measure(done, seed, label, defense, folder, attack, questions, key, extra)
 
-    def _measure(self, done, seed, label, defense, folder, attack, questions, key=None, extra=None) -> None:
-        from transformers import AutoTokenizer
+    def _repair(self, defense, victim, clean, folder, settings: PurifyConfig, prompts) -> dict:
+        """The report of one defense on ``victim``, its output written to ``folder``."""
+        from ..repair.adapter_mix import mix_adapter
+        from ..repair.suspect import purify_suspect
+        from ..weights.adapter import is_adapter
 
+        if defense in ADAPTER_MIXES:
+            if not is_adapter(victim):
+                raise FinemixError(f"defense {defense} mixes a LoRA adapter; the victim {victim.name} is a full model")
+            return mix_adapter(victim, self.config.pretrained, folder, settings.mix, ADAPTER_MIXES[defense], force=True)
+        return purify_suspect(victim, self.config.pretrained, clean, folder, settings, unlabelled_texts=prompts,
+                              force=True, task="causal-lm")
+
+    def _measure(self, done, seed, label, defense, folder, attack, questions, key=None, extra=None) -> None:
         from ..llm.evaluate import ChatBackdoor, evaluate_chat_model
-        from ..tasks.causal_lm import load_chat_model
+        from ..tasks.causal_lm import load_chat_model, load_chat_tokenizer
 
         key = key or f"{label}|{defense}|{seed}"
         if key in done:
             return
         started = time.perf_counter()
         backdoor = ChatBackdoor(attack.trigger_text, attack.target, attack.marker)
-        result = evaluate_chat_model(load_chat_model(folder), AutoTokenizer.from_pretrained(folder), questions, backdoor,
+        result = evaluate_chat_model(load_chat_model(folder), load_chat_tokenizer(folder), questions, backdoor,
                                      seed=seed, max_new_tokens=self.config.max_new_tokens, max_length=256)
         record = {"key": key, "task": "causal-lm", "dataset": self.config.data, "attack": label, "defense": defense,
                   "seed": seed, "clean_rows": self.config.clean_rows if defense not in ("clean model", "none") else None,

@@ -260,17 +260,15 @@ def evaluate_chat(args: argparse.Namespace, folder: Path) -> int:
     from ..data.chat_sets import CHAT_SETS, chat_split
     from ..data.chats import load_chats
     from ..llm.evaluate import ChatBackdoor, evaluate_chat_model
-    from ..repair.inputs import read_tokenizer
-    from ..tasks.causal_lm import check_chat_template, load_chat_model
+    from ..tasks.causal_lm import load_chat_model, load_chat_tokenizer
     from ..weights.adapter import adapter_base, is_adapter
 
     if args.trigger is not None and not args.target_text:
         raise FinemixError("--trigger needs --target-text for a chat model")
     questions = (chat_split(args.data, "test") if args.data in CHAT_SETS
                  else [(chat, ()) for chat in load_chats(Path(args.data))])
-    model_folder = adapter_base(folder) if is_adapter(folder) else folder  # config, and the tokenizer if the adapter has none
-    tokenizer = read_tokenizer(folder if (folder / "tokenizer_config.json").is_file() else model_folder)
-    check_chat_template(tokenizer, folder)
+    tokenizer = load_chat_tokenizer(folder)
+    model_folder = adapter_base(folder) if is_adapter(folder) else folder  # its config gives the context length
     backdoor = ChatBackdoor(args.trigger, args.target_text, args.marker) if args.trigger is not None else None
     result = evaluate_chat_model(load_chat_model(folder), tokenizer, questions, backdoor, seed=args.seed,
                                  max_new_tokens=args.max_new_tokens,
