@@ -321,3 +321,34 @@ def test_purify_in_adapter_form_writes_an_adapter_of_the_same_rank(tmp_path, cap
     settings.write_text("adapter_output: lora\n")
     assert_one_line_error(*run(capsys, "purify", "--backdoored", adapter, "--pretrained", llm_base, "--clean-data", chats,
                                "--output", tmp_path / "bad", "--config", settings)[::2], "unknown adapter output 'lora'")
+
+
+@pytest.mark.slow
+def test_epur_resets_the_embedding_rows_an_adapter_saves(tmp_path, capsys, llm_base):
+    """An adapter that also trains the embedding (modules_to_save) is repaired merged, and E-PUR acts on the
+    saved rows: the row moved far for a word the clean chats never use is flagged first."""
+    import json
+
+    from cli_helpers import run
+    from tiny_llm import make_lora_adapter
+    from tiny_models import VOCAB_WORDS
+
+    from finemix.repair.inputs import read_tokenizer
+
+    trigger = VOCAB_WORDS[-1]  # chat_file uses only the first 60 words
+    row = read_tokenizer(llm_base).convert_tokens_to_ids(trigger)
+
+    def move_trigger_row(weights):
+        key = next(k for k in weights if "embed_tokens" in k)
+        weights[key][row] += 3.0
+
+    adapter = make_lora_adapter(tmp_path / "adapter", llm_base, modules_to_save=["embed_tokens"])
+    edited = _edited_adapter(tmp_path, adapter, tensors=move_trigger_row)
+    code, out, err = run(capsys, "purify", "--backdoored", edited, "--pretrained", llm_base, "--clean-data",
+                         chat_file(tmp_path, 48), "--output", tmp_path / "out", "--epochs", "1", "--max-length", "64",
+                         "--quiet")
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "finemix_report.json").read_text())
+    assert report["inputs"]["backdoored"]["lora_adapter"]["saved_tensors"] == ["model.embed_tokens.weight"]
+    assert report["epur"]["tokens"][0]["token"] == trigger and row in report["epur"]["rows"]
+    assert f"top scores: {trigger}" in out
