@@ -12,7 +12,9 @@ Compared, each in its own child process, all on a warm page cache:
   measured separately; the "epur then mix" row is the sum of the two medians (two passes, which is what
   a user has to run) and its peak RSS the larger of the two;
 * a naive implementation: ``safetensors.torch.load_file`` both, ``torch.where`` on a ``torch.rand`` mask,
-  one ``save_file``.
+  one ``save_file``;
+* mergekit 0.1.5 ``dare_linear`` (``rescale: false``, weight 1, density ρ: the same random mix), in its own
+  virtual environment that the benchmark installs (lib/mergekit_peer.py; never a finemix dependency).
 
 Targets (finemix rows): wall time ≤ 1.3 × floor; peak RSS ≤ 1.25 × one checkpoint's size. Peak RSS is
 reported absolute (the whole process, imports included) and above the process's RSS just before the
@@ -30,7 +32,7 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lib import checkpoints, cli, machine, runner, stats  # noqa: E402
+from lib import checkpoints, cli, machine, mergekit_peer, runner, stats  # noqa: E402
 from lib.constants import GB, MB  # noqa: E402
 from lib.probe import Probe, print_profile, profile_record  # noqa: E402
 
@@ -44,8 +46,10 @@ SIZES = {
     "500mb": {"kind": "synthetic", "hidden": 1024, "layers": 8},
     # BERT-large shape with 42 layers: 2.25e9 bytes fp32 (24 layers would be 1.34 GB), ~1 GB shards.
     "2gb": {"kind": "synthetic", "hidden": 1024, "layers": 42},
+    # Llama-shaped, bf16, names shared by both models (a chat model fine-tuned from its instruct model): 3.07 GB
+    "llama3gb": {"kind": "llama", "hidden": 2048, "layers": 26, "intermediate": 5632},
 }
-METHODS = ("floor", "finemix-mix-random", "finemix-mix-sel", "finemix-epur", "naive")
+METHODS = ("floor", "finemix-mix-random", "finemix-mix-sel", "finemix-epur", "naive", "mergekit")
 
 
 # --------------------------------------------------------------------------- jobs (children)
@@ -109,13 +113,36 @@ def build_pair(size: str, args) -> tuple[Path, Path]:
     spec = SIZES[size]
     if spec["kind"] == "minilm":
         res = runner.run_job("lib.mix_jobs", "job_build_minilm_pair", {"workdir": str(args.workdir)}, label="build minilm pair")
+    elif spec["kind"] == "llama":
+        res = runner.run_job("lib.mix_jobs", "job_build_llama", {"workdir": str(args.workdir), **{k: spec[k] for k in (
+            "hidden", "layers", "intermediate")}}, label=f"build {size}")
     else:
         res = runner.run_job("lib.mix_jobs", "job_build_synthetic", {"workdir": str(args.workdir), "hidden": spec["hidden"],
                                                                      "layers": spec["layers"]}, label=f"build {size}")
     return Path(res["extra"]["finetuned"]), Path(res["extra"]["pretrained"])
 
 
+def run_mergekit(ft: Path, pre: Path, out: Path, args) -> dict:
+    """One mergekit run, warm and synced like every child (its own environment; imports untimed)."""
+    import json
+    import os
+
+    base, rekeyed = mergekit_peer.base_for_mergekit(ft, pre, Path(args.workdir))
+    python = mergekit_peer.ensure_venv(Path(args.mergekit_venv))
+    dtype = json.loads((ft / "config.json").read_text()).get("torch_dtype") or "float32"
+    shutil.rmtree(out, ignore_errors=True)
+    os.sync()
+    runner.warm_files(checkpoints.folder_weight_files(ft) + checkpoints.folder_weight_files(base))
+    result = mergekit_peer.run_mergekit(python, mergekit_peer.merge_config(ft, base, RATIO, dtype), out,
+                                        args.threads or 2, args.timeout)
+    result["extra"] = {"mergekit": result.pop("mergekit"), "base_rekeyed_to_the_classifier_names": rekeyed,
+                       "output_bytes": checkpoints.checkpoint_bytes(out)}
+    return result
+
+
 def run_method(method: str, ft: Path, pre: Path, out: Path, args, profile: bool = False) -> dict:
+    if method == "mergekit":
+        return run_mergekit(ft, pre, out, args)
     params = {"finetuned": str(ft), "pretrained": str(pre), "output": str(out), "ratio": RATIO, "threads": args.threads,
               "profile": profile}
     module, func = {
@@ -129,6 +156,12 @@ def run_method(method: str, ft: Path, pre: Path, out: Path, args, profile: bool 
         params["mode"] = "sel"
     warm = checkpoints.folder_weight_files(ft) + checkpoints.folder_weight_files(pre)
     return runner.run_job(module, func, params, warm=warm, clean=[out], timeout=args.timeout, label=method)
+
+
+def _largest(runs: list[dict], key: str) -> Optional[int]:
+    """The largest of a measurement over runs; None where a method does not take it (mergekit: no sampler)."""
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return max(values) if values else None
 
 
 def summarise(method: str, runs: list[dict], floor_s: float, ckpt: int) -> dict:
@@ -147,10 +180,10 @@ def summarise(method: str, runs: list[dict], floor_s: float, ckpt: int) -> dict:
         "peak_above_baseline_bytes": above,
         "peak_above_baseline_ratio": above / ckpt,
         "baseline_rss_bytes": max(r["baseline_rss_bytes"] for r in runs),
-        "peak_anon_bytes_sampled": max(r["peak_anon_bytes_sampled"] for r in runs),
-        "peak_file_bytes_sampled": max(r["peak_file_bytes_sampled"] for r in runs),
-        "baseline_anon_bytes": max(r["baseline_anon_bytes"] for r in runs),
-        "child_lifetime_maxrss_bytes": max(r["child_lifetime_maxrss_bytes"] for r in runs),
+        "peak_anon_bytes_sampled": _largest(runs, "peak_anon_bytes_sampled"),
+        "peak_file_bytes_sampled": _largest(runs, "peak_file_bytes_sampled"),
+        "baseline_anon_bytes": _largest(runs, "baseline_anon_bytes"),
+        "child_lifetime_maxrss_bytes": _largest(runs, "child_lifetime_maxrss_bytes"),
         "extra": runs[-1].get("extra"),
     }
     stage_runs = [sum((r.get("extra") or {}).get("finemix_timings_s", {}).values()) for r in runs]
@@ -158,7 +191,7 @@ def summarise(method: str, runs: list[dict], floor_s: float, ckpt: int) -> dict:
         # finemix's own timer (streaming + write), i.e. without the fixed set-up (pairing, tokenizer, imports it triggers, report).
         row["median_stage_s"] = stats.median(stage_runs)
         row["stage_ratio_vs_floor"] = row["median_stage_s"] / floor_s
-    if method.startswith("finemix"):
+    if method.startswith("finemix") or method == "mergekit":  # mergekit: the same targets, for the side-by-side
         row["time_verdict"] = stats.verdict(row["time_ratio_vs_floor"], TIME_TARGET, higher_is_better=False)
         row["rss_verdict_absolute"] = stats.verdict(row["peak_rss_ratio"], RSS_TARGET, higher_is_better=False)
         row["rss_verdict_above_baseline"] = stats.verdict(row["peak_above_baseline_ratio"], RSS_TARGET, higher_is_better=False)
@@ -175,6 +208,8 @@ def parse_args() -> tuple[argparse.Namespace, list[str], list[str]]:
                         help="runs per method for checkpoints over 1 GB (default 1: the machine is shared; --repeats is for the small ones)")
     parser.add_argument("--profile-large", action="store_true", help="with --profile, profile checkpoints over 1 GB too")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per child")
+    parser.add_argument("--mergekit-venv", default=str(Path(__file__).resolve().parent / ".mergekit-venv"),
+                        help="virtual environment for mergekit (created and filled on first use)")
     parser.add_argument("--keep-inputs", action="store_true", help="keep the synthetic checkpoints in --workdir (default: delete them at the end)")
     args = parser.parse_args()
     sizes = [s for s in args.sizes.split(",") if s]
@@ -231,7 +266,7 @@ def print_size(size: str, ckpt: int, repeats: int, rows: dict, derived: Optional
             f"{row['stage_ratio_vs_floor']:.2f}x" if "stage_ratio_vs_floor" in row else "-",
             row["peak_rss_bytes"] / MB, f"{row['peak_rss_ratio']:.2f}x", row.get("rss_verdict_absolute", "-"),
             f"{row['peak_above_baseline_ratio']:.2f}x", row.get("rss_verdict_above_baseline", "-"),
-            row.get("peak_anon_bytes_sampled", float("nan")) / MB, row.get("peak_file_bytes_sampled", float("nan")) / MB,
+            (row.get("peak_anon_bytes_sampled") or float("nan")) / MB, (row.get("peak_file_bytes_sampled") or float("nan")) / MB,
         ])
     print(stats.table(["method", "wall s", "vs floor", f"≤{TIME_TARGET}x", "stages/floor", "peak RSS MiB", "/ckpt", f"≤{RSS_TARGET}x",
                        "above-base /ckpt", f"≤{RSS_TARGET}x", "anon MiB", "file MiB"], table_rows))
@@ -272,13 +307,15 @@ def main() -> None:
                    "in every child); process_wall_s in the JSON includes them",
                    "page cache not dropped (no root): inputs read once by the parent before each child (warm cache for all)",
                    "outputs are not fsynced by any method; os.sync() runs before each child",
+                   "mergekit: dare_linear, rescale false, weight 1, density ρ, in its own environment; for a pair whose "
+                   "base lacks the fine-tuned model's names, a re-keyed copy of θ_Pre (untimed) is what mergekit reads",
                ],
                "sizes": {}}
     built: list[Path] = []
     print(f"machine: {payload['machine']['cpu_model']}, {payload['machine']['cpu_count']} cores; warm page cache; ρ = {RATIO}")
     for size in sizes:
         ft, pre = build_pair(size, args)
-        if SIZES[size]["kind"] == "synthetic":
+        if SIZES[size]["kind"] != "minilm":
             built.append(ft.parent)
         measure_size(size, ft, pre, methods, args, payload)
     if not args.keep_inputs:
