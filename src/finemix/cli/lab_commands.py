@@ -144,9 +144,8 @@ def bench(args: argparse.Namespace) -> int:
     _quiet_load_reports()
     config = load_bench_config(args.config)
     chat = isinstance(config, ChatBenchConfig)
-    if chat and (args.datasets or args.report_only):
-        raise FinemixError(f"{'--datasets' if args.datasets else '--report-only'} does not apply to a task: causal-lm "
-                           "grid (one chat set; its records are results.jsonl)")
+    if chat and args.datasets:
+        raise FinemixError("--datasets does not apply to a task: causal-lm grid (one chat set)")
     config = select(config, args.datasets, args.attacks, args.seeds, args.defenses)
     if args.threads:
         import torch
@@ -173,10 +172,14 @@ def bench(args: argparse.Namespace) -> int:
 
 def _run_chat_bench(config, out: Path, args: argparse.Namespace) -> int:
     """The chat-model grid (bench/chat.py); its progress lines unless --quiet."""
+    from ..bench import load_bench_config
     from ..bench.chat import ChatBench
+    from ..bench.chat_tables import write_chat_report
 
-    records = ChatBench(config, out, args.models, log=(lambda line: None) if args.quiet else print).run()
-    print(f"results: {out / 'results.jsonl'} ({len(records)} records)")
+    if not args.report_only:
+        records = ChatBench(config, out, args.models, log=(lambda line: None) if args.quiet else print).run()
+        print(f"results: {out / 'results.jsonl'} ({len(records)} records)")
+    print(f"table: {write_chat_report(load_bench_config(args.config), out)}")  # every attack of the grid, not only --attacks
     return 0
 
 

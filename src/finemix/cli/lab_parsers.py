@@ -88,7 +88,7 @@ def add_bench_parsers(commands) -> None:
                     "OUT/results.md, OUT/plots/. A rerun skips finished measurements.")
     bench.add_argument("config", type=nonempty_path, help="YAML config (see configs/bench/)")
     bench.add_argument("--out", type=nonempty_path, help="output folder (default runs/bench/NAME)")
-    bench.add_argument("--report-only", action="store_true", help="rebuild results.md and plots from results.jsonl")
+    bench.add_argument("--report-only", action="store_true", help="rebuild results.md (and plots) from results.jsonl")
     bench.add_argument("--models", type=nonempty_path, metavar="DIR",
                        help="cache of clean models and victims (default OUT/models); folders are named by a hash of "
                             "what made them, so configs with the same victims can share one")
