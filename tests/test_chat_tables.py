@@ -46,6 +46,13 @@ def test_the_target_table_checks_each_seed_and_the_means():
     assert lines[-1].startswith("| mean of 3 | +5.3 | +0.0 | -0.8 % |")
 
 
+def test_a_victim_without_a_backdoor_gets_no_verdict():
+    """A repair of a victim the trigger does not move would pass a check that cannot fail."""
+    weak = [dict(r, strict_asr=0.3, lenient_asr=0.3) if r["defense"] == "none" and r["seed"] == 1 else r for r in RECORDS]
+    verdicts = [line.split(" | ")[-1].strip(" |") for line in target_table(weak, "a", "finemix+epur").splitlines()[2:]]
+    assert verdicts == ["yes", "no backdoor (victim +30)", "**no**", "**no**"]  # the mean lift is still +75
+
+
 def test_the_report_covers_every_attack_of_the_config(tmp_path):
     config = ChatBenchConfig(attacks={"a": ChatAttackConfig(), "b": ChatAttackConfig(trigger="sentence")},
                              defenses=("none", "finemix+epur"))

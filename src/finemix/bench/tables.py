@@ -100,9 +100,9 @@ def target_check(records: Sequence[dict], defense: str = "finemix+epur", baselin
         def mean(name: str, metric: str) -> float:
             return mean_std([r[metric] for r in found.get(name, {}).values()])[0]
 
-        d_asr = mean(defense, "asr") - mean("clean model", "asr")
-        d_flip = mean(defense, "flip_rate") - mean("clean model", "flip_rate")
-        d_acc = mean(defense, "accuracy") - mean("none", "accuracy")
+        d_asr = round(mean(defense, "asr") - mean("clean model", "asr"), 6)
+        d_flip = round(mean(defense, "flip_rate") - mean("clean model", "flip_rate"), 6)
+        d_acc = round(mean(defense, "accuracy") - mean("none", "accuracy"), 6)
         seeds = sorted(set(found[defense]) & set(found["clean model"]) & set(found["none"]))
         met_seeds = sum(_seed_meets(found[defense][s], found["clean model"][s], found["none"][s]) for s in seeds)
         versus = "".join(" – |" if b not in found else f" {mean(defense, 'asr') - mean(b, 'asr'):+.1f} |" for b in baselines)
@@ -120,8 +120,10 @@ def _seed_meets(defended: dict, clean: dict, victim: dict) -> bool:
         value = record[metric]
         return float("nan") if value is None else 100.0 * value
 
-    return (points(defended, "asr") - points(clean, "asr") <= 5 and points(defended, "flip_rate") - points(clean, "flip_rate") <= 5
-            and points(defended, "accuracy") - points(victim, "accuracy") >= -3)
+    def gap(first: dict, second: dict, metric: str) -> float:  # rounded: 100 × 0.05 is 5.000000000000001
+        return round(points(first, metric) - points(second, metric), 6)
+
+    return gap(defended, clean, "asr") <= 5 and gap(defended, clean, "flip_rate") <= 5 and gap(defended, victim, "accuracy") >= -3
 
 
 def write_report(config: BenchConfig, out: Path) -> Path:
