@@ -90,6 +90,21 @@ def test_sel_equals_a_stable_sort_even_with_many_ties(ratio, seed, levels):
     assert torch.equal(mixing.sel_keep_mask(ft, pre, ratio), reference.view(13, 7))
 
 
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 10_000), size=st.integers(1, 3000), k_share=st.floats(0.0, 1.0),
+       kind=st.sampled_from(["normal", "ties", "zeros", "spread"]))
+def test_kth_largest_equals_kthvalue(seed, size, k_share, kind):
+    """The radix step finds the same k-th largest as a kthvalue over everything: random values, many ties,
+    mostly zeros, and values spread over many binary orders of magnitude (many buckets)."""
+    generator = torch.Generator().manual_seed(seed)
+    values = {"normal": lambda: torch.randn(size, generator=generator).abs() * 1e-3,
+              "ties": lambda: torch.randint(0, 4, (size,), generator=generator).float(),
+              "zeros": lambda: torch.where(torch.rand(size, generator=generator) < 0.9, 0.0, 1.0),
+              "spread": lambda: torch.exp(torch.randn(size, generator=generator) * 20).clamp(max=3e38)}[kind]()
+    k = max(1, min(size, round(k_share * size)))
+    assert mixing.kth_largest(values, k) == values.kthvalue(size - k + 1).values
+
+
 def test_sel_ties_are_deterministic():
     ft = torch.ones(10)
     pre = torch.zeros(10)
