@@ -16,7 +16,9 @@ PINNED = {
     "purify-default": "016c6d32f3f449169c0951e8879f93ae451ba3bf432f9856e2df8a7f570f5c14",
     "purify-distill": "c34469fc8f049cb6758d265456e1358bdec5e2c6cfbae767908b02ebe0bddbf6",
     "purify-sel-fixed": "d6bf0a4b8efefc226d01c996b2e9d518d6bf7279ca8ed0dc77a874d140f5b3e6",
-    "mix-random": "e0debe9e95370701aad31d97cf5232e649dbe134fc250b4a41215bd67bce698f",
+    # re-pinned for the random-mask generator v2 (issue 19: 16-bit draws, one generator per chunk); the other
+    # outputs did not move (their ρ draws no random mask). v1's hash: e0debe9e…5bd67bce698f
+    "mix-random": "4c1d359b31f076943b0ef6e61516a81c1b069fab1adc08358d0090af62490704",
     "mix-sel-global": "9b78f17096c229ea98d73e2b445766b767c78a4d995f340c12700318892f7e94",
     "epur": "f84772a2bf20c48b380e219fad0fdca9231465369f51c77d9839d95adc6e2eaa",
 }

@@ -46,6 +46,25 @@ def test_no_rescaling_of_kept_entries():
     assert set(torch.unique((mixed == ft) | (mixed == pre)).tolist()) == {True}
 
 
+PINNED_MASK = "100011000000000100000000"  # v2, seed 0, ρ = 0.3, "bert.embeddings.word_embeddings.weight"
+
+
+def test_random_mask_is_pinned():
+    """The published masks: v2's first bits for one (seed, name) are fixed, so a change of generator cannot
+    pass silently (bump MASK_GENERATOR when it changes)."""
+    keep = mixing.random_keep_mask((24,), 0.3, 0, "bert.embeddings.word_embeddings.weight")
+    assert "".join("1" if bit else "0" for bit in keep.tolist()) == PINNED_MASK
+    assert mixing.MASK_GENERATOR.startswith("v2:")
+
+
+def test_each_chunk_of_a_random_mask_is_drawn_on_its_own():
+    """Chunks are independent: the mask of the second chunk is the same whatever precedes it, so chunks
+    can be drawn in any order or on any thread."""
+    whole = mixing.random_keep_mask((10,), 0.5, 4, "w", chunk=4)
+    assert torch.equal(whole[4:8], mixing._chunk_keep(4, "w", 1, 4, mixing._threshold16(0.5)))
+    assert abs(mixing._threshold16(0.3) / 65536 - 0.3) < 2**-16 and mixing._threshold16(1e-9) == 1
+
+
 def test_random_mask_depends_only_on_seed_and_name():
     a = mixing.random_keep_mask((100, 10), 0.3, 7, "encoder.layer.0.w")
     b = mixing.random_keep_mask((100, 10), 0.3, 7, "encoder.layer.0.w")
@@ -140,6 +159,6 @@ def test_chunked_random_mix_equals_the_whole_tensor_mask_in_the_input_dtype(rows
     ft, pre = pair((rows, cols), seed % 1000)
     ft, pre = ft.to(dtype), pre.to(dtype)
     mixed, kept = mixing.random_mix(ft, pre, ratio, seed, "layer.w", chunk=chunk)
-    keep = mixing.random_keep_mask(ft.shape, ratio, seed, "layer.w")
+    keep = mixing.random_keep_mask(ft.shape, ratio, seed, "layer.w", chunk=chunk)
     assert mixed.dtype == dtype and mixed.shape == ft.shape
     assert torch.equal(mixed, mixing.apply_mask(ft, pre, keep)) and kept == int(keep.sum())

@@ -233,8 +233,8 @@ class ChatBench:
                               force=True, task="causal-lm")
 
     def _measure(self, done, seed, label, defense, folder, attack, questions, key=None, extra=None) -> None:
-        from ..llm.evaluate import ChatBackdoor, evaluate_chat_model
-        from ..tasks.causal_lm import load_chat_model, load_chat_tokenizer
+        from ..llm.evaluate import ChatBackdoor, evaluate_chat_model, load_chat_tokenizer
+        from ..tasks.causal_lm import load_chat_model
 
         key = key or f"{label}|{defense}|{seed}"
         if key in done:

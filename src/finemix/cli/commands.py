@@ -259,8 +259,8 @@ def evaluate_chat(args: argparse.Namespace, folder: Path) -> int:
     names): utility, and with --trigger the backdoor rates (llm/evaluate.py)."""
     from ..data.chat_sets import CHAT_SETS, chat_split
     from ..data.chats import load_chats
-    from ..llm.evaluate import ChatBackdoor, evaluate_chat_model
-    from ..tasks.causal_lm import load_chat_model, load_chat_tokenizer
+    from ..llm.evaluate import ChatBackdoor, evaluate_chat_model, load_chat_tokenizer
+    from ..tasks.causal_lm import load_chat_model
     from ..weights.adapter import adapter_base, is_adapter
 
     if args.trigger is not None and not args.target_text:

@@ -10,8 +10,9 @@ entries are *selected* from θ_B (``apply_mask``), never re-added, so they stay 
 
 Choices of ours (the paper's full text was not available; see docs/paper-choices.md):
 * no rescaling of kept entries (unlike DARE's 1/ρ); ρ = 1 gives θ_B, ρ = 0 gives θ_Pre;
-* "random": each element kept independently with probability ρ; the generator is
-  seeded from (seed, tensor name) so a mask never depends on tensor order;
+* "random": each element kept independently with probability ρ (to 1/65536); the generator is
+  seeded from (seed, tensor name, chunk) so a mask never depends on tensor order or threads
+  (``MASK_GENERATOR`` names the version; reports record it);
 * "sel": keep the ⌊ρ·n⌉ elements with the largest |θ_B − θ_Pre| (they carry most
   of the task), per tensor or over the whole model ("global").
 """
@@ -31,52 +32,64 @@ def tensor_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-MASK_CHUNK = 1 << 22  # elements drawn at a time by random_mix: 16 MiB of float32 draws, whatever the tensor
+MASK_CHUNK = 1 << 22  # elements per generator: part of the mask's definition (never tied to threads or memory)
+MASK_GENERATOR = "v2: SFC64 per 4,194,304-element chunk seeded from (seed, tensor name, chunk), 16-bit draws"
+# v1 (until issue 19): one SFC64 stream per tensor, float32 draws compared with ρ. v2 draws 4 elements per
+# 64-bit output, 3-4× cheaper, and its chunks are independent, so any chunk can be drawn on any thread.
 
 
-def _mask_generator(seed: int, name: str):
+def _threshold16(ratio: float) -> int:
+    """Keep an element when its 16-bit draw is below this: P = t / 65536, ρ to within 2^-17."""
+    return min(65535, max(1, round(ratio * 65536)))
+
+
+def _chunk_keep(seed: int, name: str, index: int, count: int, threshold: int) -> "torch.Tensor":
+    """The keep bits of elements [index·MASK_CHUNK, index·MASK_CHUNK + count) of tensor ``name``."""
     import numpy as np
+    import torch
 
-    return np.random.Generator(np.random.SFC64(tensor_seed(seed, name)))
+    generator = np.random.SFC64(tensor_seed(seed, f"{name}#{index}"))
+    raw = generator.random_raw((count + 3) // 4).astype("<u8", copy=False)  # no copy on little-endian machines
+    draws = raw.view("<u2")[:count]  # each 64-bit draw's four 16-bit lanes, low first, on any machine
+    return torch.from_numpy(draws < threshold)
 
 
-def random_keep_mask(shape: "torch.Size | tuple[int, ...]", ratio: float, seed: int, name: str) -> "torch.Tensor":
-    """Bernoulli(ρ) keep-mask for tensor ``name``; reproducible from (seed, name).
+def random_keep_mask(shape: "torch.Size | tuple[int, ...]", ratio: float, seed: int, name: str,
+                     chunk: int = MASK_CHUNK) -> "torch.Tensor":
+    """Bernoulli(ρ) keep-mask for tensor ``name``; reproducible from (seed, name) alone (``MASK_GENERATOR``).
 
-    Uniform float32 draws from numpy's SFC64 generator: 2-3× faster than torch's
-    Mersenne Twister on CPU, which matters because drawing the mask is the largest cost
-    of a mix after I/O. Draws lie in [0, 1), so ρ = 0 keeps nothing and ρ = 1 everything.
+    ρ = 0 keeps nothing and ρ = 1 everything, with no draws; other ρ are drawn at 1/65536 resolution.
+    ``chunk`` is the generator's chunk (tests shrink it to cross boundaries; the product never changes it).
     """
-    import numpy as np
+    import math
+
     import torch
 
     shape = tuple(shape)
     if ratio <= 0.0 or ratio >= 1.0:
         return torch.full(shape, ratio >= 1.0, dtype=torch.bool)
-    draws = _mask_generator(seed, name).random(int(np.prod(shape, dtype=np.int64)), dtype=np.float32)
-    return torch.from_numpy(draws < np.float32(ratio)).view(shape)
+    n, threshold = math.prod(shape), _threshold16(ratio)
+    parts = [_chunk_keep(seed, name, i, min(chunk, n - start), threshold) for i, start in enumerate(range(0, n, chunk))]
+    return (torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)).view(shape)
 
 
 def random_mix(finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: float, seed: int, name: str,
                chunk: int = MASK_CHUNK) -> tuple["torch.Tensor", int]:
-    """(θ_Mix, entries kept) under ``random_keep_mask``'s mask, drawn ``chunk`` elements at a time.
+    """(θ_Mix, entries kept) under ``random_keep_mask``'s mask, drawn and applied one chunk at a time.
 
-    The generator's stream is consumed in the same order, so the mask is bit-identical to
-    ``random_keep_mask``'s; but no whole-tensor array of float32 draws (twice a bf16 tensor's
-    size) or of booleans is ever held, and each chunk is mixed while it is in cache.
+    The mask is bit-identical to ``random_keep_mask``'s, but no whole-tensor mask is ever held,
+    and each chunk is mixed while it is in cache.
     """
-    import numpy as np
     import torch
 
     if finetuned.shape != pretrained.shape:
         raise ValueError(f"{name}: shapes differ {tuple(finetuned.shape)} vs {tuple(pretrained.shape)}")
-    generator, threshold = _mask_generator(seed, name), np.float32(ratio)
     mixed = torch.empty(finetuned.shape, dtype=finetuned.dtype)
     out, kept_from, rest = mixed.view(-1), finetuned.reshape(-1), pretrained.reshape(-1)
-    kept = 0
-    for start in range(0, out.numel(), chunk):
+    threshold, kept = _threshold16(ratio), 0
+    for index, start in enumerate(range(0, out.numel(), chunk)):
         stop = min(out.numel(), start + chunk)
-        keep = torch.from_numpy(generator.random(stop - start, dtype=np.float32) < threshold)
+        keep = _chunk_keep(seed, name, index, stop - start, threshold)
         torch.where(keep, kept_from[start:stop], rest[start:stop].to(finetuned.dtype), out=out[start:stop])
         kept += int(keep.count_nonzero())
     return mixed, kept

@@ -31,6 +31,22 @@ class ChatBackdoor:
         return cls(card["trigger"], card["target"], card.get("marker"))
 
 
+def load_chat_tokenizer(folder):
+    """The tokenizer of a chat model folder, or of an adapter folder: its own when it ships one, else its
+    base's (adapter_config.json names it), with the chat template checked."""
+    from pathlib import Path
+
+    from ..repair.inputs import read_tokenizer
+    from ..tasks.causal_lm import check_chat_template
+    from ..weights.adapter import adapter_base, is_adapter
+
+    folder = Path(folder)
+    own = not is_adapter(folder) or (folder / "tokenizer_config.json").is_file()
+    tokenizer = read_tokenizer(folder if own else adapter_base(folder))
+    check_chat_template(tokenizer, folder)
+    return tokenizer
+
+
 def evaluate_chat_model(model, tokenizer, questions: Sequence[tuple[Chat, tuple[str, ...]]],
                         backdoor: Optional[ChatBackdoor] = None, seed: int = 0, max_new_tokens: int = 32,
                         max_length: int = 256, batch_size: int = 16) -> dict:

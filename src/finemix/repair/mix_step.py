@@ -35,6 +35,7 @@ class MixSummary:
     head_policy: str
     head_tensors: list[str]  # tensors θ_Pre lacks
     ignored_pretrained: list[str]  # tensors only θ_Pre has
+    mask_generator: str = ""  # random masks: the generator's version (core.mixing.MASK_GENERATOR)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -221,6 +222,7 @@ def mix_summary(pair: CheckpointPair, config: MixConfig, kept_fraction: float) -
         head_policy=config.head,
         head_tensors=list(pair.names.finetuned_only),
         ignored_pretrained=list(pair.names.pretrained_only),
+        mask_generator=mixing.MASK_GENERATOR if config.mode == "random" and 0.0 < config.ratio < 1.0 else "",
     )
 
 

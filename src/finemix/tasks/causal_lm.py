@@ -39,19 +39,6 @@ def load_chat_model(folder: Path, base: Optional[Path] = None):
     return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
 
 
-def load_chat_tokenizer(folder: Path):
-    """The tokenizer of a chat model folder, or of an adapter folder: its own when it ships one, else its
-    base's (adapter_config.json names it), with the chat template checked."""
-    from ..repair.inputs import read_tokenizer
-    from ..weights.adapter import adapter_base, is_adapter
-
-    folder = Path(folder)
-    own = not is_adapter(folder) or (folder / "tokenizer_config.json").is_file()
-    tokenizer = read_tokenizer(folder if own else adapter_base(folder))
-    check_chat_template(tokenizer, folder)
-    return tokenizer
-
-
 def check_chat_template(tokenizer, folder: object = "the tokenizer") -> None:
     """A chat model needs its template: without it the prompt format is a guess."""
     if not getattr(tokenizer, "chat_template", None):
