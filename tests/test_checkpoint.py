@@ -5,6 +5,8 @@ import shutil
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from finemix.config import MixConfig
@@ -256,3 +258,21 @@ def test_same_tokenizer_files(tmp_path, bert_pair):
     (b / "vocab.txt").unlink()
     assert not same_tokenizer_files(a, b)  # one side lacks a file: unsure, so load and compare
     assert not same_tokenizer_files(bert_pair.finetuned / "missing", a)
+
+
+@settings(max_examples=60, deadline=None)
+@given(dtype=st.sampled_from(["float32", "bfloat16", "float16", "float64"]), size=st.integers(0, 300),
+       bad=st.sampled_from([None, "nan", "inf", "-inf"]), where=st.floats(0.0, 1.0), seed=st.integers(0, 10_000),
+       scale=st.sampled_from([1.0, 1e4, 6e4]))
+def test_all_finite_finds_every_nan_and_inf_in_every_float_dtype(dtype, size, bad, where, seed, scale):
+    """16-bit floats are checked on their exponent bits, the others by a sum confirmed element-wise: both
+    agree with torch.isfinite, also for large finite values whose sum overflows."""
+    import torch
+
+    from finemix.weights.reader import all_finite
+
+    tensor = (torch.randn(size, generator=torch.Generator().manual_seed(seed)) * scale).to(getattr(torch, dtype))
+    if bad and size:
+        tensor[min(size - 1, int(where * size))] = float(bad)
+    assert all_finite(tensor) == bool(torch.isfinite(tensor).all())
+    assert all_finite(tensor.view(-1, 1).t() if size else tensor) == bool(torch.isfinite(tensor).all())  # a view
