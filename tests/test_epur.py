@@ -62,3 +62,14 @@ def test_input_matrix_is_not_modified():
     before = ft.clone()
     epur.reset_rows(ft, pre, torch.tensor([0, 2]))
     assert torch.equal(ft, before)
+
+
+@settings(max_examples=30, deadline=None)
+@given(vocab=st.integers(1, 60), dim=st.integers(1, 9), rows=st.integers(1, 70),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), seed=st.integers(0, 1000))
+def test_drift_in_row_chunks_equals_the_whole_matrix_in_float32(vocab, dim, rows, dtype, seed):
+    """Chunked rows (no float32 copy of a whole 16-bit embedding) give the whole-matrix norms exactly."""
+    generator = torch.Generator().manual_seed(seed)
+    ft, pre = (torch.randn(vocab, dim, generator=generator).to(dtype) for _ in range(2))
+    expected = (ft.float() - pre.float()).norm(dim=1)
+    assert torch.equal(epur.embedding_drift(ft, pre, rows=rows), expected)

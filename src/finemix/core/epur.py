@@ -21,11 +21,20 @@ if TYPE_CHECKING:
     import torch
 
 
-def embedding_drift(finetuned: "torch.Tensor", pretrained: "torch.Tensor") -> "torch.Tensor":
-    """Per-row L2 distance between two (vocab, dim) embedding matrices, in float32."""
+DRIFT_ROWS = 4096  # rows converted to float32 at a time: a bf16 embedding is never copied whole
+
+
+def embedding_drift(finetuned: "torch.Tensor", pretrained: "torch.Tensor", rows: int = DRIFT_ROWS) -> "torch.Tensor":
+    """Per-row L2 distance between two (vocab, dim) embedding matrices, in float32, ``rows`` rows at a time."""
+    import torch
+
     if finetuned.shape != pretrained.shape:
         raise ValueError(f"embedding shapes differ: {tuple(finetuned.shape)} vs {tuple(pretrained.shape)}")
-    return (finetuned.float() - pretrained.float()).norm(dim=1)
+    drift = torch.empty(finetuned.shape[0], dtype=torch.float32)
+    for start in range(0, finetuned.shape[0], rows):
+        stop = start + rows
+        drift[start:stop] = (finetuned[start:stop].float() - pretrained[start:stop].float()).norm(dim=1)
+    return drift
 
 
 def epur_scores(drift: "torch.Tensor", frequency: "torch.Tensor", min_frequency: float = 20.0) -> "torch.Tensor":
