@@ -146,8 +146,11 @@ def run_mergekit(ft: Path, pre: Path, out: Path, args) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     os.sync()
     runner.warm_files(checkpoints.folder_weight_files(ft) + checkpoints.folder_weight_files(base))
+    # the threads finemix's children get (torch's default: every core, unless --threads), and ~1 GB shards as
+    # finemix writes them (mergekit counts shard size in parameters)
+    shard_params = 1_000_000_000 // (2 if dtype in ("bfloat16", "float16") else 4)
     result = mergekit_peer.run_mergekit(python, mergekit_peer.merge_config(ft, base, RATIO, dtype), out,
-                                        args.threads or 2, args.timeout)
+                                        args.threads or os.cpu_count() or 1, args.timeout, shard_params)
     result["extra"] = {"mergekit": result.pop("mergekit"), "base_rekeyed_to_the_classifier_names": rekeyed,
                        "output_bytes": checkpoints.checkpoint_bytes(out)}
     return result
@@ -333,7 +336,7 @@ def main() -> None:
     for size in sizes:
         ft, pre = build_pair(size, args)
         if SIZES[size]["kind"] != "minilm":
-            built.append(ft.parent)
+            built += [ft.parent, Path(args.workdir) / f"mergekit-base-{pre.parent.name}"]
         measure_size(size, ft, pre, methods, args, payload)
     if not args.keep_inputs:
         for folder in built:

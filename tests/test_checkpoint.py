@@ -275,4 +275,14 @@ def test_all_finite_finds_every_nan_and_inf_in_every_float_dtype(dtype, size, ba
     if bad and size:
         tensor[min(size - 1, int(where * size))] = float(bad)
     assert all_finite(tensor) == bool(torch.isfinite(tensor).all())
-    assert all_finite(tensor.view(-1, 1).t() if size else tensor) == bool(torch.isfinite(tensor).all())  # a view
+    strided = tensor[::2]  # not contiguous
+    assert all_finite(strided) == bool(torch.isfinite(strided).all())
+
+
+def test_all_finite_confirms_an_overflowing_sum_element_wise():
+    import torch
+
+    from finemix.weights.reader import all_finite
+
+    huge = torch.full((4,), 3e38)  # finite values whose float32 sum is Inf
+    assert all_finite(huge) and all_finite(huge.double()) and not all_finite(torch.cat([huge, torch.tensor([float("nan")])]))

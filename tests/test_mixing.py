@@ -49,6 +49,12 @@ def test_no_rescaling_of_kept_entries():
 PINNED_MASK = "100011000000000100000000"  # v2, seed 0, ρ = 0.3, "bert.embeddings.word_embeddings.weight"
 
 
+def test_random_mix_at_the_ends_draws_nothing():
+    ft, pre = pair((64, 64))
+    assert torch.equal(mixing.random_mix(ft, pre, 1.0, 0, "w")[0], ft) and mixing.random_mix(ft, pre, 1.0, 0, "w")[1] == ft.numel()
+    assert torch.equal(mixing.random_mix(ft, pre, 0.0, 0, "w")[0], pre) and mixing.random_mix(ft, pre, 0.0, 0, "w")[1] == 0
+
+
 def test_random_mask_is_pinned():
     """The published masks: v2's first bits for one (seed, name) are fixed, so a change of generator cannot
     pass silently (bump MASK_GENERATOR when it changes)."""
@@ -62,6 +68,7 @@ def test_each_chunk_of_a_random_mask_is_drawn_on_its_own():
     can be drawn in any order or on any thread."""
     whole = mixing.random_keep_mask((10,), 0.5, 4, "w", chunk=4)
     assert torch.equal(whole[4:8], mixing._chunk_keep(4, "w", 1, 4, mixing._threshold16(0.5)))
+    assert torch.equal(mixing.random_keep_mask((7,), 0.5, 4, "w", chunk=4), whole[:7])  # a shorter tensor: a prefix
     assert abs(mixing._threshold16(0.3) / 65536 - 0.3) < 2**-16 and mixing._threshold16(1e-9) == 1
 
 

@@ -1,6 +1,6 @@
 """Runs one mergekit merge inside mergekit's own environment (see mergekit_peer.py); prints one JSON line.
 
-    python mergekit_child.py CONFIG.json OUTPUT THREADS
+    python mergekit_child.py CONFIG.json OUTPUT THREADS SHARD_PARAMS
 
 mergekit and torch are imported before the timed region; the kernel's peak-RSS counter is reset there
 (``/proc/self/clear_refs`` ← 5) and ``VmHWM`` read after, as finemix's children do (probe.py).
@@ -19,7 +19,7 @@ def status() -> dict:
 
 
 def main() -> None:
-    config_file, output, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    config_file, output, threads, shard_params = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     import torch
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
@@ -28,7 +28,7 @@ def main() -> None:
     torch.set_num_threads(threads)
     config = MergeConfiguration.model_validate(json.loads(Path(config_file).read_text()))
     options = MergeOptions(copy_tokenizer=False, write_model_card=False, quiet=True, random_seed=0,
-                           out_shard_size=250_000_000, num_threads=threads)
+                           out_shard_size=shard_params, num_threads=threads)
     with open("/proc/self/clear_refs", "w") as handle:
         handle.write("5")
     baseline = status()

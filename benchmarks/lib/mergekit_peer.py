@@ -48,7 +48,7 @@ def base_for_mergekit(finetuned: Path, pretrained: Path, workdir: Path) -> tuple
     else a copy under θ_B's names with θ_B's config and head (see the module docstring)."""
     from safetensors import safe_open
 
-    from lib.checkpoints import _write_shards, folder_weight_files
+    from lib.checkpoints import _cached_or_emptied, _write_shards, folder_weight_files, mark_cache_complete
 
     def names(folder: Path) -> set[str]:
         found: set[str] = set()
@@ -60,9 +60,13 @@ def base_for_mergekit(finetuned: Path, pretrained: Path, workdir: Path) -> tuple
     ft_names, pre_names = names(finetuned), names(pretrained)
     if ft_names <= pre_names:
         return pretrained, False
-    prefix = next(iter(ft_names - pre_names)).split(".")[0] + "."  # bert.
+    # the prefix θ_B adds to θ_Pre's names (bert.): taken from a name that exists once stripped, not the head's
+    prefix = next(n.split(".")[0] + "." for n in sorted(ft_names) if n.split(".", 1)[-1] in pre_names)
     target = workdir / f"mergekit-base-{pretrained.parent.name}"
-    if not (target / "config.json").is_file():
+    spec = {"pretrained": str(pretrained.resolve()), "finetuned": str(finetuned.resolve()), "prefix": prefix,
+            "files": {str(f): [f.stat().st_size, f.stat().st_mtime_ns]
+                      for f in folder_weight_files(pretrained) + folder_weight_files(finetuned)}}
+    if not _cached_or_emptied(target, spec):  # rebuilt when either input changed
         def tensors():
             for file in folder_weight_files(pretrained):
                 with safe_open(str(file), framework="pt") as handle:
@@ -77,6 +81,7 @@ def base_for_mergekit(finetuned: Path, pretrained: Path, workdir: Path) -> tuple
         target.mkdir(parents=True, exist_ok=True)
         _write_shards(target, tensors(), 1_000_000_000)
         (target / "config.json").write_text((finetuned / "config.json").read_text())
+        mark_cache_complete(target, spec)
     return target, True
 
 
@@ -87,13 +92,14 @@ def merge_config(finetuned: Path, base: Path, ratio: float, dtype: str) -> dict:
             "models": [{"model": str(finetuned), "parameters": {"weight": 1.0, "density": ratio}}]}
 
 
-def run_mergekit(python: Path, config: dict, output: Path, threads: int, timeout: float) -> dict:
+def run_mergekit(python: Path, config: dict, output: Path, threads: int, timeout: float, shard_params: int) -> dict:
     """One mergekit run in a fresh process of its environment: wall time of ``run_merge`` and peak RSS."""
     output.parent.mkdir(parents=True, exist_ok=True)
     config_file = output.parent / "mergekit-config.json"
     config_file.write_text(json.dumps(config))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run([str(python), str(CHILD), str(config_file), str(output), str(threads)], capture_output=True,
+    done = subprocess.run([str(python), str(CHILD), str(config_file), str(output), str(threads), str(shard_params)],
+                          capture_output=True,
                           text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"mergekit failed ({done.returncode}):\n{done.stderr[-3000:]}")

@@ -77,6 +77,8 @@ def chat_defense_config(name: str, base: PurifyConfig, seed: int) -> Optional[Pu
     base = dataclasses.replace(base, mix=dataclasses.replace(base.mix, seed=seed),
                                train=dataclasses.replace(base.train, seed=seed, progress=False))
     epur = base.epur or EpurConfig()
+    # every defense but finemix-adapter repairs an adapter victim merged, whatever the grid's purify settings say
+    base = dataclasses.replace(base, adapter_output="merged")
     fixed = {"ratio_auto": False}
     settings = {
         "none": None,
@@ -225,9 +227,9 @@ class ChatBench:
         from ..repair.suspect import purify_suspect
         from ..weights.adapter import is_adapter
 
+        if (defense in ADAPTER_MIXES or settings.adapter_output == "adapter") and not is_adapter(victim):
+            raise FinemixError(f"defense {defense} works on a LoRA adapter; the victim {victim.name} is a full model")
         if defense in ADAPTER_MIXES:
-            if not is_adapter(victim):
-                raise FinemixError(f"defense {defense} mixes a LoRA adapter; the victim {victim.name} is a full model")
             return mix_adapter(victim, self.config.pretrained, folder, settings.mix, ADAPTER_MIXES[defense], force=True)
         return purify_suspect(victim, self.config.pretrained, clean, folder, settings, unlabelled_texts=prompts,
                               force=True, task="causal-lm")

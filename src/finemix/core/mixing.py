@@ -39,7 +39,8 @@ MASK_GENERATOR = "v2: SFC64 per 4,194,304-element chunk seeded from (seed, tenso
 
 
 def _threshold16(ratio: float) -> int:
-    """Keep an element when its 16-bit draw is below this: P = t / 65536, ρ to within 2^-17."""
+    """Keep an element when its 16-bit draw is below this: P = t / 65536, ρ rounded to a multiple of
+    1/65536 (at least 1/65536 and at most 65535/65536: 0 < ρ < 1 never keeps all or nothing)."""
     return min(65535, max(1, round(ratio * 65536)))
 
 
@@ -77,13 +78,17 @@ def random_mix(finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: flo
                chunk: int = MASK_CHUNK) -> tuple["torch.Tensor", int]:
     """(θ_Mix, entries kept) under ``random_keep_mask``'s mask, drawn and applied one chunk at a time.
 
-    The mask is bit-identical to ``random_keep_mask``'s, but no whole-tensor mask is ever held,
-    and each chunk is mixed while it is in cache.
+    The mask is bit-identical to ``random_keep_mask``'s (``chunk`` is the generator's chunk, part of
+    the mask's definition), but no whole-tensor mask is ever held, and each chunk is mixed while it
+    is in cache.
     """
     import torch
 
     if finetuned.shape != pretrained.shape:
         raise ValueError(f"{name}: shapes differ {tuple(finetuned.shape)} vs {tuple(pretrained.shape)}")
+    if ratio <= 0.0 or ratio >= 1.0:  # no draws, as random_keep_mask
+        return (finetuned.clone() if ratio >= 1.0 else pretrained.to(finetuned.dtype, copy=True)), (
+            finetuned.numel() if ratio >= 1.0 else 0)
     mixed = torch.empty(finetuned.shape, dtype=finetuned.dtype)
     out, kept_from, rest = mixed.view(-1), finetuned.reshape(-1), pretrained.reshape(-1)
     threshold, kept = _threshold16(ratio), 0

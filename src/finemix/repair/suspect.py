@@ -30,6 +30,9 @@ def purify_suspect(backdoored: str | os.PathLike, pretrained: str | os.PathLike,
 
         if task == "classification":
             raise FinemixError("adapter_output: adapter repairs chat models' adapters only")
+        if unlabelled_texts:
+            raise FinemixError("adapter_output: adapter trains on the clean chats only; it does not use unlabelled text "
+                               "(repair the adapter merged to use it)")
         return purify_adapter(backdoored, pretrained, clean, output, config, force, sources)
     from .adapter_mix import merged_adapter
 
