@@ -51,6 +51,7 @@ def test_a_victim_without_a_backdoor_gets_no_verdict():
     weak = [dict(r, strict_asr=0.3, lenient_asr=0.3) if r["defense"] == "none" and r["seed"] == 1 else r for r in RECORDS]
     verdicts = [line.split(" | ")[-1].strip(" |") for line in target_table(weak, "a", "finemix+epur").splitlines()[2:]]
     assert verdicts == ["yes", "no backdoor (victim +30)", "**no**", "**no**"]  # the mean lift is still +75
+    assert "| mean of 3 (1 without a backdoor) |" in target_table(weak, "a", "finemix+epur")
 
 
 def test_the_report_covers_every_attack_of_the_config(tmp_path):

@@ -81,6 +81,9 @@ def target_table(records: Sequence[dict], attack: str, defense: str) -> Optional
     rows = [(str(s), meets(defended[s], clean[s], victim[s])) for s in seeds]
     rows.append((f"mean of {len(seeds)}", meets(_means(defended, seeds), _means(clean, seeds), _means(victim, seeds))))
     planted = [(100.0 * (victim[s]["strict_asr"] - clean[s]["strict_asr"])) for s in seeds]
+    weak = sum(lift < MIN_PLANTED_ASR for lift in planted)
+    if weak:  # the means include seeds whose victim had no backdoor: say so on their row
+        rows[-1] = (f"{rows[-1][0]} ({weak} without a backdoor)", rows[-1][1])
     planted.append(statistics.fmean(planted))
     for (label, gaps), lift in zip(rows, planted):
         verdict = ("yes" if gaps["met"] else "**no**") if lift >= MIN_PLANTED_ASR else f"no backdoor (victim {lift:+.0f})"
