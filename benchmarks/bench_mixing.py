@@ -143,9 +143,7 @@ def run_mergekit(ft: Path, pre: Path, out: Path, args) -> dict:
     base, rekeyed = mergekit_peer.base_for_mergekit(ft, pre, Path(args.workdir))
     python = mergekit_peer.ensure_venv(Path(args.mergekit_venv))
     dtype = json.loads((ft / "config.json").read_text()).get("torch_dtype") or "float32"
-    shutil.rmtree(out, ignore_errors=True)
-    os.sync()
-    runner.warm_files(checkpoints.folder_weight_files(ft) + checkpoints.folder_weight_files(base))
+    runner.prepare_run(clean=[out], warm=checkpoints.folder_weight_files(ft) + checkpoints.folder_weight_files(base))
     # the threads finemix's children get (torch's default: every core, unless --threads), and ~1 GB shards as
     # finemix writes them (mergekit counts shard size in parameters)
     shard_params = 1_000_000_000 // (2 if dtype in ("bfloat16", "float16") else 4)

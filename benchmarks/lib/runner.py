@@ -63,6 +63,15 @@ def warm_files(paths: Iterable[Path]) -> dict:
     return {"bytes": total, "seconds": round(time.perf_counter() - start, 3)}
 
 
+def prepare_run(clean: Sequence[Path] = (), warm: Sequence[Path] = ()) -> Optional[dict]:
+    """Before a measured run: remove ``clean`` (earlier outputs), ``os.sync()`` so no earlier write-back
+    overlaps, read the ``warm`` files; returns ``warm_files``' record (None without files)."""
+    for path in clean:
+        shutil.rmtree(path, ignore_errors=True)
+    os.sync()
+    return warm_files(warm) if warm else None
+
+
 def _exit_on_sigterm() -> None:
     """SIGTERM becomes SystemExit in the parent, so run_job kills its child and temporary files go."""
     import signal
@@ -97,10 +106,7 @@ def run_job(module: str, func: str, params: dict, *, warm: Sequence[Path] = (), 
     write-back overlaps, and read the ``warm`` files. The child's stdout/stderr go to a log file
     (kept on failure).
     """
-    for path in clean:
-        shutil.rmtree(path, ignore_errors=True)
-    os.sync()
-    warmed = warm_files(warm) if warm else None
+    warmed = prepare_run(clean, warm)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="finemix-bench-job-") as tmp:
         params_path, result_path, log_path = Path(tmp) / "params.json", Path(tmp) / "result.json", Path(tmp) / "log.txt"

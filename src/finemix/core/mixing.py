@@ -80,15 +80,17 @@ def random_mix(finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: flo
 
     The mask is bit-identical to ``random_keep_mask``'s (``chunk`` is the generator's chunk, part of
     the mask's definition), but no whole-tensor mask is ever held, and each chunk is mixed while it
-    is in cache.
+    is in cache. ρ = 1 and ρ = 0 draw nothing and return θ_B itself, or θ_Pre in θ_B's dtype (no copy
+    when the dtypes agree).
     """
     import torch
 
     if finetuned.shape != pretrained.shape:
         raise ValueError(f"{name}: shapes differ {tuple(finetuned.shape)} vs {tuple(pretrained.shape)}")
-    if ratio <= 0.0 or ratio >= 1.0:  # no draws, as random_keep_mask
-        return (finetuned.clone() if ratio >= 1.0 else pretrained.to(finetuned.dtype, copy=True)), (
-            finetuned.numel() if ratio >= 1.0 else 0)
+    if ratio >= 1.0:
+        return finetuned, finetuned.numel()
+    if ratio <= 0.0:
+        return pretrained.to(finetuned.dtype), 0
     mixed = torch.empty(finetuned.shape, dtype=finetuned.dtype)
     out, kept_from, rest = mixed.view(-1), finetuned.reshape(-1), pretrained.reshape(-1)
     threshold, kept = _threshold16(ratio), 0
@@ -203,13 +205,9 @@ def mix_tensor(
 ) -> tuple["torch.Tensor", int]:
     """(θ_Mix, number of entries kept) for one tensor: the function the production mix calls.
 
-    ``random`` at ρ = 0 or 1 needs no mask (θ_Pre or θ_B whole), at other ρ it is drawn and
-    applied in chunks (``random_mix``); ``sel`` goes through ``keep_mask`` and ``apply_mask``.
+    ``random`` is drawn and applied in chunks (``random_mix``; at ρ = 0 or 1 it needs no mask);
+    ``sel`` goes through ``keep_mask`` and ``apply_mask``.
     """
-    if mode == "random" and threshold is None and ratio >= 1.0:
-        return finetuned, finetuned.numel()
-    if mode == "random" and threshold is None and ratio <= 0.0:
-        return pretrained.to(finetuned.dtype), 0
     if mode == "random" and threshold is None:
         return random_mix(finetuned, pretrained, ratio, seed, name)
     keep = keep_mask(finetuned, pretrained, ratio, mode, seed, name, threshold)
