@@ -97,9 +97,37 @@ def random_mix(finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: flo
     for index, start in enumerate(range(0, out.numel(), chunk)):
         stop = min(out.numel(), start + chunk)
         keep = _chunk_keep(seed, name, index, stop - start, threshold)
-        torch.where(keep, kept_from[start:stop], rest[start:stop].to(finetuned.dtype), out=out[start:stop])
+        select(keep, kept_from[start:stop], rest[start:stop].to(finetuned.dtype), out[start:stop])
         kept += int(keep.count_nonzero())
     return mixed, kept
+
+
+_SELECT_BLOCK = 1 << 18  # elements per step of ``select``: fits a core's cache (the fastest of 64K-4M measured)
+_SAME_WIDTH_INT = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
+
+
+def select(keep: "torch.Tensor", kept_from: "torch.Tensor", rest: "torch.Tensor", out: "torch.Tensor",
+           block: int = _SELECT_BLOCK) -> None:
+    """out = kept_from where keep, else rest: flat tensors of one dtype, copied bit for bit.
+
+    As integer bit operations on same-width views, r ^ ((r ^ k) & m) with m all ones where kept, one
+    cache-sized block at a time: torch.where has no vectorised bf16 path on CPU (measured on 4M
+    elements: 2.5 ns an element against 0.4 for this in bf16, 2.5 against about 1 in fp32).
+    """
+    import torch
+
+    width = _SAME_WIDTH_INT.get(kept_from.element_size())
+    if width is None:  # complex128 and wider: no integer of that width
+        torch.where(keep, kept_from, rest, out=out)
+        return
+    itype = getattr(torch, width)
+    kept_bits, rest_bits, out_bits = kept_from.view(itype), rest.view(itype), out.view(itype)
+    for start in range(0, out.numel(), block):
+        part = slice(start, start + block)
+        bits, base = out_bits[part], rest_bits[part]
+        torch.bitwise_xor(base, kept_bits[part], out=bits)
+        bits.bitwise_and_(keep[part].to(itype).neg_())
+        bits.bitwise_xor_(base)
 
 
 def kept_count(numel: int, ratio: float) -> int:
@@ -172,7 +200,9 @@ def apply_mask(finetuned: "torch.Tensor", pretrained: "torch.Tensor", keep: "tor
     """
     import torch
 
-    return torch.where(keep, finetuned, pretrained.to(finetuned.dtype))
+    mixed = torch.empty(finetuned.shape, dtype=finetuned.dtype)
+    select(keep.reshape(-1), finetuned.reshape(-1), pretrained.to(finetuned.dtype).reshape(-1), mixed.view(-1))
+    return mixed
 
 
 def apply_mask_to_delta(pretrained: "torch.Tensor", delta: "torch.Tensor", keep: "torch.Tensor") -> "torch.Tensor":
