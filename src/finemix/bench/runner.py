@@ -11,7 +11,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from ..attacks import load_card
 from ..config import EpurConfig, RatioSearchConfig, TrainConfig

@@ -19,7 +19,7 @@ from ..core import epur as epur_math
 from ..core import mixing
 from ..errors import FinemixError
 from ..weights.pair import CheckpointPair
-from ..weights.source import FullCheckpointSource, TensorDelta, WeightSource
+from ..weights.source import FullCheckpointSource, TensorDelta
 from ..weights.writer import ShardedWriter, TensorSpec, copy_side_files
 from .epur_step import EpurPlan
 
@@ -72,11 +72,16 @@ def _mixed_tensors(pair: CheckpointPair, config: MixConfig, epur_plan: Optional[
         summary["kept_fraction"] = kept / max(1, total)
 
 
-def _mix_one(source: WeightSource, config: MixConfig, epur_plan: Optional[EpurPlan], threshold: Optional[float],
+def _mix_one(source: FullCheckpointSource, config: MixConfig, epur_plan: Optional[EpurPlan], threshold: Optional[float],
              unmixed: Optional[str], model_config: dict, name: str) -> tuple["torch.Tensor", int, int]:
     """θ_Mix for one tensor, with how many of its elements were kept and mixed."""
     import torch
 
+    if config.ratio >= 1.0 and source.paired(name) and not (epur_plan is not None and epur_plan.resets(name)):
+        # ρ = 1 (``finemix epur``) keeps θ_B whole: θ_Pre is not read, a third of the floor's bytes
+        finetuned = source.finetuned(name)
+        if torch.is_floating_point(finetuned):
+            return finetuned, finetuned.numel(), finetuned.numel()
     entry = source.tensor(name)
     if entry.pretrained is None:
         return head_tensor(entry.finetuned, name, config, model_config), 0, 0

@@ -56,8 +56,12 @@ class FullCheckpointSource:
     def paired(self, name: str) -> bool:
         return name in self.pair.names.pairs
 
+    def finetuned(self, name: str) -> "torch.Tensor":
+        """θ_B's tensor alone (ρ = 1 needs nothing else)."""
+        return self.pair.finetuned.get(name)
+
     def tensor(self, name: str) -> TensorDelta:
-        finetuned = self.pair.finetuned.get(name)
+        finetuned = self.finetuned(name)
         if not self.paired(name):
             return TensorDelta(name, None, finetuned)
         return TensorDelta(name, self.pair.pretrained.get(self.pair.names.pairs[name]), finetuned)
