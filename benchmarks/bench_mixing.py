@@ -52,6 +52,7 @@ SIZES = {
     # Llama-shaped, bf16, names shared by both models (a chat model fine-tuned from its instruct model): 3.07 GB
     "llama3gb": {"kind": "llama", "hidden": 2048, "layers": 26, "intermediate": 5632},
 }
+LAYOUTS = ("folder", "hub-cache")
 METHODS = ("floor", "finemix-mix-random", "finemix-mix-sel", "finemix-epur", "naive", "mergekit", "hash-inputs")
 
 
@@ -226,13 +227,18 @@ def parse_args() -> tuple[argparse.Namespace, list[str], list[str]]:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per child")
     parser.add_argument("--mergekit-venv", default=str(Path(__file__).resolve().parent / ".mergekit-venv"),
                         help="virtual environment for mergekit (created and filled on first use)")
+    parser.add_argument("--layouts", default="folder",
+                        help="comma-separated: folder (plain model folders), hub-cache (the same files as huggingface_hub "
+                             "caches a download, where a large file's SHA-256 is its blob's name)")
     parser.add_argument("--keep-inputs", action="store_true", help="keep the synthetic checkpoints in --workdir (default: delete them at the end)")
     args = parser.parse_args()
     sizes = [s for s in args.sizes.split(",") if s]
     methods = [m for m in args.methods.split(",") if m]
     if "floor" not in methods:
         methods.insert(0, "floor")
-    unknown = [s for s in sizes if s not in SIZES] + [m for m in methods if m not in METHODS]
+    args.layouts = [layout for layout in args.layouts.split(",") if layout]
+    unknown = ([s for s in sizes if s not in SIZES] + [m for m in methods if m not in METHODS]
+               + [layout for layout in args.layouts if layout not in LAYOUTS])
     if unknown:
         parser.error(f"unknown size/method: {unknown}")
     return args, sizes, methods
@@ -335,7 +341,13 @@ def main() -> None:
         ft, pre = build_pair(size, args)
         if SIZES[size]["kind"] != "minilm":
             built += [ft.parent, Path(args.workdir) / f"mergekit-base-{pre.parent.name}"]
-        measure_size(size, ft, pre, methods, args, payload)
+        for layout in args.layouts:
+            if layout == "folder":
+                measure_size(size, ft, pre, methods, args, payload)
+                continue
+            cache = Path(args.workdir) / "hub-cache"
+            built.append(cache)
+            measure_size(f"{size} ({layout})", *(checkpoints.hub_snapshot(f, cache) for f in (ft, pre)), methods, args, payload)
     if not args.keep_inputs:
         for folder in built:
             shutil.rmtree(folder, ignore_errors=True)

@@ -339,6 +339,37 @@ def test_hub_cache_snapshots_still_work(tmp_path, capsys, bert_pair, shared_stor
     assert (out / "config.json").is_file() and not (out / "config.json").is_symlink()
     written, given = (json.loads((folder / "config.json").read_text()) for folder in (out, bert_pair.finetuned))
     assert written == given
+    from finemix.weights.hashing import file_sha256
+
+    inputs = json.loads((out / "finemix_report.json").read_text())["inputs"]["backdoored"]
+    assert inputs["sha256"] == {f.name: file_sha256(f) for f in sorted(bert_pair.finetuned.iterdir())
+                                if f.suffix in (".safetensors", ".json")}
+    assert inputs["sha256_from_hub_blob_names"] == sorted(inputs["sha256"])  # the fixture names every blob by SHA-256
+
+
+def test_hub_blob_names_give_the_hubs_sha256_and_small_files_are_read(tmp_path):
+    """A large file's digest is its blob's name (the Hub's, not re-read); a small file's blob is named by a
+    git SHA-1 and is read; a folder outside a Hub cache is read whatever its links."""
+    from finemix.weights.hashing import file_sha256, folder_sha256
+
+    repo = tmp_path / "models--someone--tiny"
+    snapshot, blobs = repo / "snapshots" / ("0" * 40), repo / "blobs"
+    snapshot.mkdir(parents=True)
+    blobs.mkdir()
+    hub_digest, git_sha1 = "ab" * 32, "cd" * 20
+    (blobs / hub_digest).write_bytes(b"weights as downloaded")
+    (blobs / git_sha1).write_text("{}")
+    (snapshot / "model.safetensors").symlink_to(Path("..", "..", "blobs", hub_digest))
+    (snapshot / "config.json").symlink_to(Path("..", "..", "blobs", git_sha1))
+    named: list[str] = []
+    assert folder_sha256(snapshot, named) == {"config.json": file_sha256(blobs / git_sha1),
+                                              "model.safetensors": hub_digest}
+    assert named == ["model.safetensors"]
+    elsewhere = tmp_path / "plain"
+    (elsewhere / "blobs").mkdir(parents=True)
+    shutil.copyfile(blobs / hub_digest, elsewhere / "blobs" / hub_digest)
+    (elsewhere / "model.safetensors").symlink_to(Path("blobs", hub_digest))
+    assert folder_sha256(elsewhere) == {"model.safetensors": file_sha256(blobs / hub_digest)}
 
 
 def test_a_fake_hub_snapshot_linking_out_is_refused(tmp_path, capsys, bert_pair, secret):

@@ -274,3 +274,25 @@ def build_lora_adapter(base_dir: Path, folder: Path, rank: int = 16, alpha: int 
               "bias": "none", "base_model_name_or_path": str(base_dir), "task_type": "CAUSAL_LM"}
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+def hub_snapshot(folder: Path, cache: Path) -> Path:
+    """``folder`` laid out as huggingface_hub caches a download: ``snapshots/<rev>/<file>`` links to
+    ``blobs/<etag>``, the etag a large file's SHA-256 and a small file's git blob SHA-1, as the Hub names
+    them. Blobs are hard links to the folder's files (no copy); the digests are computed here, untimed."""
+    import hashlib
+
+    repo = cache / f"models--bench--{folder.parent.name}-{folder.name}"
+    shutil.rmtree(repo, ignore_errors=True)
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for file in sorted(p for p in folder.iterdir() if p.is_file()):
+        large = file.suffix in (".safetensors", ".bin") or file.stat().st_size >= 10 * 1024**2  # stored by LFS/Xet
+        digest = hashlib.sha256() if large else hashlib.sha1(b"blob %d\0" % file.stat().st_size)
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+        os.link(file, repo / "blobs" / digest.hexdigest())
+        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", digest.hexdigest()))
+    return snapshot

@@ -66,7 +66,10 @@ def hash_inputs_in_background(pair: "CheckpointPair", names: tuple = (None, None
     from concurrent.futures import ThreadPoolExecutor
 
     def entry(folder, name) -> dict:
-        return {"name": str(name if name is not None else folder), "path": str(folder), "sha256": folder_sha256(folder)}
+        named: list[str] = []
+        digests = folder_sha256(folder, named)
+        return {"name": str(name if name is not None else folder), "path": str(folder), "sha256": digests,
+                "sha256_from_hub_blob_names": named}
 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finemix-hash")
     future = executor.submit(lambda: {
