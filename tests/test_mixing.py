@@ -185,3 +185,21 @@ def test_select_copies_the_same_bits_as_torch_where(size, block, seed, dtype):
     mixing.select(keep, kept_from, rest, out, block=block)
     expected = torch.where(keep, kept_from, rest)
     assert torch.equal(out.view(torch.uint8), expected.view(torch.uint8))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sel_across_many_blocks_equals_a_stable_sort(seed, monkeypatch):
+    """The blocked passes (|Δ|, both histograms, the ties' prefix) cut every few elements give the same
+    mask and k-th largest as whole-tensor references: bf16 inputs, few distinct |Δ|, many ties."""
+    monkeypatch.setattr(mixing, "_RADIX_BLOCK", 7)
+    generator = torch.Generator().manual_seed(seed)
+    pre = torch.randn(41, 9, generator=generator).bfloat16()
+    ft = (pre.float() + torch.randint(-2, 3, (41, 9), generator=generator) * 2.0**-6).bfloat16()
+    change = (ft.float() - pre.float()).abs().flatten()
+    assert torch.equal(mixing.abs_change(ft, pre), change)
+    for ratio in (0.05, 0.3, 0.5, 0.97):
+        k = mixing.kept_count(change.numel(), ratio)
+        assert mixing.kth_largest(change, k) == change.kthvalue(change.numel() - k + 1).values
+        reference = torch.zeros(change.numel(), dtype=torch.bool)
+        reference[torch.sort(change, descending=True, stable=True).indices[:k]] = True
+        assert torch.equal(mixing.sel_keep_mask(ft, pre, ratio), reference.view(41, 9))
