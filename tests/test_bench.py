@@ -451,6 +451,9 @@ def test_stop_hopeless_reaches_the_ratio_search(tmp_path, bert_pair):
     assert settings.search.stop_hopeless and settings.ratio is None
     stopped = tiny_config(tmp_path, bert_pair.pretrained, defense={"stop_hopeless": False})
     assert not Bench(stopped, tmp_path / "a", progress=False)._defense_settings(stopped.datasets["toy"], 0, "auto").search.stop_hopeless
+    assert settings.search.budget is None  # the bench default: unbounded, as every earlier grid ran
+    bounded = tiny_config(tmp_path, bert_pair.pretrained, defense={"search_budget": 3})
+    assert Bench(bounded, tmp_path / "a", progress=False)._defense_settings(bounded.datasets["toy"], 0, "auto").search.budget == 3
 
 
 def _committed_records():

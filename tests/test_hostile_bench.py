@@ -243,6 +243,7 @@ STILL_ONE_LINE = {  # one line before issue 15 too: kept so
     "ratio-past-one": with_changes(ratios=["auto", 2]),
     "ratios-a-list-inside": with_changes(ratios=[["auto"]]),
     "defense-stop-hopeless-a-word": with_changes(defense={"stop_hopeless": "no"}),  # (the old code lacked the option)
+    "defense-search-budget-below-one": with_changes(defense={"search_budget": 0.5}),
 }
 
 

@@ -178,6 +178,46 @@ def test_hopeless_candidates_stop_early_and_the_search_records_it(tmp_path, bert
     assert [c["stopped_early"] for c in report["ratio_search"]["candidates"]] == [False, False]
 
 
+@pytest.mark.parametrize("budget, epochs, used, expected", [
+    (None, 2.0, 99.0, 2.0),  # no bound
+    (3.0, 2.0, 0.0, 2.0), (3.0, 2.0, 4.0, 2.0), (3.0, 2.0, 5.0, 1.0), (3.0, 2.0, 6.0, 0.0),
+    (1.5, 1.5, 1.5, 0.75), (3.0, 1.5, 4.5, 0.0),
+])
+def test_epochs_allowed_spends_a_budget_of_whole_candidates(budget, epochs, used, expected):
+    from finemix.core.ratio_rule import epochs_allowed
+
+    assert epochs_allowed(budget, epochs, used) == expected
+
+
+def test_the_search_budget_bounds_a_search_that_accepts_nothing(tmp_path, bert_pair, monkeypatch):
+    # Nothing can be accepted (line above 100 %) and no candidate is stopped: the budget alone bounds the search.
+    from finemix.tasks.classification import ClassificationTask
+
+    monkeypatch.setattr(ClassificationTask, "acceptance_margin", lambda self, reference, rows, tolerance: -1.0)
+    train = TrainConfig(epochs=2, batch_size=8, max_length=32, progress=False, min_eval_rows=4)
+    search = RatioSearchConfig(candidates=(0.1, 0.3, 0.5, 0.7), stop_hopeless=False, budget=1.5)
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "a",
+                    PurifyConfig(train=train, epur=None, search=search, augment_rows=0))
+    record = report["ratio_search"]
+    assert [(c["ratio"], c["epochs_trained"]) for c in record["candidates"]] == [(0.1, 2.0), (0.3, 1.0)]
+    assert record["not_tried_budget_spent"] == [0.5, 0.7] and "search budget" in record["reason"]
+    assert record["chosen_ratio"] in (0.1, 0.3) and record["accepted"] is False
+    # hopeless candidates stop after an epoch and leave budget for the rest: all four are tried
+    stopping = dataclasses.replace(search, stop_hopeless=True, budget=2.0)
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "b",
+                    PurifyConfig(train=train, epur=None, search=stopping, augment_rows=0))
+    assert [c["epochs_trained"] for c in report["ratio_search"]["candidates"]] == [1.0, 1.0, 1.0, 1.0]
+    assert "not_tried_budget_spent" not in report["ratio_search"]
+
+
+@pytest.mark.parametrize("budget", [0.5, 0, -1, float("nan"), "3", True])
+def test_a_search_budget_below_one_candidate_is_refused(budget):
+    from finemix.errors import FinemixError
+
+    with pytest.raises(FinemixError, match="budget"):
+        RatioSearchConfig(budget=budget)
+
+
 def test_hidden_tokens_are_unseen_by_the_model(bert_pair):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -145,8 +145,14 @@ class RatioSearchConfig:
     # Stop training a candidate after an epoch when even its best per-epoch gain so far, repeated
     # for every remaining epoch, would leave it below the acceptance line (ratio_search.hopeless).
     stop_hopeless: bool = True
+    # At most this many candidates' worth of training epochs in the whole search (None: no bound), so
+    # that the worst case (no candidate accepted) costs about this many fine-tunes, not one per candidate;
+    # a candidate the budget cannot cover trains for what is left, or not at all (the report lists it).
+    budget: Optional[float] = 3.0
 
     def __post_init__(self) -> None:
+        if self.budget is not None:
+            check_float("ratio search budget (candidates' worth of epochs)", self.budget, 1.0)
         if not isinstance(self.candidates, (tuple, list)):
             raise FinemixError(f"ratio candidates must be a list of numbers, got {self.candidates!r}")
         if not self.candidates:

@@ -76,10 +76,14 @@ class DefensePlan:
     # auto: stop training a ρ candidate once it can no longer be accepted, as purify does. The committed
     # grid predates that stop: its configs say false, so every cell of it ran the same search.
     stop_hopeless: bool = True
+    # auto: purify bounds its search at 3 candidates' worth of epochs (RatioSearchConfig.budget); every grid
+    # measured before that ran unbounded, so the bench default stays unbounded (null) and keeps their keys.
+    search_budget: Optional[float] = None
 
     def __post_init__(self) -> None:
         check_head_policy(self.head)
-        RatioSearchConfig(candidates=self.candidates, tolerance=self.tolerance)  # refused at load, not mid-run
+        RatioSearchConfig(candidates=self.candidates, tolerance=self.tolerance,  # refused at load, not mid-run
+                          budget=self.search_budget)
         if not isinstance(self.variant, Mapping) or not all(isinstance(k, str) for k in self.variant):
             raise FinemixError(f"defense variant must be a mapping of option names, got {self.variant!r}")
         if self.variant:

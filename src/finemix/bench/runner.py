@@ -114,7 +114,8 @@ class Bench:
             train=TrainConfig(epochs=d.epochs, lr=d.lr, batch_size=d.batch_size, max_length=plan.max_length,
                               seed=seed, progress=self.bars),
             ratio=None if ratio in ("auto", "-") else float(ratio),
-            search=RatioSearchConfig(candidates=d.candidates, tolerance=d.tolerance, stop_hopeless=d.stop_hopeless),
+            search=RatioSearchConfig(candidates=d.candidates, tolerance=d.tolerance, stop_hopeless=d.stop_hopeless,
+                                     budget=d.search_budget),
             epur=EpurConfig(top_n=d.epur_top_n), distill=d.distill, distill_rows=d.distill_rows,
             distill_epochs=d.distill_epochs, augment_rows=d.augment_rows, augment_epochs=d.augment_epochs,
             prune_ratio=d.prune_ratio, head=d.head, variant=dict(d.variant))

@@ -45,3 +45,11 @@ def hopeless(start: float, accuracies: Sequence[float], epochs: int, line: float
     points = [start, *accuracies]
     best_gain = max(0.0, max(b - a for a, b in zip(points, points[1:])))
     return max(accuracies) + remaining * best_gain < line - EPSILON
+
+
+def epochs_allowed(budget: "float | None", epochs: float, used: float) -> float:
+    """Epochs the next candidate may train when a search may spend ``budget`` candidates' worth of
+    ``epochs`` in all and has spent ``used`` (None: no bound); 0 when the budget is spent."""
+    if budget is None:
+        return epochs
+    return max(0.0, min(epochs, round(budget * epochs - used, 6)))

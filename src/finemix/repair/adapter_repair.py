@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..config import PurifyConfig
 from ..core import lora
-from ..core.ratio_rule import accepted
+from ..core.ratio_rule import accepted, epochs_allowed
 from ..errors import FinemixError
 from ..report import base_report, hash_inputs_in_background, write_report
 from ..weights.adapter import Adapter, open_adapter
@@ -60,9 +60,16 @@ def purify_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike, cl
     record = {"mode": "auto" if len(candidates) > 1 else "fixed", "measure": CAUSAL_LM.measure_name,
               "train_rows": len(train), "heldout_rows": len(heldout), "reference_heldout_accuracy": reference,
               "accepted_drop": margin, "granularity": "component", "candidates": []}
-    best = None
+    best, used = None, 0.0
+    budget = config.search.budget if len(candidates) > 1 and config.finetune else None
     for ratio in candidates:
-        row, state = _try(model, opened, ratio, config, tokenizer, train, heldout)
+        allowed = epochs_allowed(budget, config.train.epochs, used)
+        if allowed <= 0:
+            record["not_tried_budget_spent"] = [r for r in candidates if r >= ratio]
+            break
+        row, state = _try(model, opened, ratio, dataclasses.replace(config.train, epochs=allowed, lr=config.adapter_lr),
+                          config, tokenizer, train, heldout)
+        used += allowed
         record["candidates"].append(row)
         if best is None or (row["heldout_accuracy"] or -1e9) > (best[0]["heldout_accuracy"] or -1e9):
             best = (row, state)
@@ -74,11 +81,13 @@ def purify_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike, cl
             record.update(chosen_ratio=ratio, accepted=True, reason=f"smallest ρ within {margin:.3f} of the suspect's "
                                                                     f"{reference:.3f}")
             break
-    else:
+    if "chosen_ratio" not in record:
         row, state = best
         model.load_state_dict(state, strict=False)
+        skipped = record.get("not_tried_budget_spent")
         record.update(chosen_ratio=row["ratio"], accepted=False,
-                      reason=f"no candidate within {margin:.3f} of the suspect's {reference:.3f}; took the best")
+                      reason=f"no candidate within {margin:.3f} of the suspect's {reference:.3f}; took the best"
+                             + (f"; not tried: ρ {', '.join(map(str, skipped))} (search budget spent)" if skipped else ""))
     return _write(model, tokenizer, opened, inputs, output, force, config, hashes, record,
                   {"rows": len(rows), **notes, **(sources or {})})
 
@@ -140,8 +149,10 @@ def _fresh_a(shape: tuple[int, int], seed: int, name: str) -> "torch.Tensor":
     return (torch.rand(shape, generator=generator) * 2 - 1) * bound
 
 
-def _try(model, adapter: Adapter, ratio: float, config: PurifyConfig, tokenizer, train, heldout) -> tuple[dict, dict]:
-    """Mix by components at ``ratio``, fine-tune the factors, measure; (row, the factors' state)."""
+def _try(model, adapter: Adapter, ratio: float, train_config, config: PurifyConfig, tokenizer, train,
+         heldout) -> tuple[dict, dict]:
+    """Mix by components at ``ratio``, fine-tune the factors with ``train_config``, measure; (row, the factors'
+    state)."""
     from ..tasks.causal_lm import CAUSAL_LM
     from ..train import finetune
 
@@ -151,13 +162,13 @@ def _try(model, adapter: Adapter, ratio: float, config: PurifyConfig, tokenizer,
     kept = _load_factors(model, adapter, masks)
     total = sum(m.rank for m in adapter.modules.values())
     start = round(CAUSAL_LM.clean_measure(model, tokenizer, heldout, config.train.max_length), 6) if heldout else None
-    train_config = dataclasses.replace(config.train, lr=config.adapter_lr)
     result = finetune(model, tokenizer, train, train_config, eval_set=heldout or None, task=CAUSAL_LM) if config.finetune else None
     accuracy = max(result.eval_accuracy) if result and result.eval_accuracy else start
     state = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
     return ({"ratio": ratio, "kept_components": kept, "components": total, "heldout_accuracy_after_mix": start,
              "heldout_accuracy": accuracy, "best_epoch": result.best_epoch if result else None,
-             "train_seconds": round(result.seconds, 2) if result else 0.0}, state)
+             "train_seconds": round(result.seconds, 2) if result else 0.0,
+             "epochs_trained": round(result.epochs, 6) if result else 0.0}, state)
 
 
 def _write(model, tokenizer, adapter: Adapter, inputs: AdapterInputs, output, force: bool, config: PurifyConfig, hashes,

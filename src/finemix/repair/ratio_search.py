@@ -10,7 +10,9 @@ further from the task. Rule (ours; the paper's was not recovered):
     (core/ratio_rule.py). If none is, take the most accurate and say so.
 
 Stopping at the first acceptable candidate means larger ρ are never trained: the
-search costs as many fine-tunes as candidates tried.
+search costs as many fine-tunes as candidates tried, and at most ``search.budget``
+candidates' worth of epochs (3 by default): when none is accepted, the last
+candidates train for what is left of it, or not at all, and the report says which.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import math
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from ..config import PurifyConfig
-from ..core.ratio_rule import accepted, hopeless
+from ..core.ratio_rule import accepted, epochs_allowed, hopeless
 from ..weights.pair import CheckpointPair
 from .epur_step import EpurPlan
 from .mix_step import load_mixed_state
@@ -93,9 +95,16 @@ def choose_ratio(
     search = _start(task or CLASSIFICATION, pair, model, tokenizer, clean, config, plan, distill, after_mix, step_hook)
     record = _record(search)
     candidates = sorted(config.search.candidates) if search.auto else [config.mix.ratio]
+    budget = config.search.budget if search.auto and config.finetune else None
+    epochs, used = _train_config(search).epochs, 0.0
     best: Optional[tuple] = None
     for ratio in candidates:
-        row = _try_candidate(search, ratio)
+        allowed = epochs_allowed(budget, epochs, used)
+        if allowed <= 0:
+            record["not_tried_budget_spent"] = [r for r in candidates if r >= ratio]
+            break
+        row = _try_candidate(search, ratio, allowed)
+        used += row["epochs_trained"] if row["stopped_early"] else allowed  # granted, unless it stopped early
         record["candidates"].append(row)
         accuracy = row["heldout_accuracy"]
         if best is None or (accuracy or 0.0) > (best[0] or 0.0):
@@ -110,9 +119,12 @@ def choose_ratio(
             return record
     accuracy, row, state = best
     model.load_state_dict(state)
+    skipped = record.get("not_tried_budget_spent")
     record.update(chosen_ratio=row["ratio"], kept_fraction=row["kept_fraction"], accepted=False,
                   reason=f"no candidate within {search.margin:.3f} of the unrepaired {search.reference:.3f}; "
-                         f"took the most accurate ({accuracy:.3f})")
+                         f"took the most accurate ({accuracy:.3f})"
+                         + (f"; not tried: ρ {', '.join(map(str, skipped))} (search budget of {budget:g} "
+                            "candidates' epochs spent)" if skipped else ""))
     return record
 
 
@@ -143,39 +155,44 @@ def _record(search: _Search) -> dict:
     return record
 
 
-def _try_candidate(search: _Search, ratio: float) -> dict:
-    """Mix at ``ratio`` into the model, fine-tune it, and measure it on the held-out rows."""
+def _try_candidate(search: _Search, ratio: float, epochs: float) -> dict:
+    """Mix at ``ratio`` into the model, fine-tune it for ``epochs``, and measure it on the held-out rows."""
     config, model, heldout = search.config, search.model, search.heldout
     kept = load_mixed_state(model, search.pair, dataclasses.replace(config.mix, ratio=ratio), search.plan)
     edit = search.after_mix(model, search.tokenizer, search.train) if search.after_mix else None
     start = _heldout_measure(search.task, model, search.tokenizer, heldout, config) if heldout else None
-    accuracy, best_epoch, seconds, stopped, sharded = start, None, 0.0, False, False
+    accuracy, best_epoch, seconds, stopped, sharded, trained = start, None, 0.0, False, False, 0.0
     if config.finetune:
-        result = _finetune_candidate(search, start)
+        result = _finetune_candidate(search, start, epochs)
         accuracy = max(result.eval_accuracy) if result.eval_accuracy else None
         best_epoch, seconds, stopped = result.best_epoch, round(result.seconds, 2), result.stopped_early
-        sharded = result.sharded
+        sharded, trained = result.sharded, round(result.epochs, 6)
     row = {"ratio": ratio, "kept_fraction": round(kept, 6), "heldout_accuracy_after_mix": start,
            "heldout_accuracy": accuracy, "best_epoch": best_epoch, "train_seconds": seconds, "stopped_early": stopped,
-           "sharded_training": sharded}
+           "sharded_training": sharded, "epochs_trained": trained}
     if edit is not None:
         row["after_mix"] = edit
     return row
 
 
-def _finetune_candidate(search: _Search, start: Optional[float]):
+def _train_config(search: _Search):
+    """The candidates' training settings: soft targets (a classifier's distillation) train for
+    distill_epochs; answer chats for the task's own."""
+    config = search.config
+    soft = search.distill is not None and search.distill[1] is not None
+    return dataclasses.replace(config.train, epochs=config.distill_epochs) if soft else config.train
+
+
+def _finetune_candidate(search: _Search, start: Optional[float], epochs: float):
     from ..train import finetune
 
     config = search.config
     unlabelled, targets = search.distill if search.distill else ((), None)
-    # soft targets (a classifier's distillation) train for distill_epochs; answer chats for the task's own
-    soft = targets is not None
-    train_config = dataclasses.replace(config.train, epochs=config.distill_epochs) if soft else config.train
+    train_config = dataclasses.replace(_train_config(search), epochs=epochs)
     stop = None
     if search.auto and config.search.stop_hopeless:
-        line = search.reference - search.margin
-        epochs = math.ceil(train_config.epochs)
-        stop = lambda accuracies: hopeless(start, accuracies, epochs, line)  # noqa: E731
+        line, planned = search.reference - search.margin, math.ceil(train_config.epochs)
+        stop = lambda accuracies: hopeless(start, accuracies, planned, line)  # noqa: E731
     return finetune(search.model, search.tokenizer, search.train, train_config, eval_set=search.heldout or None,
                     unlabelled=unlabelled, unlabelled_targets=targets, stop_early=stop, step_hook=search.step_hook,
                     task=search.task)
