@@ -13,11 +13,12 @@ Rows:
 * ``fixed``       ``--ratio 0.3`` (one fine-tune)  — baseline;
 * ``auto``        ``--ratio auto``, default candidates 0, 0.1, 0.2, 0.3: stops at the first acceptable ρ,
                   so its cost depends on the data (the candidates it trained are listed);
-* ``auto-all``    no candidate can be accepted: ``ratio_search.acceptance_margin`` monkeypatched to −1
-                  (benchmark-only patch; skip with --no-worst-case). Every candidate is then hopeless, so early
-                  stopping ends each after its first epoch: the best case of early stopping.
-* ``auto-all-no-stop``  the same with early stopping off (``--no-early-stop``): all four trained to the end,
-                  the cost of a search whose candidates all stay within reach of the line until their last epoch.
+* ``auto-all``    no candidate can be accepted: the classification task's acceptance margin monkeypatched
+                  to −1 (benchmark-only patch; skip with --no-worst-case). Every candidate is then hopeless, so
+                  early stopping ends each after its first epoch: the best case of early stopping.
+* ``auto-all-no-stop``  the same with early stopping off: every candidate trains to the end until the search
+                  budget (3 candidates' worth of epochs, purify's default) is spent: the worst case.
+* ``auto-all-no-stop-unbounded``  (``--unbounded-too``) the same without the budget: all four to the end.
 Target: auto ≤ 3 × fixed (the worst case gets a verdict too).
 """
 
@@ -47,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--backdoored", type=Path, default=None, help="suspect model folder (default: build one in --workdir)")
     parser.add_argument("--victim-rows", type=int, default=1000, help="training rows of the built suspect model")
     parser.add_argument("--no-worst-case", action="store_true", help="skip the forced all-candidates run")
+    parser.add_argument("--unbounded-too", action="store_true",
+                        help="also the forced worst case with the search budget off (every candidate to the end)")
     parser.add_argument("--worst-case-repeats", type=int, default=1,
                         help="runs of the forced all-candidates case (default 1: it costs 4 fine-tunes)")
     parser.add_argument("--timeout", type=float, default=3600)
@@ -107,7 +110,7 @@ def main() -> None:
     payload = {"machine": machine.machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
                "targets": {"auto_vs_fixed_max": TARGET},
                "notes": ["auto stops at the first acceptable candidate, so its cost is data-dependent; 'auto-all' "
-                         "forces every candidate (monkeypatched ratio_search.acceptance_margin = -1)",
+                         "accepts none (monkeypatched ClassificationTask.acceptance_margin = -1)",
                          "timed region = the purify() call: loading, E-PUR, teacher, ρ search + fine-tuning, calibration, write"]}
     if args.backdoored is None:
         built = runner.run_job("lib.purify_jobs", "job_build_victim", {"workdir": str(args.workdir), "rows": args.victim_rows,
@@ -124,6 +127,9 @@ def main() -> None:
     if not args.no_worst_case:
         methods["auto-all"] = {"ratio": "auto", "force_all_candidates": True}
         methods["auto-all-no-stop"] = {"ratio": "auto", "force_all_candidates": True, "stop_hopeless": False}
+        if args.unbounded_too:
+            methods["auto-all-no-stop-unbounded"] = {"ratio": "auto", "force_all_candidates": True,
+                                                     "stop_hopeless": False, "budget": None}
     runs = run_methods(args, base, methods, out)
 
     summary, rows = summarise(runs)
