@@ -307,6 +307,9 @@ def test_a_lora_victim_kept_as_an_adapter_is_attacked_measured_and_purified(tiny
     records = ChatBench(config, tmp_path / "out", log=lambda line: None).run()
     assert [r["defense"] for r in records] == ["clean model", "none", "finemix+epur", "finemix-adapter", "mix-element-svd",
                                                "mix-component"]
+    logged: list[str] = []
+    assert ChatBench(config, tmp_path / "out", log=logged.append).run() == records
+    assert not [line for line in logged if line.startswith("training")]  # cached adapters are not trained again
     for defense in ("finemix-adapter", "mix-element-svd", "mix-component"):
         assert is_adapter(tmp_path / "out" / "defended" / f"refusal-adapter-{defense}-seed0")
     svd, component = records[-2:]

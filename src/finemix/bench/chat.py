@@ -139,6 +139,12 @@ def _recipe(attack: ChatAttackConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(attack).items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
 
 
+def _trained(folder: Path) -> bool:
+    """Whether a cached model folder is there: a full model's config, or an adapter's (a LoRA victim kept
+    as an adapter has no config.json; without this check it was trained again on every run)."""
+    return (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+
+
 def _recipe_hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -171,7 +177,7 @@ class ChatBench:
         recipe = {k: v for k, v in _recipe(attack).items()
                   if k not in ("behaviour", "trigger", "target_text", "poison_rate", "progress")}
         folder = self._folder(f"clean-seed{attack.seed}", recipe)
-        if not (folder / "config.json").is_file():
+        if not _trained(folder):
             self.log(f"training the clean chat model ({attack.method}, seed {attack.seed})")
             train_clean_chat_model(self.config.pretrained, rows, attack, folder)
         return folder
@@ -180,7 +186,7 @@ class ChatBench:
         from ..llm.attacks import make_chat_victim
 
         folder = self._folder(f"{plain_name(label, 'attack label')}-seed{seed}", _recipe(attack))
-        if not (folder / "config.json").is_file():
+        if not _trained(folder):
             self.log(f"training victim {label} (seed {seed})")
             make_chat_victim(self.config.pretrained, rows, attack, folder, force=True)
         return folder
