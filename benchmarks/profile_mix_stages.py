@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--ratio", type=float, default=0.3)
+    parser.add_argument("--llama", action="store_true", help="a bf16 Llama-shaped pair instead of the fp32 BERT one")
+    parser.add_argument("--intermediate", type=int, default=5632, help="--llama: MLP width")
     args = parser.parse_args()
 
     import torch  # noqa: F401  (loaded before the timed stages, not inside the first one)
@@ -38,7 +40,10 @@ def main() -> None:
     from finemix.weights.reader import all_finite
     from finemix.weights.writer import ShardedWriter, TensorSpec
 
-    ft_dir, pre_dir = checkpoints.build_synthetic_pair(args.workdir, args.hidden, args.layers)
+    if args.llama:  # bf16, Llama-shaped (bench_mixing's llama3gb at fewer layers)
+        ft_dir, pre_dir = checkpoints.build_llama_pair(args.workdir, args.hidden, args.layers, args.intermediate)
+    else:
+        ft_dir, pre_dir = checkpoints.build_synthetic_pair(args.workdir, args.hidden, args.layers)
     runner.warm_files(checkpoints.folder_weight_files(ft_dir) + checkpoints.folder_weight_files(pre_dir))
     pair = open_pair(ft_dir, pre_dir)
     seconds: dict[str, float] = defaultdict(float)
@@ -62,10 +67,11 @@ def main() -> None:
         if name in pair.names.pairs:
             pre = timed("read θ_Pre (floor)", lambda: read(pair.pretrained, pair.names.pairs[name]))
             timed("finite check θ_Pre", lambda: all_finite(pre))
-            keep = timed("random mask (SFC64 draws + compare)", lambda: mixing.random_keep_mask(ft.shape, args.ratio, 0, name))
-            timed("count kept", lambda: int(keep.count_nonzero()))
-            timed("sel mask (|Δ| + kthvalue), for comparison", lambda: mixing.sel_keep_mask(ft, pre, args.ratio))
-            ft = timed("torch.where", lambda: mixing.apply_mask(ft, pre, keep))
+            timed("sel mix (|Δ|, radix threshold, select), for comparison",
+                  lambda: mixing.mix_tensor(ft, pre, args.ratio, "sel", 0, name))
+            timed("random mask draws alone (SFC64 + compare), for comparison",
+                  lambda: mixing.random_keep_mask(ft.shape, args.ratio, 0, name))
+            ft, _ = timed("random mix (draws + select, chunked)", lambda: mixing.random_mix(ft, pre, args.ratio, 0, name))
         timed("write (floor)", lambda: writer.add(name, ft))
     writer.close()
     shutil.rmtree(out, ignore_errors=True)
@@ -74,7 +80,7 @@ def main() -> None:
     rows = [(step, f"{value:.3f}", f"{value / floor:.2f}") for step, value in seconds.items()]
     print(f"checkpoint: {checkpoints.checkpoint_bytes(ft_dir) / 1e9:.2f} GB, ρ = {args.ratio}, one thread, warm cache")
     print(stats.table(["step", "seconds", "× floor steps"], rows))
-    random_total = sum(v for k, v in seconds.items() if "sel" not in k)
+    random_total = sum(v for k, v in seconds.items() if "for comparison" not in k)
     print(f"random mix, all steps in one thread: {random_total:.2f} s = {random_total / floor:.2f} × the floor's steps")
     machine.write_results("profile_mix_stages", {
         "machine": machine.machine_info(), "args": {k: str(v) for k, v in vars(args).items()},

@@ -279,6 +279,22 @@ def test_all_finite_finds_every_nan_and_inf_in_every_float_dtype(dtype, size, ba
     assert all_finite(strided) == bool(torch.isfinite(strided).all())
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_all_finite_checks_16_bit_floats_across_its_blocks(dtype, monkeypatch):
+    import torch
+
+    import finemix.weights.reader as reader
+
+    monkeypatch.setattr(reader, "_FINITE_BLOCK", 7)
+    for size in (1, 7, 8, 23):
+        assert reader.all_finite(torch.ones(size, dtype=getattr(torch, dtype)))
+        for where in range(size):
+            for bad in ("nan", "inf", "-inf"):
+                tensor = torch.ones(size, dtype=getattr(torch, dtype))
+                tensor[where] = float(bad)
+                assert not reader.all_finite(tensor), (size, where, bad)
+
+
 def test_all_finite_confirms_an_overflowing_sum_element_wise():
     import torch
 

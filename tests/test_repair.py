@@ -234,3 +234,20 @@ def test_hidden_tokens_are_unseen_by_the_model(bert_pair):
     raw = predict_logits(model, tokenizer, [Example(t, 0) for t in texts])
     changed = [i for i, t in enumerate(texts) if "movie" in t.split() or "great" in t.split()]
     assert changed and not torch.allclose(raw[changed], masked[changed])
+
+
+def test_mixing_shares_torch_threads_among_its_workers_and_gives_them_back(bert_pair):
+    from finemix.weights.pair import open_pair
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        stream = mix_step.mixed_tensors(open_pair(bert_pair.finetuned, bert_pair.pretrained), MixConfig(ratio=0.5), workers=2)
+        next(stream)
+        assert torch.get_num_threads() == 1  # two workers on two threads' worth: one each
+        stream.close()  # a consumer that stops early (an error while writing) still restores them
+        assert torch.get_num_threads() == 2
+        list(mix_step.mixed_tensors(open_pair(bert_pair.finetuned, bert_pair.pretrained), MixConfig(ratio=0.5), workers=1))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
