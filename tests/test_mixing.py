@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from finemix.core import mixing
+from finemix.core import bitselect, mixing, topk
 
 
 def pair(shape=(64, 48), seed=0):
@@ -128,7 +128,7 @@ def test_kth_largest_equals_kthvalue(seed, size, k_share, kind):
               "zeros": lambda: torch.where(torch.rand(size, generator=generator) < 0.9, 0.0, 1.0),
               "spread": lambda: torch.exp(torch.randn(size, generator=generator) * 20).clamp(max=3e38)}[kind]()
     k = max(1, min(size, round(k_share * size)))
-    assert mixing.kth_largest(values, k) == values.kthvalue(size - k + 1).values
+    assert topk.kth_largest(values, k) == values.kthvalue(size - k + 1).values
 
 
 def test_sel_ties_are_deterministic():
@@ -182,24 +182,33 @@ def test_select_copies_the_same_bits_as_torch_where(size, block, seed, dtype):
     kept_from, rest = (torch.randint(0, 256, (width,), dtype=torch.uint8, generator=g).view(dtype) for _ in range(2))
     keep = torch.rand(size, generator=g) < 0.5
     out = torch.empty(size, dtype=dtype)
-    mixing.select(keep, kept_from, rest, out, block=block)
+    bitselect.select(keep, kept_from, rest, out, block=block)
     expected = torch.where(keep, kept_from, rest)
     assert torch.equal(out.view(torch.uint8), expected.view(torch.uint8))
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_sel_across_many_blocks_equals_a_stable_sort(seed, monkeypatch):
-    """The blocked passes (|Δ|, both histograms, the ties' prefix) cut every few elements give the same
-    mask and k-th largest as whole-tensor references: bf16 inputs, few distinct |Δ|, many ties."""
-    monkeypatch.setattr(mixing, "_RADIX_BLOCK", 7)
+    """The blocked passes (|Δ|, both histograms, the masks and ties) cut every few elements give the same
+    mask and k-th largest as whole-tensor references, and sel_mix the same θ_Mix as that mask applied:
+    bf16 inputs, few distinct |Δ|, many ties; then other dtypes."""
+    monkeypatch.setattr(topk, "_RADIX_BLOCK", 7)
+    monkeypatch.setattr(mixing, "SELECT_BLOCK", 5)
     generator = torch.Generator().manual_seed(seed)
     pre = torch.randn(41, 9, generator=generator).bfloat16()
     ft = (pre.float() + torch.randint(-2, 3, (41, 9), generator=generator) * 2.0**-6).bfloat16()
     change = (ft.float() - pre.float()).abs().flatten()
-    assert torch.equal(mixing.abs_change(ft, pre), change)
-    for ratio in (0.05, 0.3, 0.5, 0.97):
+    assert torch.equal(topk.abs_change(ft, pre), change)
+    for ratio in (0.0, 0.05, 0.3, 0.5, 0.97, 1.0):
         k = mixing.kept_count(change.numel(), ratio)
-        assert mixing.kth_largest(change, k) == change.kthvalue(change.numel() - k + 1).values
+        if 0 < k:
+            assert topk.kth_largest(change, k) == change.kthvalue(change.numel() - k + 1).values
         reference = torch.zeros(change.numel(), dtype=torch.bool)
         reference[torch.sort(change, descending=True, stable=True).indices[:k]] = True
         assert torch.equal(mixing.sel_keep_mask(ft, pre, ratio), reference.view(41, 9))
+        for ft_dtype, pre_dtype in ((torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32),
+                                    (torch.float16, torch.float32), (torch.float64, torch.float64)):
+            a, b = ft.to(ft_dtype), pre.to(pre_dtype)
+            mixed, kept = mixing.mix_tensor(a, b, ratio, "sel", 0, "w")
+            expected = mixing.apply_mask(a, b, mixing.sel_keep_mask(a, b, ratio))
+            assert kept == k and mixed.dtype == ft_dtype and torch.equal(mixed, expected)

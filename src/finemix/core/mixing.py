@@ -20,7 +20,10 @@ Choices of ours (the paper's full text was not available; see docs/paper-choices
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
+
+from . import topk
+from .bitselect import SELECT_BLOCK, integer_view_type, select, select_by_bits
 
 if TYPE_CHECKING:
     import torch
@@ -102,123 +105,21 @@ def random_mix(finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: flo
     return mixed, kept
 
 
-_SELECT_BLOCK = 1 << 18  # elements per step of ``select``: fits a core's cache (the fastest of 64K-4M measured)
-_SAME_WIDTH_INT = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
-
-
-def select(keep: "torch.Tensor", kept_from: "torch.Tensor", rest: "torch.Tensor", out: "torch.Tensor",
-           block: int = _SELECT_BLOCK) -> None:
-    """out = kept_from where keep, else rest: flat tensors of one dtype, copied bit for bit.
-
-    As integer bit operations on same-width views, r ^ ((r ^ k) & m) with m all ones where kept, one
-    cache-sized block at a time: torch.where has no vectorised bf16 path on CPU (measured on 4M
-    elements: 2.5 ns an element against 0.4 for this in bf16, 2.5 against about 1 in fp32).
-    """
-    import torch
-
-    width = _SAME_WIDTH_INT.get(kept_from.element_size())
-    if width is None:  # complex128 and wider: no integer of that width
-        torch.where(keep, kept_from, rest, out=out)
-        return
-    itype = getattr(torch, width)
-    kept_bits, rest_bits, out_bits = kept_from.view(itype), rest.view(itype), out.view(itype)
-    for start in range(0, out.numel(), block):
-        part = slice(start, start + block)
-        bits, base = out_bits[part], rest_bits[part]
-        torch.bitwise_xor(base, kept_bits[part], out=bits)
-        bits.bitwise_and_(keep[part].to(itype).neg_())
-        bits.bitwise_xor_(base)
-
-
 def kept_count(numel: int, ratio: float) -> int:
     """Number of elements ``sel`` keeps out of ``numel``."""
     return min(numel, max(0, int(round(ratio * numel))))
 
 
-_RADIX_BLOCK = 1 << 20  # elements per step of the passes below (cache-sized; no whole-tensor temporaries)
-
-
-def _block_starts(n: int) -> range:
-    return range(0, n, _RADIX_BLOCK)
-
-
-def _bucket_from_top(counts: "torch.Tensor", k: int) -> tuple[int, int]:
-    """(bucket holding the k-th largest entry, entries in higher buckets) of a histogram."""
+def _sel_parts(finetuned: "torch.Tensor", pretrained: "torch.Tensor", k: int) -> Iterator[tuple[slice, "torch.Tensor"]]:
+    """``sel``'s keep-mask of the k entries with the largest |θ_B − θ_Pre| (ties: lowest index), block by
+    block as int32 (-1 kept): |Δ| in float32 with its histogram, the k-th largest by a radix select
+    (linear, unlike a sort; core/topk.py), then everything above it and the first ties up to exactly k."""
     import torch
 
-    from_top = counts.flip(0).cumsum(0)  # entries in the top i+1 buckets
-    index = int(torch.searchsorted(from_top, torch.tensor(k, dtype=from_top.dtype)))
-    bucket = counts.numel() - 1 - index
-    return bucket, int(from_top[index]) - int(counts[bucket])
-
-
-def _high_counts(bits: "torch.Tensor") -> "torch.Tensor":
-    """Histogram of the top 16 bits of non-negative float32 patterns (2^15 buckets)."""
-    import torch
-
-    return torch.bincount(bits >> 16, minlength=1 << 15)
-
-
-def _kth_from_counts(bits: "torch.Tensor", high: "torch.Tensor", k: int) -> "torch.Tensor":
-    """``kth_largest`` given the top-bits histogram of ``bits``: the low 16 bits of the entries in the
-    bucket that holds the k-th largest, counted by offsetting every pattern to that bucket's start and
-    clamping the rest into two spare bins (a boolean gather measured 4× slower when the bucket is large)."""
-    import torch
-
-    bucket, above = _bucket_from_top(high, k)
-    low = torch.zeros((1 << 16) + 2, dtype=torch.int64)
-    for start in _block_starts(bits.numel()):
-        offset = (bits[start:start + _RADIX_BLOCK] - ((bucket << 16) - 1)).clamp_(0, (1 << 16) + 1)
-        low += torch.bincount(offset, minlength=(1 << 16) + 2)
-    low_bucket, _ = _bucket_from_top(low[1:-1], k - above)
-    return torch.tensor([(bucket << 16) | low_bucket], dtype=torch.int32).view(torch.float32)[0]
-
-
-def kth_largest(values: "torch.Tensor", k: int) -> "torch.Tensor":
-    """The ``k``-th largest of flat, finite, non-negative float32 ``values`` (1 ≤ k ≤ n), exactly.
-
-    Two radix steps on the bit pattern instead of ``kthvalue`` (for non-negative floats the pattern
-    orders like the value): a histogram of the top 16 bits finds the bucket that holds the k-th
-    largest, a histogram of the low 16 bits of that bucket's entries the exact pattern. Linear, and
-    fast when the bucket is large, as it is for |Δ| of bf16 weights (few distinct values).
-    """
-    import torch
-
-    bits = values.view(torch.int32)
     high = torch.zeros(1 << 15, dtype=torch.int64)
-    for start in _block_starts(bits.numel()):
-        high += _high_counts(bits[start:start + _RADIX_BLOCK])
-    return _kth_from_counts(bits, high, k)
-
-
-def abs_change(finetuned: "torch.Tensor", pretrained: "torch.Tensor",
-               high: "torch.Tensor | None" = None) -> "torch.Tensor":
-    """Flat |θ_B − θ_Pre| in float32, as (θ_B.float() − θ_Pre.float()).abs() gives it, one block at a time
-    (no float32 copies of the whole inputs); adds the blocks' top-bits histogram to ``high`` when given."""
-    import torch
-
-    flat_ft, flat_pre = finetuned.reshape(-1), pretrained.reshape(-1)
-    change = torch.empty(flat_ft.numel(), dtype=torch.float32)
-    for start in _block_starts(change.numel()):
-        part = slice(start, start + _RADIX_BLOCK)
-        block = change[part].copy_(flat_ft[part]).sub_(flat_pre[part].float()).abs_()
-        if high is not None:
-            high += _high_counts(block.view(torch.int32))
-    return change
-
-
-def _first_true_prefix(flags: "torch.Tensor", count: int) -> int:
-    """The shortest prefix of flat bool ``flags`` that holds ``count`` ≥ 1 True entries (its length)."""
-    import torch
-
-    seen = 0
-    for start in _block_starts(flags.numel()):
-        here = int(flags[start:start + _RADIX_BLOCK].count_nonzero())
-        if seen + here >= count:
-            inside = torch.nonzero(flags[start:start + _RADIX_BLOCK]).flatten()
-            return start + int(inside[count - seen - 1]) + 1
-        seen += here
-    raise ValueError(f"fewer than {count} entries are set")
+    bits = topk.abs_change(finetuned, pretrained, high).view(torch.int32)
+    threshold, greater = topk.kth_bits(bits, high, k)
+    return topk.top_k_masks(bits, threshold, k - greater, SELECT_BLOCK)
 
 
 def sel_keep_mask(finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: float) -> "torch.Tensor":
@@ -228,17 +129,32 @@ def sel_keep_mask(finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: 
     n, k = finetuned.numel(), kept_count(finetuned.numel(), ratio)
     if k in (0, n):
         return torch.full(tuple(finetuned.shape), k == n, dtype=torch.bool)
-    # The k-th largest value by selection (linear time, unlike a sort): everything above it
-    # is kept, and of the entries equal to it the lowest-index ones fill up to exactly k,
-    # the order a stable descending sort would give.
-    high = torch.zeros(1 << 15, dtype=torch.int64)
-    change = abs_change(finetuned, pretrained, high)
-    threshold = _kth_from_counts(change.view(torch.int32), high, k)
-    mask = change > threshold
-    ties = change == threshold
-    cut = _first_true_prefix(ties, k - int(mask.count_nonzero()))
-    mask[:cut] |= ties[:cut]
-    return mask.view(finetuned.shape)
+    keep = torch.empty(n, dtype=torch.bool)
+    for part, mask in _sel_parts(finetuned, pretrained, k):
+        torch.ne(mask, 0, out=keep[part])
+    return keep.view(finetuned.shape)
+
+
+def sel_mix(finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: float) -> tuple["torch.Tensor", int]:
+    """(θ_Mix, entries kept) under ``sel_keep_mask``'s mask, each block selected as its mask is made (no
+    whole-tensor mask); ρ = 1 and ρ = 0 return θ_B itself, or θ_Pre in θ_B's dtype."""
+    import torch
+
+    n, k = finetuned.numel(), kept_count(finetuned.numel(), ratio)
+    itype = integer_view_type(finetuned)
+    if k == n:
+        return finetuned, n
+    if k == 0:
+        return pretrained.to(finetuned.dtype), 0
+    if itype is None:  # wider than 8 bytes: through a bool mask
+        keep = sel_keep_mask(finetuned, pretrained, ratio)
+        return apply_mask(finetuned, pretrained, keep), k
+    mixed = torch.empty(finetuned.shape, dtype=finetuned.dtype)
+    out, kept_from = mixed.view(-1).view(itype), finetuned.reshape(-1).view(itype)
+    rest = pretrained.to(finetuned.dtype).reshape(-1).view(itype)
+    for part, mask in _sel_parts(finetuned, pretrained, k):
+        select_by_bits(mask.to(itype), kept_from[part], rest[part], out[part])
+    return mixed, k
 
 
 def global_threshold(abs_changes: "torch.Tensor", ratio: float) -> float:
@@ -250,7 +166,7 @@ def global_threshold(abs_changes: "torch.Tensor", ratio: float) -> float:
     k = kept_count(abs_changes.numel(), ratio)
     if k == 0:
         return float("inf")
-    return float(kth_largest(abs_changes.float().flatten(), k))
+    return float(topk.kth_largest(abs_changes.float().flatten(), k))
 
 
 def threshold_keep_mask(finetuned: "torch.Tensor", pretrained: "torch.Tensor", threshold: float) -> "torch.Tensor":
@@ -301,10 +217,13 @@ def mix_tensor(
 ) -> tuple["torch.Tensor", int]:
     """(θ_Mix, number of entries kept) for one tensor: the function the production mix calls.
 
-    ``random`` is drawn and applied in chunks (``random_mix``; at ρ = 0 or 1 it needs no mask);
-    ``sel`` goes through ``keep_mask`` and ``apply_mask``.
+    ``random`` is drawn and applied in chunks (``random_mix``), per-tensor ``sel`` selected block by block
+    as its mask is made (``sel_mix``); neither needs a mask at ρ = 0 or 1. Global ``sel`` goes through
+    ``keep_mask`` and ``apply_mask``.
     """
     if mode == "random" and threshold is None:
         return random_mix(finetuned, pretrained, ratio, seed, name)
+    if mode == "sel" and threshold is None:
+        return sel_mix(finetuned, pretrained, ratio)
     keep = keep_mask(finetuned, pretrained, ratio, mode, seed, name, threshold)
     return apply_mask(finetuned, pretrained, keep), int(keep.count_nonzero())
