@@ -187,7 +187,8 @@ def _with_epur(entry: TensorDelta, epur_plan: Optional[EpurPlan]) -> "torch.Tens
 
 
 def ordered_map(function, items: Sequence, workers: int) -> Iterator:
-    """(item, function(item)) in order, computing up to ``workers`` items ahead in threads."""
+    """(item, function(item)) in order, computed in ``workers`` threads: while the caller handles one
+    result, ``workers`` more are under way (with one fewer, a worker sat idle during every write)."""
     from concurrent.futures import ThreadPoolExecutor
 
     if workers <= 1:
@@ -198,7 +199,7 @@ def ordered_map(function, items: Sequence, workers: int) -> Iterator:
     try:
         for item in items:
             pending.append((item, executor.submit(function, item)))
-            if len(pending) >= workers:
+            if len(pending) > workers:
                 done, future = pending.popleft()
                 yield done, future.result()
         while pending:
