@@ -22,11 +22,10 @@ def select(keep: "torch.Tensor", kept_from: "torch.Tensor", rest: "torch.Tensor"
     one cache-sized block at a time."""
     import torch
 
-    width = _SAME_WIDTH_INT.get(kept_from.element_size())
-    if width is None:  # complex128 and wider: no integer of that width
+    itype = integer_view_type(kept_from)
+    if itype is None:  # complex128 and wider: no integer of that width
         torch.where(keep, kept_from, rest, out=out)
         return
-    itype = getattr(torch, width)
     kept_bits, rest_bits, out_bits = kept_from.view(itype), rest.view(itype), out.view(itype)
     for start in range(0, out.numel(), block):
         part = slice(start, start + block)

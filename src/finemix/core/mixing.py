@@ -20,7 +20,7 @@ Choices of ours (the paper's full text was not available; see docs/paper-choices
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from . import topk
 from .bitselect import SELECT_BLOCK, integer_view_type, select, select_by_bits
@@ -110,27 +110,17 @@ def kept_count(numel: int, ratio: float) -> int:
     return min(numel, max(0, int(round(ratio * numel))))
 
 
-def _sel_parts(finetuned: "torch.Tensor", pretrained: "torch.Tensor", k: int) -> Iterator[tuple[slice, "torch.Tensor"]]:
-    """``sel``'s keep-mask of the k entries with the largest |θ_B − θ_Pre| (ties: lowest index), block by
-    block as int32 (-1 kept): |Δ| in float32 with its histogram, the k-th largest by a radix select
-    (linear, unlike a sort; core/topk.py), then everything above it and the first ties up to exactly k."""
-    import torch
-
-    high = torch.zeros(1 << 15, dtype=torch.int64)
-    bits = topk.abs_change(finetuned, pretrained, high).view(torch.int32)
-    threshold, greater = topk.kth_bits(bits, high, k)
-    return topk.top_k_masks(bits, threshold, k - greater, SELECT_BLOCK)
-
-
 def sel_keep_mask(finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: float) -> "torch.Tensor":
-    """Keep exactly the ⌊ρ·n⌉ entries with the largest |θ_B − θ_Pre| (ties: lowest index)."""
+    """Keep exactly the ⌊ρ·n⌉ entries with the largest |θ_B − θ_Pre| (ties: lowest index): everything above
+    the k-th largest, found by a radix select (linear, unlike a sort; core/topk.py), and of the entries
+    equal to it the first ones up to exactly k, the order a stable descending sort gives."""
     import torch
 
     n, k = finetuned.numel(), kept_count(finetuned.numel(), ratio)
     if k in (0, n):
         return torch.full(tuple(finetuned.shape), k == n, dtype=torch.bool)
     keep = torch.empty(n, dtype=torch.bool)
-    for part, mask in _sel_parts(finetuned, pretrained, k):
+    for part, mask in topk.top_k_change_masks(finetuned, pretrained, k, SELECT_BLOCK):
         torch.ne(mask, 0, out=keep[part])
     return keep.view(finetuned.shape)
 
@@ -141,18 +131,18 @@ def sel_mix(finetuned: "torch.Tensor", pretrained: "torch.Tensor", ratio: float)
     import torch
 
     n, k = finetuned.numel(), kept_count(finetuned.numel(), ratio)
-    itype = integer_view_type(finetuned)
     if k == n:
         return finetuned, n
     if k == 0:
         return pretrained.to(finetuned.dtype), 0
+    itype = integer_view_type(finetuned)
     if itype is None:  # wider than 8 bytes: through a bool mask
         keep = sel_keep_mask(finetuned, pretrained, ratio)
         return apply_mask(finetuned, pretrained, keep), k
     mixed = torch.empty(finetuned.shape, dtype=finetuned.dtype)
     out, kept_from = mixed.view(-1).view(itype), finetuned.reshape(-1).view(itype)
     rest = pretrained.to(finetuned.dtype).reshape(-1).view(itype)
-    for part, mask in _sel_parts(finetuned, pretrained, k):
+    for part, mask in topk.top_k_change_masks(finetuned, pretrained, k, SELECT_BLOCK):
         select_by_bits(mask.to(itype), kept_from[part], rest[part], out[part])
     return mixed, k
 

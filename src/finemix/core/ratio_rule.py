@@ -53,3 +53,10 @@ def epochs_allowed(budget: "float | None", epochs: float, used: float) -> float:
     if budget is None:
         return epochs
     return max(0.0, min(epochs, round(budget * epochs - used, 6)))
+
+
+def untried_note(untried: Sequence[float], budget: "float | None") -> str:
+    """The clause a search's reason gains when its budget left candidates untried ("" when none were)."""
+    if not untried:
+        return ""
+    return f"; not tried: ρ {', '.join(map(str, untried))} (search budget of {budget:g} candidates' epochs spent)"

@@ -31,6 +31,13 @@ def _bucket_from_top(counts: "torch.Tensor", k: int) -> tuple[int, int]:
     return bucket, int(from_top[index]) - int(counts[bucket])
 
 
+def _no_counts() -> "torch.Tensor":
+    """An empty top-bits histogram (2^15 buckets: the non-negative float32 patterns' top 16 bits)."""
+    import torch
+
+    return torch.zeros(1 << 15, dtype=torch.int64)
+
+
 def _high_counts(bits: "torch.Tensor") -> "torch.Tensor":
     """Histogram of the top 16 bits of non-negative float32 patterns (2^15 buckets)."""
     import torch
@@ -60,7 +67,7 @@ def kth_largest(values: "torch.Tensor", k: int) -> "torch.Tensor":
     import torch
 
     bits = values.view(torch.int32)
-    high = torch.zeros(1 << 15, dtype=torch.int64)
+    high = _no_counts()
     for start in _block_starts(bits.numel()):
         high += _high_counts(bits[start:start + _RADIX_BLOCK])
     pattern, _ = kth_bits(bits, high, k)
@@ -106,3 +113,15 @@ def top_k_masks(bits: "torch.Tensor", threshold: int, ties_kept: int, block: int
         mask[:cut] = (threshold - 1 - values[:cut]) >> 31
         remaining = 0
         yield part, mask
+
+
+def top_k_change_masks(finetuned: "torch.Tensor", pretrained: "torch.Tensor", k: int,
+                       block: int) -> Iterator[tuple[slice, "torch.Tensor"]]:
+    """``top_k_masks`` of the k entries with the largest |θ_B − θ_Pre| (1 ≤ k < n): |Δ| in float32 with its
+    histogram in one pass, the k-th largest by the second radix pass, then the masks."""
+    import torch
+
+    high = _no_counts()
+    bits = abs_change(finetuned, pretrained, high).view(torch.int32)
+    threshold, greater = kth_bits(bits, high, k)
+    return top_k_masks(bits, threshold, k - greater, block)

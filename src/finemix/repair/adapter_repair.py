@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..config import PurifyConfig
 from ..core import lora
-from ..core.ratio_rule import accepted, epochs_allowed
+from ..core.ratio_rule import accepted, epochs_allowed, untried_note
 from ..errors import FinemixError
 from ..report import base_report, hash_inputs_in_background, write_report
 from ..weights.adapter import Adapter, open_adapter
@@ -84,10 +84,9 @@ def purify_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike, cl
     if "chosen_ratio" not in record:
         row, state = best
         model.load_state_dict(state, strict=False)
-        skipped = record.get("not_tried_budget_spent")
         record.update(chosen_ratio=row["ratio"], accepted=False,
                       reason=f"no candidate within {margin:.3f} of the suspect's {reference:.3f}; took the best"
-                             + (f"; not tried: ρ {', '.join(map(str, skipped))} (search budget spent)" if skipped else ""))
+                             + untried_note(record.get("not_tried_budget_spent"), budget))
     return _write(model, tokenizer, opened, inputs, output, force, config, hashes, record,
                   {"rows": len(rows), **notes, **(sources or {})})
 

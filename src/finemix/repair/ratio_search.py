@@ -22,7 +22,7 @@ import math
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from ..config import PurifyConfig
-from ..core.ratio_rule import accepted, epochs_allowed, hopeless
+from ..core.ratio_rule import accepted, epochs_allowed, hopeless, untried_note
 from ..weights.pair import CheckpointPair
 from .epur_step import EpurPlan
 from .mix_step import load_mixed_state
@@ -119,12 +119,10 @@ def choose_ratio(
             return record
     accuracy, row, state = best
     model.load_state_dict(state)
-    skipped = record.get("not_tried_budget_spent")
     record.update(chosen_ratio=row["ratio"], kept_fraction=row["kept_fraction"], accepted=False,
                   reason=f"no candidate within {search.margin:.3f} of the unrepaired {search.reference:.3f}; "
                          f"took the most accurate ({accuracy:.3f})"
-                         + (f"; not tried: ρ {', '.join(map(str, skipped))} (search budget of {budget:g} "
-                            "candidates' epochs spent)" if skipped else ""))
+                         + untried_note(record.get("not_tried_budget_spent"), budget))
     return record
 
 
