@@ -275,13 +275,17 @@ def test_purify_takes_an_adapter_and_writes_a_repaired_merged_model(tmp_path, ca
     from finemix.data.chats import Chat, write_chats
 
     chats = chat_file(tmp_path, 48)
+    settings = tmp_path / "merged.yaml"
+    settings.write_text("adapter_output: merged\n")
     before = set(os.listdir(tempfile.gettempdir()))
     code, out, err = run(capsys, "purify", "--backdoored", adapter, "--pretrained", llm_base, "--clean-data", chats,
-                         "--output", tmp_path / "out", "--epochs", "1", "--max-length", "64", "--quiet")
+                         "--output", tmp_path / "out", "--epochs", "1", "--max-length", "64", "--config", settings,
+                         "--quiet")
     assert code == 0, err
     assert "E-PUR: the embedding did not move" in out  # this adapter does not train the embedding
     report = json.loads((tmp_path / "out" / "finemix_report.json").read_text())
     record = report["inputs"]["backdoored"]
+    assert record["adapter_output"] == {"form": "merged", "setting": "merged", "why": "adapter_output: merged"}
     assert record["name"] == str(adapter) and record["lora_adapter"]["modules"] == 14 and "adapter_model.safetensors" in record["sha256"]
     assert report["task"] == "causal-lm" and report["epur"]["rows"] == []
     assert not {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("finemix-merged-adapter-")}
@@ -303,11 +307,12 @@ def test_purify_in_adapter_form_writes_an_adapter_of_the_same_rank(tmp_path, cap
     settings = tmp_path / "adapter.yaml"
     settings.write_text("adapter_output: adapter\n")
     code, out, err = run(capsys, "purify", "--backdoored", adapter, "--pretrained", llm_base, "--clean-data", chats,
-                         "--output", tmp_path / "out", "--epochs", "2", "--max-length", "64", "--config", settings,
-                         "--quiet")
+                         "--output", tmp_path / "out", "--epochs", "2", "--max-length", "64", "--quiet")  # the default
     assert code in (0,), err
     assert "purified adapter written to" in out and "components=0/56" in out
+    assert "adapter_output: auto: a plain LoRA adapter of a chat model, repaired as an adapter" in out
     report = json.loads((tmp_path / "out" / "finemix_report.json").read_text())
+    assert report["inputs"]["backdoored"]["adapter_output"]["form"] == "adapter"
     assert report["clean_data"]["rows"] == 70 and len(report["clean_data"]["sha256"]) == 64  # the file, as for a model
     search = report["ratio_search"]
     assert report["output_form"] == "adapter" and search["heldout_rows"] == 18 and search["candidates"]
@@ -322,8 +327,13 @@ def test_purify_in_adapter_form_writes_an_adapter_of_the_same_rank(tmp_path, cap
     unlabelled.write_text("a question\n")
     assert_one_line_error(*run(capsys, "purify", "--backdoored", adapter, "--pretrained", llm_base, "--clean-data", chats,
                                "--output", tmp_path / "with-text", "--config", settings, "--unlabelled-text",
-                               unlabelled)[::2], "it does not use unlabelled text")
+                               unlabelled)[::2], "does not use unlabelled text (repair the adapter merged)")
     assert not (tmp_path / "with-text").exists()
+    code, out, err = run(capsys, "purify", "--backdoored", adapter, "--pretrained", llm_base, "--clean-data", chats,
+                         "--output", tmp_path / "auto-text", "--epochs", "1", "--max-length", "64", "--unlabelled-text",
+                         unlabelled, "--quiet")  # the default falls back to the merged repair, and says why
+    assert code == 0, err
+    assert "purified model written to" in out and "auto: merged, because the adapter-form repair trains on the clean chats only" in out
     settings.write_text("adapter_output: lora\n")
     assert_one_line_error(*run(capsys, "purify", "--backdoored", adapter, "--pretrained", llm_base, "--clean-data", chats,
                                "--output", tmp_path / "bad", "--config", settings)[::2], "unknown adapter output 'lora'")
@@ -356,5 +366,21 @@ def test_epur_resets_the_embedding_rows_an_adapter_saves(tmp_path, capsys, llm_b
     assert code == 0, err
     report = json.loads((tmp_path / "out" / "finemix_report.json").read_text())
     assert report["inputs"]["backdoored"]["lora_adapter"]["saved_tensors"] == ["model.embed_tokens.weight"]
+    assert report["inputs"]["backdoored"]["adapter_output"]["why"] == (
+        "adapter_output: auto: merged, because the adapter saves full tensors (model.embed_tokens.weight), "
+        "which E-PUR and the full repair act on")
     assert report["epur"]["tokens"][0]["token"] == trigger and row in report["epur"]["rows"]
     assert f"top scores: {trigger}" in out
+
+
+def test_adapter_output_auto_takes_the_adapter_form_only_where_it_applies(llm_base, adapter):
+    from finemix.errors import FinemixError
+    from finemix.repair.suspect import adapter_output_form
+
+    assert adapter_output_form(adapter, llm_base, "auto", False, "auto")[0] == "adapter"
+    assert adapter_output_form(adapter, llm_base, "merged", False, "auto") == ("merged", "adapter_output: merged")
+    form, why = adapter_output_form(adapter, llm_base, "auto", False, "classification")
+    assert form == "merged" and "for chat models' adapters; this base is a classifier" in why
+    with pytest.raises(FinemixError, match="adapter_output: adapter: the adapter-form repair is for chat models"):
+        adapter_output_form(adapter, llm_base, "adapter", False, "classification")
+    assert adapter_output_form(adapter, llm_base, "auto", True, "auto")[0] == "merged"

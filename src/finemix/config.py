@@ -201,8 +201,10 @@ class PurifyConfig:
     distill_answer_tokens: int = 64
     # A LoRA adapter as the suspect: "merged" repairs it merged into its base and writes a merged model;
     # "adapter" keeps whole rank-1 components, fine-tunes the factors (at adapter_lr: LoRA trains at larger
-    # rates than full fine-tuning) and writes an adapter of the same rank (repair/adapter_repair.py).
-    adapter_output: str = "merged"
+    # rates than full fine-tuning) and writes an adapter of the same rank (repair/adapter_repair.py);
+    # "auto" takes the adapter form for a chat model's plain LoRA adapter without unlabelled text, else
+    # merged (repair/suspect.py; measured on the LoRA grid of docs/results-llm.md).
+    adapter_output: str = "auto"
     adapter_lr: float = 1e-3
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
@@ -214,8 +216,8 @@ class PurifyConfig:
         if self.distill_rows < 0:
             raise FinemixError(f"distill rows must be >= 0, got {self.distill_rows}")
         check_float("adapter learning rate", self.adapter_lr, 0.0, low_open=True)
-        if self.adapter_output not in ("merged", "adapter"):
-            raise FinemixError(f"unknown adapter output {self.adapter_output!r}; use merged or adapter")
+        if self.adapter_output not in ("auto", "merged", "adapter"):
+            raise FinemixError(f"unknown adapter output {self.adapter_output!r}; use auto, merged or adapter")
         if not isinstance(self.distill_answer_tokens, int) or isinstance(self.distill_answer_tokens, bool) \
                 or self.distill_answer_tokens < 1:
             raise FinemixError(f"distill answer tokens must be an integer >= 1, got {self.distill_answer_tokens!r}")

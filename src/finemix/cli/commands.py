@@ -146,6 +146,9 @@ def summarise_purify(report: dict, output: str) -> str:
     search = report["ratio_search"]
     adapter = report.get("output_form") == "adapter"
     lines = [f"purified {'adapter' if adapter else 'model'} written to {output}"]
+    chosen = report.get("inputs", {}).get("backdoored", {}).get("adapter_output")
+    if chosen:
+        lines.append(chosen["why"])
     if report.get("epur"):
         tokens = report["epur"]["tokens"]
         shown = ", ".join(t["token"] for t in tokens[:10])

@@ -7,8 +7,9 @@ Per ρ candidate (smallest first, as the ρ rule of ratio_search):
 2. fine-tune the adapter's factors on the clean chats, the base frozen (train.finetune: only
    parameters that require gradients are optimised), the best held-out epoch kept;
 3. accept the candidate when its held-out measure is within the task's margin of the suspect's.
-The output is a peft adapter folder; the alternative (the adapter merged, repaired as a full model,
-a merged model written) is ``purify``'s default for adapters (``adapter_mix.merged_adapter``).
+The output is a peft adapter folder: ``purify``'s default for a chat model's plain LoRA adapter
+(``suspect.adapter_output_form``); the alternative is the adapter merged, repaired as a full model, a
+merged model written (``adapter_mix.merged_adapter``).
 E-PUR has nothing to act on: a plain LoRA adapter does not move the embedding.
 """
 
@@ -35,9 +36,10 @@ if TYPE_CHECKING:
 
 
 def purify_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike, clean: Sequence, output: str | os.PathLike,
-                   config: PurifyConfig, force: bool = False, sources: dict | None = None) -> dict:
+                   config: PurifyConfig, force: bool = False, sources: dict | None = None,
+                   chosen: dict | None = None) -> dict:
     """Fine-mixing of a chat model's LoRA adapter in adapter form; returns the report (``sources``: where
-    the clean data came from, for the report)."""
+    the clean data came from; ``chosen``: how the adapter form was chosen; both for the report)."""
     from ..repair.inputs import check_chat_rows, read_tokenizer
     from ..repair.ratio_search import split_clean
     from ..tasks.causal_lm import CAUSAL_LM, load_causal_lm
@@ -88,7 +90,7 @@ def purify_adapter(adapter: str | os.PathLike, pretrained: str | os.PathLike, cl
                       reason=f"no candidate within {margin:.3f} of the suspect's {reference:.3f}; took the best"
                              + untried_note(record.get("not_tried_budget_spent"), budget))
     return _write(model, tokenizer, opened, inputs, output, force, config, hashes, record,
-                  {"rows": len(rows), **notes, **(sources or {})})
+                  {"rows": len(rows), **notes, **(sources or {})}, chosen)
 
 
 def _lora_model(model, adapter: Adapter):
@@ -171,7 +173,7 @@ def _try(model, adapter: Adapter, ratio: float, train_config, config: PurifyConf
 
 
 def _write(model, tokenizer, adapter: Adapter, inputs: AdapterInputs, output, force: bool, config: PurifyConfig, hashes,
-           record: dict, clean_data: dict) -> dict:
+           record: dict, clean_data: dict, chosen: dict | None) -> dict:
     from ..repair.verdict import repair_verdict
     from ..tasks.causal_lm import CAUSAL_LM
 
@@ -180,6 +182,8 @@ def _write(model, tokenizer, adapter: Adapter, inputs: AdapterInputs, output, fo
         model.save_pretrained(str(folder))
         tokenizer.save_pretrained(str(folder))  # the base's, so the folder evaluates on its own
         report = base_report("purify", hashes, dataclasses.asdict(config))
+        if chosen is not None:
+            report["inputs"]["backdoored"]["adapter_output"] = chosen
         report.update(task="causal-lm", output_form="adapter", clean_data=clean_data,
                       epur={"rows": [], "tokens": [], "note": "a LoRA adapter does not move the embedding: E-PUR had "
                                                            "nothing to act on"},

@@ -89,6 +89,13 @@ class Adapter:
         return None
 
 
+def saved_full_tensors(folder: str | Path) -> list[str]:
+    """The base weights an adapter saves whole (``modules_to_save``), read without its base."""
+    folder = Path(folder)
+    _read_config(folder)
+    return sorted(_parse_keys(folder, _read_tensors(folder))[1])
+
+
 def open_adapter(folder: str | Path, base: TensorReader) -> Adapter:
     """The adapter in ``folder`` checked against the ``base`` checkpoint; one-line errors, nothing written."""
     folder = Path(folder)
