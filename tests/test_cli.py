@@ -232,3 +232,19 @@ def test_every_output_gets_a_model_card_the_hub_tools_read(tmp_path, capsys, ber
     assert {"finemix", "backdoor-defense"} <= set(card.data.tags)
     assert card.data.to_dict()["finemix"]["versions"]["torch"]
     assert "E-PUR reset" in card.text and "finemix_report.json" in card.text
+
+
+def test_the_cli_asks_torch_for_huge_pages_unless_the_user_chose(monkeypatch):
+    """Set before torch is imported (the allocator reads it once); a user's own value is kept."""
+    import os
+
+    from finemix.cli import main
+
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    with pytest.raises(SystemExit):
+        main(["no-such-command"])
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
+    with pytest.raises(SystemExit):
+        main(["no-such-command"])
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "0"

@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 from lib.constants import GB, REPO, RESULTS_DIR
 
@@ -89,7 +90,21 @@ def machine_info() -> dict:
         "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "page_cache": "not dropped (no root); every input file is read once by the parent right before each "
                       "child starts, so all methods see a warm cache",
+        "transparent_hugepages": _read_first_line("/sys/kernel/mm/transparent_hugepage/enabled"),
+        "child_allocator_env": {name: os.environ.get(name, value) for name, value in _allocator_env().items()},
     }
+
+
+def _read_first_line(path: str) -> Optional[str]:
+    with contextlib.suppress(OSError):
+        return Path(path).read_text().splitlines()[0]
+    return None
+
+
+def _allocator_env() -> dict:
+    from finemix.cli import ALLOCATOR_ENV
+
+    return ALLOCATOR_ENV
 
 
 def write_results(name: str, payload: dict) -> Path:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
+from finemix.cli import ALLOCATOR_ENV
 from lib.constants import BENCH_DIR, MB, REPO
 from lib.machine import record_src_seen, src_sha256
 from lib.probe import Probe
@@ -111,7 +112,8 @@ def run_job(module: str, func: str, params: dict, *, warm: Sequence[Path] = (), 
     with tempfile.TemporaryDirectory(prefix="finemix-bench-job-") as tmp:
         params_path, result_path, log_path = Path(tmp) / "params.json", Path(tmp) / "result.json", Path(tmp) / "log.txt"
         params_path.write_text(json.dumps(params, default=str))
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+        # every child (floor, finemix, the peer) gets the allocator setting the finemix CLI makes for itself
+        env = {**ALLOCATOR_ENV, **os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         cmd = [sys.executable, str(BENCH_DIR / "child.py"), "--child", module, func, str(params_path), str(result_path)]
         start = time.perf_counter()
         _exit_on_sigterm()
