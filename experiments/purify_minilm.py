@@ -59,6 +59,8 @@ def variants() -> dict:
     # labelled rows only (issue 16): the paper's objective, and distillation on rewrites of the labelled rows
     table["labelled-only-paper"] = (dataclasses.replace(shipped, augment_rows=0), False)  # the paper's objective
     table["labelled-only-default"] = (shipped, False)  # purify's default without unlabelled text
+    # the teacher's class bias fitted on the labelled rows (docs/results.md, issue 16: seed 0 only, no change)
+    table["labelled-only-labelled-cal"] = (shipped, False, {"calibrate_teacher": "labelled"})
     for rows in (1000, 2000):  # 3 epochs: the default before augment_epochs existed
         table[f"labelled-only-augment{rows}"] = (dataclasses.replace(shipped, augment_rows=rows, augment_epochs=3.0), False)
     # about the training steps of augment1000 at 3 epochs, spread over more rewrites (distill_rows lifted
