@@ -4,7 +4,9 @@ For non-negative floats the bit pattern orders like the value, so a histogram of
 the bucket that holds the k-th largest, and a histogram of the low 16 bits of that bucket's entries
 the exact value: two passes, whatever the data (|Δ| of bf16 weights has few distinct values, so one
 bucket can hold most entries: a kthvalue on it was 4× slower). Every pass runs one block at a time,
-with no whole-tensor temporaries beyond |Δ| itself.
+with no whole-tensor temporaries beyond |Δ| itself, and into scratch buffers made once per tensor: a fresh
+block-sized temporary per step cost as much as the histogram it fed (``bits >> 16`` then ``bincount``:
+1.67 against 0.89 ns an element, one thread, 2 MB pages on; benchmarks/profile_sel_passes.py).
 """
 
 from __future__ import annotations
@@ -38,11 +40,21 @@ def _no_counts() -> "torch.Tensor":
     return torch.zeros(1 << 15, dtype=torch.int64)
 
 
-def _high_counts(bits: "torch.Tensor") -> "torch.Tensor":
-    """Histogram of the top 16 bits of non-negative float32 patterns (2^15 buckets)."""
+def _scratch(dtype: "torch.dtype") -> "torch.Tensor":
+    """A block-sized buffer for one pass's intermediate values, reused block after block."""
     import torch
 
-    return torch.bincount(bits >> 16, minlength=1 << 15)
+    return torch.empty(_RADIX_BLOCK, dtype=dtype)
+
+
+def _high_counts(bits: "torch.Tensor", scratch: "torch.Tensor | None" = None) -> "torch.Tensor":
+    """Histogram of the top 16 bits of non-negative float32 patterns (2^15 buckets); ``scratch`` (int32, at
+    least ``bits``' length) holds the shifted patterns when given."""
+    import torch
+
+    if scratch is None:
+        return torch.bincount(bits >> 16, minlength=1 << 15)
+    return torch.bincount(torch.bitwise_right_shift(bits, 16, out=scratch[:bits.numel()]), minlength=1 << 15)
 
 
 def kth_bits(bits: "torch.Tensor", high: "torch.Tensor", k: int) -> tuple[int, int]:
@@ -54,8 +66,10 @@ def kth_bits(bits: "torch.Tensor", high: "torch.Tensor", k: int) -> tuple[int, i
 
     bucket, above = _bucket_from_top(high, k)
     low = torch.zeros((1 << 16) + 2, dtype=torch.int64)
+    scratch = _scratch(torch.int32)
     for start in _block_starts(bits.numel()):
-        offset = (bits[start:start + _RADIX_BLOCK] - ((bucket << 16) - 1)).clamp_(0, (1 << 16) + 1)
+        block = bits[start:start + _RADIX_BLOCK]
+        offset = torch.sub(block, (bucket << 16) - 1, out=scratch[:block.numel()]).clamp_(0, (1 << 16) + 1)
         low += torch.bincount(offset, minlength=(1 << 16) + 2)
     inside = low[1:-1]
     low_bucket, higher_inside = _bucket_from_top(inside, k - above)
@@ -67,9 +81,9 @@ def kth_largest(values: "torch.Tensor", k: int) -> "torch.Tensor":
     import torch
 
     bits = values.view(torch.int32)
-    high = _no_counts()
+    high, scratch = _no_counts(), _scratch(torch.int32)
     for start in _block_starts(bits.numel()):
-        high += _high_counts(bits[start:start + _RADIX_BLOCK])
+        high += _high_counts(bits[start:start + _RADIX_BLOCK], scratch)
     pattern, _ = kth_bits(bits, high, k)
     return torch.tensor([pattern], dtype=torch.int32).view(torch.float32)[0]
 
@@ -82,31 +96,40 @@ def abs_change(finetuned: "torch.Tensor", pretrained: "torch.Tensor",
 
     flat_ft, flat_pre = finetuned.reshape(-1), pretrained.reshape(-1)
     change = torch.empty(flat_ft.numel(), dtype=torch.float32)
+    as_float = None if flat_pre.dtype == torch.float32 else _scratch(torch.float32)  # θ_Pre's block in float32
+    shifted = _scratch(torch.int32) if high is not None else None
     for start in _block_starts(change.numel()):
         part = slice(start, start + _RADIX_BLOCK)
-        block = change[part].copy_(flat_ft[part]).sub_(flat_pre[part].float()).abs_()
+        block = change[part].copy_(flat_ft[part])
+        block.sub_(flat_pre[part] if as_float is None else as_float[:block.numel()].copy_(flat_pre[part])).abs_()
         if high is not None:
-            high += _high_counts(block.view(torch.int32))
+            high += _high_counts(block.view(torch.int32), shifted)
     return change
 
 
 def top_k_masks(bits: "torch.Tensor", threshold: int, ties_kept: int, block: int) -> Iterator[tuple[slice, "torch.Tensor"]]:
     """(block, int32 mask: -1 kept, 0 not) over flat non-negative float32 patterns ``bits``, block by block:
     every entry above ``threshold`` and, of those equal to it, the first ``ties_kept`` (lowest index, the
-    order a stable descending sort gives). Ties are counted only until the last kept one is found."""
+    order a stable descending sort gives). Ties are counted only until the last kept one is found. A mask
+    lives in one reused buffer: use it before asking for the next."""
     import torch
 
-    remaining = ties_kept
+    remaining, scratch = ties_kept, torch.empty(min(block, bits.numel()), dtype=torch.int32)
+
+    def at_least(values: "torch.Tensor", bound: int) -> "torch.Tensor":  # -1 where values ≥ bound
+        # (bound - 1 - values) >> 31 without temporaries: patterns are < 2^31, so no overflow
+        return torch.sub(values, bound - 1, out=scratch[:values.numel()]).neg_().bitwise_right_shift_(31)
+
     for start in range(0, bits.numel(), block):
         part = slice(start, start + block)
         values = bits[part]
         if remaining == 0:
-            yield part, (threshold - values) >> 31  # -1 where above: patterns are < 2^31, so no overflow
+            yield part, at_least(values, threshold + 1)  # above
             continue
         ties = int((values == threshold).count_nonzero())
         if ties <= remaining:
             remaining -= ties
-            yield part, (threshold - 1 - values) >> 31  # at or above
+            yield part, at_least(values, threshold)  # at or above
             continue
         cut = int(torch.nonzero(values == threshold).flatten()[remaining - 1]) + 1
         mask = (threshold - values) >> 31
