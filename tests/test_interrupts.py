@@ -29,16 +29,20 @@ pytestmark = pytest.mark.slow  # each test runs finemix on a ~120 MB pair in a s
 
 @pytest.fixture(scope="module")
 def bulky(tmp_path_factory):
-    """(pair, hash of an uninterrupted run's weights, seconds its write phase lasted)."""
+    """(pair, hash of an uninterrupted run's weights, seconds its write phase lasted): the shorter of two
+    runs, since the first reads a cold page cache and a kill timed by it can land after a warm run ended."""
     root = tmp_path_factory.mktemp("bulky")
     pair = make_bulky_pair(root)
-    reference = root / "reference"
-    process = start_mix(pair, reference)
-    wait_for_write_phase(process, reference)
-    started = time.monotonic()
-    _, err = process.communicate(timeout=300)
-    assert process.returncode == 0, err
-    return pair, file_sha256(reference / "model.safetensors"), time.monotonic() - started
+    durations = []
+    for run in range(2):
+        reference = root / f"reference{run}"
+        process = start_mix(pair, reference)
+        wait_for_write_phase(process, reference)
+        started = time.monotonic()
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        durations.append(time.monotonic() - started)
+    return pair, file_sha256(reference / "model.safetensors"), min(durations)
 
 
 def start_mix(pair, out: Path, *extra: str) -> subprocess.Popen:
