@@ -60,10 +60,12 @@ def passes(finetuned: torch.Tensor, pretrained: torch.Tensor, repeats: int) -> d
 
 
 def worker_scaling(bits: torch.Tensor, tensors: int = 4) -> tuple[float, float]:
-    """(serial, two workers) ns an element of the top-bits bincount over ``tensors`` copies of the work."""
+    """(serial, two workers) ns an element of the top-bits histogram pass (``topk._high_counts``, as ``sel``
+    runs it) over ``tensors`` copies of the work."""
     def histogram(_: int) -> None:
-        for start in range(0, bits.numel(), 1 << 20):
-            torch.bincount(bits[start:start + (1 << 20)] >> 16, minlength=1 << 15)
+        scratch = topk._scratch(torch.int32)
+        for start in topk._block_starts(bits.numel()):
+            topk._high_counts(bits[start:start + topk._RADIX_BLOCK], scratch)
 
     elements = tensors * bits.numel()
     serial = ns_per_element(lambda: [histogram(i) for i in range(tensors)], elements, 2)
@@ -86,7 +88,7 @@ def main() -> None:
             print(f"{str(dtype):15s} {name:26s} {value:.4f}")
         bits = topk.abs_change(finetuned, pretrained).view(torch.int32)
         serial, parallel = worker_scaling(bits)
-        print(f"{str(dtype):15s} bincount: one worker {serial:.2f}, two workers {parallel:.2f} ns an element"
+        print(f"{str(dtype):15s} histogram pass: one worker {serial:.2f}, two workers {parallel:.2f} ns an element"
               f" (×{serial / parallel:.2f})")
 
 

@@ -463,8 +463,12 @@ SUPERSEDED_RECORDS = {
 }
 
 
+def _bench_configs() -> dict:
+    return {c.name: c for c in (load_bench_config(os.path.join(CONFIGS, n)) for n in sorted(os.listdir(CONFIGS)))}
+
+
 def _committed_records():
-    configs = {c.name: c for c in (load_bench_config(os.path.join(CONFIGS, n)) for n in sorted(os.listdir(CONFIGS)))}
+    configs = _bench_configs()
     for name in sorted(os.listdir(RESULTS)):
         if name.endswith(".jsonl") and name not in SUPERSEDED_RECORDS:
             for record in read_results(Path(RESULTS) / name):
@@ -508,7 +512,7 @@ def test_committed_records_keep_their_keys_and_model_names():
 
 def test_superseded_record_files_exist_and_no_longer_match_their_config():
     # the exemption above must not outlive its reason: each file exists and truly fails the key check
-    configs = {c.name: c for c in (load_bench_config(os.path.join(CONFIGS, n)) for n in sorted(os.listdir(CONFIGS)))}
+    configs = _bench_configs()
     for name in SUPERSEDED_RECORDS:
         records = read_results(Path(RESULTS) / name)
         assert records, name

@@ -47,13 +47,11 @@ def _scratch(dtype: "torch.dtype") -> "torch.Tensor":
     return torch.empty(_RADIX_BLOCK, dtype=dtype)
 
 
-def _high_counts(bits: "torch.Tensor", scratch: "torch.Tensor | None" = None) -> "torch.Tensor":
+def _high_counts(bits: "torch.Tensor", scratch: "torch.Tensor") -> "torch.Tensor":
     """Histogram of the top 16 bits of non-negative float32 patterns (2^15 buckets); ``scratch`` (int32, at
-    least ``bits``' length) holds the shifted patterns when given."""
+    least ``bits``' length) holds the shifted patterns."""
     import torch
 
-    if scratch is None:
-        return torch.bincount(bits >> 16, minlength=1 << 15)
     return torch.bincount(torch.bitwise_right_shift(bits, 16, out=scratch[:bits.numel()]), minlength=1 << 15)
 
 
