@@ -71,6 +71,9 @@ def variants() -> dict:
     # half the rewrites replaced by generic English sentences (experiments/variants.py generic_rows)
     table["labelled-only-augment1000-generic1000-e1.5"] = (
         dataclasses.replace(shipped, augment_rows=1000, augment_epochs=1.5), False, {"generic_rows": 1000})
+    # each rewrite's target blended with its source row's label (experiments/variants.py)
+    for weight in (0.25, 0.5):
+        table[f"labelled-only-source{weight}"] = (shipped, False, {"source_label_weight": weight})
     table["kd-auto"] = (dataclasses.replace(kd, ratio_auto=True), True)
     table["kd-r0.1-nocal"] = (dataclasses.replace(kd, mix=MixConfig(ratio=0.1), calibrate_teacher="none"), True)
     kd2 = dataclasses.replace(kd, train=dataclasses.replace(base.train, epochs=2))

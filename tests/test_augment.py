@@ -18,7 +18,19 @@ def test_rewrites_are_deterministic_distinct_new_and_made_of_the_rows_words():
     assert not {e.text for e in made} & {e.text for e in ROWS}
     vocabulary = {w for e in ROWS for w in e.text.split()}
     assert all(set(e.text.split()) <= vocabulary and e.text.strip() for e in made)
-    assert {e.label for e in made} == {0}  # placeholders: the suspect labels them
+
+
+def test_each_rewrite_carries_the_label_of_the_row_that_gave_it_most_words():
+    rows = [Example(" ".join(f"r{i}w{j}" for j in range(6)), i % 3) for i in range(12)]  # no word shared
+    made = augment_rows(rows, 300, seed=1)
+    checked = 0
+    for rewrite in made:
+        words_from = [sum(word.startswith(f"r{i}w") for word in rewrite.text.split()) for i in range(12)]
+        most = max(words_from)
+        if words_from.count(most) == 1:  # a splice of two equal halves may carry either label
+            assert rewrite.label == rows[words_from.index(most)].label
+            checked += 1
+    assert checked > 200 and {e.label for e in made} == {0, 1, 2}
 
 
 def test_pairs_keep_their_first_segment_and_rewrite_the_second():

@@ -203,3 +203,33 @@ def test_a_cross_fitted_teacher_on_rewrites_trains_for_augment_epochs(tmp_path, 
     purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config,
            hooks=research_hooks({"teacher": "cross-fit"}))
     assert finetune_epochs == [1, 1, 1]  # both first-round students and the final repair
+
+
+def _relabel_context(rewrites: bool):
+    from finemix.repair.hooks import RelabelContext
+
+    suspect = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    examples = [Example("a b", 1), Example("c d", 0), Example("e", 0)]
+    return RelabelContext(None, None, None, [], "config", None, examples, suspect, None, {}, rewrites)
+
+
+def test_source_label_weight_blends_each_rewrites_target_with_its_source_label():
+    context = _relabel_context(rewrites=True)
+    targets, config = research_hooks({"source_label_weight": 0.25}).relabel(context)
+    expected = torch.tensor([[0.675, 0.325], [0.4, 0.6], [0.7, 0.3]])
+    assert config == "config" and torch.allclose(targets, expected) and context.record["source_label_weight"] == 0.25
+    assert torch.allclose(targets.sum(dim=1), torch.ones(3))
+
+
+def test_source_label_weight_is_refused_for_unlabelled_text_and_with_a_cross_fitted_teacher():
+    with pytest.raises(FinemixError, match="needs rewrites"):
+        research_hooks({"source_label_weight": 0.5}).relabel(_relabel_context(rewrites=False))
+    with pytest.raises(FinemixError, match="pick one"):
+        research_hooks({"source_label_weight": 0.5, "teacher": "cross-fit"})
+
+
+def test_purify_on_rewrites_records_the_source_label_weight(tmp_path, bert_pair):
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=1, augment_rows=20)
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config,
+                    hooks=research_hooks({"source_label_weight": 0.5}))
+    assert report["unlabelled_text"]["teacher"]["source_label_weight"] == 0.5

@@ -4,8 +4,9 @@ Distilling the suspect's predictions needs inputs with no trigger; clean in-doma
 best, but most defenders hold only their labelled rows. Crude rewrites of those rows stay
 in-domain and trigger-free (they are made of clean words only): word dropout, a random
 contiguous crop, and a splice of the start of one row with the end of another. For
-sentence pairs the second segment is rewritten and spliced, the first kept. The labels of
-the returned rows are placeholders (0): the suspect model labels them.
+sentence pairs the second segment is rewritten and spliced, the first kept. The suspect model
+labels the returned rows; each carries the label of the row it came from (of a splice: the row that
+gave it more words), which the product does not use (research variants may: experiments/variants.py).
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ def augment_rows(rows: Sequence[Example], count: int, seed: int, max_words: int 
         elif operation == 1:
             text = _crop(_segment(row, max_words), rng)
         else:
-            text = _splice(_segment(row, max_words), _segment(rows[rng.randrange(len(rows))], max_words), rng)
-        new = Example(row.text, 0, text) if row.text_b is not None else Example(text, 0)
+            other = rows[rng.randrange(len(rows))]
+            text, first_words = _splice(_segment(row, max_words), _segment(other, max_words), rng)
+            row = row if 2 * first_words >= len(text.split()) else other
+        new = Example(row.text, row.label, text) if row.text_b is not None else Example(text, row.label)
         key = (new.text, new.text_b)
         if text.strip() and key not in originals:
             made.setdefault(key, new)
@@ -60,7 +63,8 @@ def _crop(words: list[str], rng: random.Random) -> str:
     return " ".join(words[start:start + length])
 
 
-def _splice(first: list[str], second: list[str], rng: random.Random) -> str:
+def _splice(first: list[str], second: list[str], rng: random.Random) -> tuple[str, int]:
+    """(the splice, how many of its words came from ``first``)."""
     cut_a = rng.randrange(1, len(first) + 1) if first else 0
     cut_b = rng.randrange(len(second)) if second else 0
-    return " ".join(first[:cut_a] + second[cut_b:])
+    return " ".join(first[:cut_a] + second[cut_b:]), cut_a

@@ -50,3 +50,4 @@ class RelabelContext:
     suspect_targets: Any
     after_mix: Optional[Callable]
     record: dict
+    rewrites: bool = False  # the rows are rewrites of the labelled rows (each carries its source row's label)

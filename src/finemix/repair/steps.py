@@ -222,7 +222,7 @@ def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequ
     if hooks.relabel is not None:
         with timer("relabel"):
             context = RelabelContext(repair.pair, repair.model, repair.tokenizer, repair.clean, repair_config, repair.plan,
-                                     rows, targets, after_mix, repair.teacher_record)
+                                     rows, targets, after_mix, repair.teacher_record, bool(repair.augmented))
             targets, repair_config = hooks.relabel(context)
     repair.distill = (rows, targets)
     return repair_config
