@@ -76,6 +76,10 @@ def variants() -> dict:
         table[f"labelled-only-source{weight}"] = (shipped, False, {"source_label_weight": weight})
     for temperature in (2, 4):  # softened targets (experiments/variants.py)
         table[f"labelled-only-t{temperature}"] = (shipped, False, {"distill_temperature": temperature})
+    # the E-PUR'd suspect kept whole (ρ = 1), its top flagged words unlearnt on copies of the rewrites
+    unlearn = dataclasses.replace(shipped, ratio_auto=False, mix=MixConfig(ratio=1.0), augment_rows=1000)
+    for count in (1, 3, 5):
+        table[f"labelled-only-unlearn{count}"] = (unlearn, False, {"unlearn_flagged": count})
     table["kd-auto"] = (dataclasses.replace(kd, ratio_auto=True), True)
     table["kd-r0.1-nocal"] = (dataclasses.replace(kd, mix=MixConfig(ratio=0.1), calibrate_teacher="none"), True)
     kd2 = dataclasses.replace(kd, train=dataclasses.replace(base.train, epochs=2))

@@ -18,7 +18,10 @@ Options (each measured against the sentence trigger's lean on MR; none removed i
 - source_label_weight: 0 | 0.25 | 0.5 — with rewrites of the labelled rows (no unlabelled text), each
   rewrite's target is (1 - w) × the calibrated suspect's + w × its source row's one-hot label (issue 16);
 - distill_temperature: 1 | 2 | 4 — targets are softmax(calibrated logits / T): the student learns the
-  suspect's margins, not only its answers (Hinton et al.'s softened targets; the student reads at T = 1).
+  suspect's margins, not only its answers (Hinton et al.'s softened targets; the student reads at T = 1);
+- unlearn_flagged: 0 | 1 | 3 | 5 — every distillation row gets a copy with one of E-PUR's N highest-scored
+  whole-word tokens inserted at a random word, taught the target of the row it came from: the suspected
+  triggers are unlearnt while the rest of the suspect's behaviour is kept (issue 16; run it with ρ = 1).
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ from finemix.repair.hooks import RepairHooks
 
 DEFAULTS = {"teacher_input": "raw", "distill_labels": "soft", "teacher": "suspect", "freeze_epur_rows": False,
             "calibrate_teacher": "prior", "generic_rows": 0, "source_label_weight": 0,
-            "distill_temperature": 1}
+            "distill_temperature": 1, "unlearn_flagged": 0}
 CHOICES = {"teacher_input": ("raw", "epur-masked"), "distill_labels": ("soft", "hard"),
            "teacher": ("suspect", "cross-fit"), "freeze_epur_rows": (False, True),
            "calibrate_teacher": ("prior", "labelled"), "generic_rows": (0, 500, 1000, 2000),
-           "source_label_weight": (0, 0.25, 0.5), "distill_temperature": (1, 2, 4)}
+           "source_label_weight": (0, 0.25, 0.5), "distill_temperature": (1, 2, 4),
+           "unlearn_flagged": (0, 1, 3, 5)}
 
 
 def build_hooks(options: dict) -> RepairHooks:
@@ -65,6 +69,7 @@ def build_hooks(options: dict) -> RepairHooks:
                          if chosen["distill_temperature"] != 1 else None),
         relabel=relabel,
         step_hook=frozen_epur_rows if chosen["freeze_epur_rows"] else None,
+        extra_rows=functools.partial(flagged_token_copies, chosen["unlearn_flagged"]) if chosen["unlearn_flagged"] else None,
         distill_texts=functools.partial(with_generic_text, chosen["generic_rows"]) if chosen["generic_rows"] else None,
     )
 
@@ -124,6 +129,32 @@ def hard_targets(logits):
     import torch
 
     return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[1]).to(logits.dtype)
+
+
+def flagged_words(plan, count: int) -> list[str]:
+    """E-PUR's ``count`` highest-scored tokens that are whole words (no ``##`` piece, no [special])."""
+    words = [t["token"] for t in (plan.tokens if plan else [])
+             if t["token"].strip() and not t["token"].startswith(("##", "["))]
+    return words[:count]
+
+
+def flagged_token_copies(count: int, context):
+    """(rows, targets): each distillation row with one of E-PUR's top ``count`` whole-word tokens inserted
+    at a seeded random word position (pairs: in the second segment), with the original row's target."""
+    import random
+
+    words = flagged_words(context.plan, count)
+    if not words:
+        raise FinemixError("research variant unlearn_flagged needs E-PUR to flag at least one whole word")
+    rng = random.Random(context.config.train.seed)
+    copies = []
+    for row in context.rows:
+        segment = (row.text_b if row.text_b is not None else row.text).split()
+        segment.insert(rng.randrange(len(segment) + 1), rng.choice(words))
+        text = " ".join(segment)
+        copies.append(dataclasses.replace(row, text_b=text) if row.text_b is not None else dataclasses.replace(row, text=text))
+    context.record["unlearnt_tokens"] = words
+    return copies, context.suspect_targets.clone()
 
 
 def softened_targets(temperature: float, logits):

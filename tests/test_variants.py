@@ -243,3 +243,29 @@ def test_distill_temperature_softens_the_targets_and_keeps_their_order():
     assert research_hooks({"distill_temperature": 1}).distill_targets is None
     with pytest.raises(FinemixError, match="hard labels"):
         research_hooks({"distill_temperature": 2, "distill_labels": "hard"})
+
+
+def test_unlearn_flagged_copies_each_row_with_a_flagged_word_inserted_and_its_target():
+    plan = EpurPlan("emb", [5, 6, 7, 8], [{"token": t} for t in ("cf", "##less", "[UNK]", "mn", "bb")], 128)
+    context = _relabel_context(rewrites=True)
+    context.plan, context.config = plan, PurifyConfig(train=FAST)
+    copies, targets = research_hooks({"unlearn_flagged": 3}).extra_rows(context)
+    assert context.record["unlearnt_tokens"] == ["cf", "mn", "bb"]  # word pieces and special tokens skipped
+    for row, copy in zip(context.rows, copies):
+        words = copy.text.split()
+        assert len(words) == len(row.text.split()) + 1 and any(words[:i] + words[i + 1:] == row.text.split()
+                                                            for i, w in enumerate(words) if w in ("cf", "mn", "bb"))
+    assert torch.equal(targets, context.suspect_targets)
+    context.plan = EpurPlan("emb", [], [], 128)
+    with pytest.raises(FinemixError, match="whole word"):
+        research_hooks({"unlearn_flagged": 1}).extra_rows(context)
+
+
+def test_purify_with_unlearn_flagged_distils_on_the_rows_and_their_copies(tmp_path, bert_pair):
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=1.0), train=FAST, augment_rows=20,
+                          epur=EpurConfig(top_n=5))
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config,
+                    hooks=research_hooks({"unlearn_flagged": 3}))
+    teacher = report["unlabelled_text"]["teacher"]
+    assert teacher["rows"] == 20 and 1 <= len(teacher["unlearnt_tokens"]) <= 3
+    assert any("distillation on 40 rewrites" in use for use in report["unlabelled_text"]["used_for"])

@@ -27,6 +27,9 @@ class RepairHooks:
     distill_targets: Optional[Callable] = None
     # (RelabelContext) -> (targets, record, repair config): replace the suspect's targets (cross-fit).
     relabel: Optional[Callable] = None
+    # (RelabelContext) -> (rows, targets): more rows to distil on, after the relabelling (e.g. rewrites
+    # with suspected trigger tokens inserted, taught the targets of the rows they came from).
+    extra_rows: Optional[Callable] = None
     # (texts the repair would distil on, seed) -> the texts to distil on (e.g. with a generic corpus added).
     distill_texts: Optional[Callable[[list, int], list]] = None
     # (E-PUR plan) -> train.StepHook or None: called after every optimiser step.

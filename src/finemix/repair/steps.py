@@ -219,13 +219,26 @@ def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequ
             repair.teacher_record["hidden_tokens"] = len(hidden)
     # Rewrites are trained for their own budget (config.augment_epochs), real unlabelled text for distill_epochs.
     repair_config = dataclasses.replace(config, distill_epochs=config.augment_epochs) if repair.augmented else config
-    if hooks.relabel is not None:
+    if hooks.relabel is not None or hooks.extra_rows is not None:
         with timer("relabel"):
             context = RelabelContext(repair.pair, repair.model, repair.tokenizer, repair.clean, repair_config, repair.plan,
                                      rows, targets, after_mix, repair.teacher_record, bool(repair.augmented))
-            targets, repair_config = hooks.relabel(context)
+            rows, targets, repair_config = _research_targets(context, hooks)
     repair.distill = (rows, targets)
     return repair_config
+
+
+def _research_targets(context: RelabelContext, hooks: RepairHooks) -> tuple:
+    """(rows, targets, config) after a research variant's relabelling and extra rows."""
+    import torch
+
+    rows, targets, config = context.rows, context.suspect_targets, context.config
+    if hooks.relabel is not None:
+        targets, config = hooks.relabel(context)
+    if hooks.extra_rows is not None:
+        more, more_targets = hooks.extra_rows(dataclasses.replace(context, suspect_targets=targets, config=config))
+        rows, targets = list(rows) + list(more), torch.cat([targets, more_targets.to(targets.dtype)])
+    return rows, targets, config
 
 
 def _answer_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequence[str], timer: Timer) -> PurifyConfig:
