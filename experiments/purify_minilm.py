@@ -80,6 +80,11 @@ def variants() -> dict:
     unlearn = dataclasses.replace(shipped, ratio_auto=False, mix=MixConfig(ratio=1.0), augment_rows=1000)
     for count in (1, 3, 5):
         table[f"labelled-only-unlearn{count}"] = (unlearn, False, {"unlearn_flagged": count})
+    # the teacher's bias fitted for equal recall on the labelled rows, and the student left as it learnt
+    balanced = dataclasses.replace(shipped, calibrate_student="none")
+    table["labelled-only-balanced"] = (balanced, False, {"calibrate_teacher": "balanced"})
+    table["labelled-only-unlearn1-balanced"] = (dataclasses.replace(unlearn, calibrate_student="none"), False,
+                                                {"unlearn_flagged": 1, "calibrate_teacher": "balanced"})
     table["kd-auto"] = (dataclasses.replace(kd, ratio_auto=True), True)
     table["kd-r0.1-nocal"] = (dataclasses.replace(kd, mix=MixConfig(ratio=0.1), calibrate_teacher="none"), True)
     kd2 = dataclasses.replace(kd, train=dataclasses.replace(base.train, epochs=2))

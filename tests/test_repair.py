@@ -41,6 +41,21 @@ def test_fit_class_bias_is_zero_for_a_calibrated_teacher():
     assert abs(float(fit_class_bias(logits, labels)[1])) < 0.05
 
 
+def test_balanced_class_bias_equalises_recall_where_the_plain_fit_follows_the_majority():
+    generator = torch.Generator().manual_seed(1)
+    labels = (torch.rand(2000, generator=generator) < 0.8).long()  # 80 % class 1
+    margin = (labels * 2 - 1).float() + 1.5 * torch.randn(2000, generator=generator)  # class 1 minus class 0
+    logits = torch.stack([torch.zeros(2000), margin], dim=1)
+
+    def recalls(bias):
+        predicted = (logits + bias).argmax(1)
+        return [float(predicted[labels == c].eq(c).float().mean()) for c in (0, 1)]
+
+    plain, balanced = recalls(fit_class_bias(logits, labels.tolist())), recalls(fit_class_bias(logits, labels.tolist(), balanced=True))
+    assert plain[1] - plain[0] > 0.3  # the plain fit trades class 0's recall for accuracy on the majority
+    assert abs(balanced[1] - balanced[0]) < 0.1
+
+
 def rows(n_repeat=2):
     data = text_rows() * n_repeat
     return [Example(text, label) for text, label in data]

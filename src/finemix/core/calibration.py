@@ -40,12 +40,16 @@ def fit_prior_bias(logits: "torch.Tensor", prior: "torch.Tensor", steps: int = 2
     return _fit_bias(logits.shape[1], loss, steps)
 
 
-def fit_class_bias(logits: "torch.Tensor", labels: Sequence[int], steps: int = 200) -> "torch.Tensor":
-    """Per-class logit offsets minimising cross-entropy on labelled rows (class 0 fixed at 0)."""
+def fit_class_bias(logits: "torch.Tensor", labels: Sequence[int], steps: int = 200,
+                   balanced: bool = False) -> "torch.Tensor":
+    """Per-class logit offsets minimising cross-entropy on labelled rows (class 0 fixed at 0); ``balanced``
+    weights each class by its inverse share, which aims at equal recall rather than the rows' class shares."""
     import torch
 
     target = torch.as_tensor(list(labels), dtype=torch.long)
-    return _fit_bias(logits.shape[1], lambda bias: torch.nn.functional.cross_entropy(logits.float() + bias, target), steps)
+    weight = 1.0 / class_frequencies(labels, logits.shape[1]).clamp_min(1e-6) if balanced else None
+    return _fit_bias(logits.shape[1], lambda bias: torch.nn.functional.cross_entropy(
+        logits.float() + bias, target, weight=weight), steps)
 
 
 def _fit_bias(num_classes: int, loss_of_bias: Callable[["torch.Tensor"], "torch.Tensor"], steps: int) -> "torch.Tensor":
