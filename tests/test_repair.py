@@ -18,6 +18,7 @@ import finemix.repair.steps as steps
 from finemix.config import MixConfig, PurifyConfig, RatioSearchConfig, TrainConfig
 from finemix.core.calibration import fit_class_bias, fit_prior_bias
 from finemix.data import Example
+from finemix.errors import FinemixError
 from finemix.repair.steps import purify
 from tiny_models import text_rows
 
@@ -161,6 +162,32 @@ def test_output_calibration_shifts_the_head_bias_only(tmp_path, tiny_pair):
     on_state, off_state = load_state(tmp_path / "on"), load_state(tmp_path / "off")
     differing = [n for n in on_state if not torch.equal(on_state[n], off_state[n])]
     assert differing == [record["tensor"]]
+
+
+def test_a_balanced_teacher_is_fitted_on_the_labelled_rows_and_the_student_keeps_its_balance(tmp_path, tiny_pair):
+    from finemix.repair.distill import teacher_bias
+
+    clean_logits = torch.tensor([[0.0, 1.0]] * 6 + [[0.0, -1.0]] * 2 + [[0.0, 0.5]] * 2)  # two class 0 rows read as 1
+    labels = [1] * 6 + [0] * 4
+    balanced = teacher_bias(torch.zeros(3, 2), clean_logits, labels, "balanced")
+    assert torch.allclose(balanced, fit_class_bias(clean_logits, labels, balanced=True))
+    assert float(balanced[1]) < float(fit_class_bias(clean_logits, labels)[1]) < 0
+    assert PurifyConfig(calibrate_teacher="balanced").student_calibration == "none"
+    assert PurifyConfig().student_calibration == "prior"
+    assert PurifyConfig(calibrate_teacher="balanced", calibrate_student="prior").student_calibration == "prior"
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=1.0), epur=None, train=FAST, distill_epochs=1,
+                          calibrate_teacher="balanced")
+    report = purify(tiny_pair.finetuned, tiny_pair.pretrained, rows(), tmp_path / "out", config,
+                    [text for text, _ in text_rows()])
+    teacher = report["unlabelled_text"]["teacher"]
+    assert teacher["calibration"] == "balanced" and report["unlabelled_text"]["repaired_model_calibration"] is None
+
+
+@pytest.mark.parametrize("values, message", [({"calibrate_teacher": "labelled"}, "prior, balanced or none"),
+                                             ({"calibrate_student": "balanced"}, "auto, prior or none")])
+def test_unknown_calibrations_are_refused(values, message):
+    with pytest.raises(FinemixError, match=message):
+        PurifyConfig(**values)
 
 
 @pytest.mark.parametrize("start, accuracies, epochs, line, expected", [

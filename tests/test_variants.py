@@ -270,10 +270,3 @@ def test_purify_with_unlearn_flagged_distils_on_the_rows_and_their_copies(tmp_pa
     assert teacher["rows"] == 20 and 1 <= len(teacher["unlearnt_tokens"]) <= 3
     assert any("distillation on 40 rewrites" in use for use in report["unlabelled_text"]["used_for"])
 
-
-def test_calibrate_teacher_balanced_fits_the_bias_for_equal_recall_on_the_labelled_rows():
-    clean_logits = torch.tensor([[0.0, 1.0]] * 6 + [[0.0, -1.0]] * 2 + [[0.0, 0.5]] * 2)  # class 0 rows read as 1
-    labels = [1] * 6 + [0] * 4
-    bias = research_hooks({"calibrate_teacher": "balanced"}).teacher_bias(None, clean_logits, labels)
-    plain = research_hooks({"calibrate_teacher": "labelled"}).teacher_bias(None, clean_logits, labels)
-    assert float(bias[1]) < float(plain[1]) and bias[0] == 0

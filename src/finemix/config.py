@@ -180,12 +180,15 @@ class PurifyConfig:
     # than 2 on MiniLM/MR (docs/results-minilm-mr.md): a more accurate student, fewer false positives.
     distill_epochs: float = 3.0
     # How the teacher's class bias is corrected before distilling (see repair/distill.py):
-    # "prior": its mean prediction on the unlabelled texts matches the labelled rows' class shares; "none".
-    # ("labelled", a cross-entropy fit on the labelled rows, measured worse: experiments/variants.py.)
+    # "prior": its mean prediction on the unlabelled texts matches the labelled rows' class shares;
+    # "balanced": fitted on the labelled rows by class-weighted cross-entropy, which aims at equal recall
+    # per class (issue 16, docs/results.md); "none".
+    # ("labelled", an unweighted cross-entropy fit on the labelled rows, measured worse: experiments/variants.py.)
     calibrate_teacher: str = "prior"
     # After repair, shift the output bias so the repaired model's mean prediction on the unlabelled
-    # texts matches the labelled rows' class shares ("prior"), or leave it ("none").
-    calibrate_student: str = "prior"
+    # texts matches the labelled rows' class shares ("prior"), or leave it ("none"); "auto": "prior" after
+    # a prior-calibrated teacher, else "none" (a prior match would undo a balanced teacher's correction).
+    calibrate_student: str = "auto"
     # Without unlabelled text: distil on this many rewrites of the labelled training rows (word
     # dropout, crops, splices; data/augment.py) labelled by the suspect model; 0 = the paper's recipe
     # (labelled rows only), which left a rare-word backdoor in place on MR (README, issue 16).
@@ -221,10 +224,17 @@ class PurifyConfig:
         if not isinstance(self.distill_answer_tokens, int) or isinstance(self.distill_answer_tokens, bool) \
                 or self.distill_answer_tokens < 1:
             raise FinemixError(f"distill answer tokens must be an integer >= 1, got {self.distill_answer_tokens!r}")
-        if self.calibrate_teacher not in ("prior", "none"):
-            raise FinemixError(f"unknown teacher calibration {self.calibrate_teacher!r}; use prior or none")
-        if self.calibrate_student not in ("prior", "none"):
-            raise FinemixError(f"unknown student calibration {self.calibrate_student!r}; use prior or none")
+        if self.calibrate_teacher not in ("prior", "balanced", "none"):
+            raise FinemixError(f"unknown teacher calibration {self.calibrate_teacher!r}; use prior, balanced or none")
+        if self.calibrate_student not in ("auto", "prior", "none"):
+            raise FinemixError(f"unknown student calibration {self.calibrate_student!r}; use auto, prior or none")
+
+    @property
+    def student_calibration(self) -> str:
+        """The output calibration "auto" stands for: "prior" after a prior-calibrated teacher, else "none"."""
+        if self.calibrate_student != "auto":
+            return self.calibrate_student
+        return "prior" if self.calibrate_teacher == "prior" else "none"
         check_float("distill epochs", self.distill_epochs, 0.0, MAX_EPOCHS, low_open=True)
         check_float("augment epochs", self.augment_epochs, 0.0, MAX_EPOCHS, low_open=True)
 

@@ -66,6 +66,7 @@ class DefensePlan:
     # default is 2000; the committed grids ran before it existed, so the bench default stays 0.
     augment_rows: int = 0
     augment_epochs: float = 1.5  # purify's default
+    calibrate_teacher: str = "prior"  # purify's default: the distillation teacher's class-bias correction
     prune_ratio: float = 0.3
     candidates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     tolerance: float = 0.03

@@ -16,7 +16,7 @@ import random
 from typing import TYPE_CHECKING, Sequence
 
 from ..config import PurifyConfig
-from ..core.calibration import class_frequencies, class_shares, fit_prior_bias
+from ..core.calibration import class_frequencies, class_shares, fit_class_bias, fit_prior_bias
 from ..core.metrics import accuracy
 from ..data import Example
 from ..tasks.classification import predict_logits
@@ -66,11 +66,13 @@ def teacher_targets(model, tokenizer, texts: Sequence["str | Example"], clean: S
 
 def teacher_bias(logits: "torch.Tensor", clean_logits: "torch.Tensor", labels: Sequence[int], calibration: str,
                  hooks: RepairHooks = NO_HOOKS) -> "torch.Tensor":
-    """One bias per class for the teacher's logits: "prior" (default) or "none"; a hook may replace it."""
+    """One bias per class for the teacher's logits: "prior" (default), "balanced" or "none"; a hook may replace it."""
     if hooks.teacher_bias is not None:
         return hooks.teacher_bias(logits, clean_logits, labels)
     if calibration == "prior":
         return fit_prior_bias(logits, class_frequencies(labels, logits.shape[1]))
+    if calibration == "balanced":  # on the labelled rows, which the suspect never trained on
+        return fit_class_bias(clean_logits, labels, balanced=True)
     return logits.new_zeros(logits.shape[1])
 
 
