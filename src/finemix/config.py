@@ -228,6 +228,8 @@ class PurifyConfig:
             raise FinemixError(f"unknown teacher calibration {self.calibrate_teacher!r}; use prior, balanced or none")
         if self.calibrate_student not in ("auto", "prior", "none"):
             raise FinemixError(f"unknown student calibration {self.calibrate_student!r}; use auto, prior or none")
+        check_float("distill epochs", self.distill_epochs, 0.0, MAX_EPOCHS, low_open=True)
+        check_float("augment epochs", self.augment_epochs, 0.0, MAX_EPOCHS, low_open=True)
 
     @property
     def student_calibration(self) -> str:
@@ -235,8 +237,6 @@ class PurifyConfig:
         if self.calibrate_student != "auto":
             return self.calibrate_student
         return "prior" if self.calibrate_teacher == "prior" else "none"
-        check_float("distill epochs", self.distill_epochs, 0.0, MAX_EPOCHS, low_open=True)
-        check_float("augment epochs", self.augment_epochs, 0.0, MAX_EPOCHS, low_open=True)
 
 
 _NESTED = {"mix": MixConfig, "search": RatioSearchConfig, "epur": EpurConfig, "train": TrainConfig}
