@@ -18,19 +18,13 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def logits_of(folder: str, texts: list[str], max_length: int):
-    import torch
+def logits_of(folder: str, examples, max_length: int):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from finemix.tasks.classification import predict_logits
+
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    parts = []
-    with torch.inference_mode():
-        for start in range(0, len(texts), 128):
-            batch = tokenizer(texts[start:start + 128], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="pt")
-            parts.append(model(**batch).logits.float())
-    return torch.cat(parts)
+    return predict_logits(model, AutoTokenizer.from_pretrained(folder), examples, max_length=max_length)
 
 
 def sweep(margin, gold, target: int, acc_floor: float) -> dict:
@@ -72,7 +66,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for entry in args.models:
         name, folder = entry.split("=", 1)
-        logits = logits_of(folder, [e.text for e in test], args.max_length)
+        logits = logits_of(folder, test, args.max_length)
         margin = logits[:, args.target] - logits[:, 1 - args.target]
         for setting, (bias, other, target, accuracy) in sweep(margin, gold, args.target, args.acc_floor).items():
             print(f"| {name} | {setting} | {bias:+.2f} | {other:.1f} | {target:.1f} | {accuracy:.1f} | {100 - other:.1f} |")

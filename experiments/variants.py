@@ -56,11 +56,10 @@ def build_hooks(options: dict) -> RepairHooks:
     chosen = {**DEFAULTS, **options}
     if chosen["teacher"] == "cross-fit" and chosen["source_label_weight"]:
         raise FinemixError("research variant: source_label_weight and teacher: cross-fit both relabel; pick one")
-    relabel = functools.partial(cross_fit_relabel, chosen) if chosen["teacher"] == "cross-fit" else None
     if chosen["distill_labels"] == "hard" and chosen["distill_temperature"] != 1:
         raise FinemixError("research variant: distill_temperature softens soft targets; hard labels have none")
-    if chosen["source_label_weight"]:
-        relabel = functools.partial(source_label_relabel, chosen["source_label_weight"])
+    relabel = (functools.partial(source_label_relabel, chosen["source_label_weight"]) if chosen["source_label_weight"]
+               else functools.partial(cross_fit_relabel, chosen) if chosen["teacher"] == "cross-fit" else None)
     return RepairHooks(
         options=dict(options),
         teacher_hidden_tokens=hidden_epur_tokens if chosen["teacher_input"] == "epur-masked" else None,

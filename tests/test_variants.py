@@ -270,3 +270,11 @@ def test_purify_with_unlearn_flagged_distils_on_the_rows_and_their_copies(tmp_pa
     assert teacher["rows"] == 20 and 1 <= len(teacher["unlearnt_tokens"]) <= 3
     assert any("distillation on 40 rewrites" in use for use in report["unlabelled_text"]["used_for"])
 
+
+
+def test_source_label_weight_is_refused_when_generic_sentences_join_the_rewrites(tmp_path, bert_pair):
+    # the generic sentences carry no source label, so the rows are not all rewrites
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=1, augment_rows=20)
+    with pytest.raises(FinemixError, match="needs rewrites"):
+        purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config,
+               hooks=research_hooks({"source_label_weight": 0.5, "generic_rows": 500}))

@@ -53,4 +53,4 @@ class RelabelContext:
     suspect_targets: Any
     after_mix: Optional[Callable]
     record: dict
-    rewrites: bool = False  # the rows are rewrites of the labelled rows (each carries its source row's label)
+    rewrites: bool = False  # every row is a rewrite of a labelled row (each carries its source row's label)

@@ -222,7 +222,8 @@ def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequ
     if hooks.relabel is not None or hooks.extra_rows is not None:
         with timer("relabel"):
             context = RelabelContext(repair.pair, repair.model, repair.tokenizer, repair.clean, repair_config, repair.plan,
-                                     rows, targets, after_mix, repair.teacher_record, bool(repair.augmented))
+                                     rows, targets, after_mix, repair.teacher_record,
+                                     rewrites=bool(repair.augmented) and hooks.distill_texts is None)
             rows, targets, repair_config = _research_targets(context, hooks)
     repair.distill = (rows, targets)
     return repair_config
