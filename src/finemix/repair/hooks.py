@@ -25,7 +25,7 @@ class RepairHooks:
     teacher_bias: Optional[Callable] = None
     # (calibrated teacher logits) -> distillation targets (default: their softmax).
     distill_targets: Optional[Callable] = None
-    # (RelabelContext) -> (targets, record, repair config): replace the suspect's targets (cross-fit).
+    # (RelabelContext) -> (targets, repair config): replace the suspect's targets (cross-fit, source labels).
     relabel: Optional[Callable] = None
     # (RelabelContext) -> (rows, targets): more rows to distil on, after the relabelling (e.g. rewrites
     # with suspected trigger tokens inserted, taught the targets of the rows they came from).
