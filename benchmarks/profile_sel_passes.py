@@ -41,21 +41,31 @@ def ns_per_element(function, elements: int, repeats: int) -> float:
 
 
 def passes(finetuned: torch.Tensor, pretrained: torch.Tensor, repeats: int) -> dict[str, float]:
-    """Each of ``sel``'s passes (core/topk.py) timed alone, and both mixes whole."""
+    """Each of ``sel``'s passes (core/topk.py) timed alone, the exact second radix pass it falls back to, and
+    both mixes whole."""
     n, k = finetuned.numel(), int(0.3 * finetuned.numel())
-    high = topk._no_counts()
-    bits = topk.abs_change(finetuned, pretrained, high).view(torch.int32)
+    stride = 1 if n < topk._SAMPLED_FROM else topk._SAMPLE_STRIDE
+    sampled = topk._no_counts()
+    bits = topk.abs_change(finetuned, pretrained, sampled, stride).view(torch.int32)
+    high = topk.top_bits_histogram(bits)
     threshold, greater = topk.kth_bits(bits, high, k)
+    low, bound = topk.boundary_range(sampled, stride, n, k)
+    indices, patterns, above = topk.range_members(bits, low, bound)
+    kept = topk.largest_of(indices, patterns, k - above)
     steps = {
         "|Δ| float32": lambda: topk.abs_change(finetuned, pretrained),
-        "|Δ| + top-bits histogram": lambda: topk.abs_change(finetuned, pretrained, topk._no_counts()),
-        "second radix pass": lambda: topk.kth_bits(bits, high, k),
-        "masks": lambda: list(topk.top_k_masks(bits, threshold, k - greater, SELECT_BLOCK)),
+        "|Δ| + sampled histogram": lambda: topk.abs_change(finetuned, pretrained, topk._no_counts(), stride),
+        "|Δ| + full histogram": lambda: topk.abs_change(finetuned, pretrained, topk._no_counts()),
+        "gather the boundary range": lambda: topk.range_members(bits, low, bound),
+        "k-th among the gathered": lambda: topk.largest_of(indices, patterns, k - above),
+        "masks": lambda: list(topk.masks_with_members(bits, bound, kept, SELECT_BLOCK)),
+        "fallback: second radix pass": lambda: topk.kth_bits(bits, high, k),
+        "fallback: masks with ties": lambda: list(topk.top_k_masks(bits, threshold, k - greater, SELECT_BLOCK)),
         "sel_mix whole": lambda: mixing.sel_mix(finetuned, pretrained, 0.3),
         "random_mix whole": lambda: mixing.random_mix(finetuned, pretrained, 0.3, 0, "w"),
     }
     timings = {name: ns_per_element(step, n, repeats) for name, step in steps.items()}
-    timings["boundary bucket share"] = float(high[threshold >> 16]) / n
+    timings["gathered share"] = indices.numel() / n
     return timings
 
 

@@ -1,5 +1,6 @@
 """Property tests of the Fine-mixing formula (no models involved)."""
 
+import contextlib
 import math
 
 import pytest
@@ -219,3 +220,56 @@ def test_sel_across_many_blocks_equals_a_stable_sort(seed, monkeypatch):
             mixed, kept = mixing.mix_tensor(a, b, ratio, "sel", 0, "w")
             expected = mixing.apply_mask(a, b, mixing.sel_keep_mask(a, b, ratio))
             assert kept == k and mixed.dtype == ft_dtype and torch.equal(mixed, expected)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 10_000), size=st.integers(2, 600), ratio=st.floats(0.001, 0.999),
+       kind=st.sampled_from(["normal", "ties", "zeros", "bf16", "rows"]), route=st.sampled_from(["gather", "sample",
+       "sample-missed", "histograms"]), radix_block=st.integers(1, 64), mask_block=st.integers(1, 64))
+def test_sel_by_every_route_keeps_the_stable_sort_top_k(seed, size, ratio, kind, route, radix_block, mask_block):
+    """Every way to find the boundary (the exact bucket gathered; a sampled range gathered; a sample that
+    missed it, or a crowded range, falling back; both histogram passes) keeps exactly the stable-sort top k,
+    across block edges, with many ties, and with rows whose |Δ| differ (what a strided sample can misjudge)."""
+    from unittest import mock
+
+    generator = torch.Generator().manual_seed(seed)
+    pre = torch.randn(size, generator=generator)
+    step = {"normal": lambda: torch.randn(size, generator=generator) * 1e-2,
+            "ties": lambda: torch.randint(-2, 3, (size,), generator=generator) * 0.25,
+            "zeros": lambda: torch.where(torch.rand(size, generator=generator) < 0.9, 0.0, 1.0),
+            "bf16": lambda: torch.randint(-3, 4, (size,), generator=generator) * 2.0**-6,
+            "rows": lambda: torch.randn(size, generator=generator) * 10.0 ** (torch.arange(size) // 16 % 3)}[kind]()
+    ft = pre + step
+    if kind == "bf16":
+        ft, pre = ft.bfloat16(), pre.bfloat16()
+    change = (ft.float() - pre.float()).abs()
+    k = mixing.kept_count(size, ratio)
+    reference = torch.zeros(size, dtype=torch.bool)
+    reference[torch.sort(change, descending=True, stable=True).indices[:k]] = True
+    patches = {"gather": {"_GATHER_AT_MOST": 0}, "sample": {"_SAMPLED_FROM": 1, "_SAMPLE_STRIDE": 3, "_GATHER_AT_MOST": 0},
+               "sample-missed": {"_SAMPLED_FROM": 1, "_SAMPLE_STRIDE": 5, "_MARGIN_SIGMAS": 0},
+               "histograms": {"_GATHER_AT_MOST": 1 << 40}}[route]
+    with contextlib.ExitStack() as stack:
+        for name, value in {**patches, "_RADIX_BLOCK": radix_block}.items():
+            stack.enter_context(mock.patch.object(topk, name, value))
+        stack.enter_context(mock.patch.object(mixing, "SELECT_BLOCK", mask_block))
+        assert torch.equal(mixing.sel_keep_mask(ft, pre, ratio), reference)
+        mixed, kept = mixing.sel_mix(ft, pre, ratio)
+    assert kept == k and torch.equal(mixed, mixing.apply_mask(ft, pre, reference))
+
+
+def test_range_members_lists_the_range_in_index_order_and_counts_what_is_above():
+    bits = torch.tensor([5 << 16, 3, (5 << 16) | 7, 6 << 16, (5 << 16) | 1, 9 << 16], dtype=torch.int32)
+    indices, patterns, above = topk.range_members(bits, 5 << 16, 6 << 16)
+    assert indices.tolist() == [0, 2, 4] and patterns.tolist() == [5 << 16, (5 << 16) | 7, (5 << 16) | 1]
+    assert above == 2
+    assert topk.largest_of(indices, patterns, 2).tolist() == [2, 4]  # the two largest of them, in index order
+
+
+def test_a_sampled_boundary_range_widens_with_the_margin():
+    high = torch.zeros(1 << 15, dtype=torch.int64)
+    high[100:1100] = 10  # 10,000 sampled entries, 10 a bucket
+    assert topk.boundary_range(high, 1, 10_000, 25) == (1097 << 16, 1098 << 16)  # exact: the 25th largest's bucket
+    # every 4th of 40,000 entries: sample rank 25 ± 6 (σ + 1) = 36 covers ranks 1-61, buckets 1093-1099
+    assert topk.boundary_range(high, 4, 40_000, 100) == (1093 << 16, 1100 << 16)
+    assert topk.boundary_range(high, 4, 2_000, 100) is None  # 280 entries in the range: over 1/8 of 2,000
