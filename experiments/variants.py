@@ -231,4 +231,4 @@ def _cross_fit_bias(chosen: dict, logits, clean_logits, labels, config):
 
     if chosen["calibrate_teacher"] == "labelled":
         return labelled_bias(logits, clean_logits, labels)
-    return teacher_bias(logits, clean_logits, labels, config.calibrate_teacher)
+    return teacher_bias(logits, clean_logits, labels, config.teacher_calibration(logits.shape[1]))

@@ -172,9 +172,12 @@ def test_a_balanced_teacher_is_fitted_on_the_labelled_rows_and_the_student_keeps
     balanced = teacher_bias(torch.zeros(3, 2), clean_logits, labels, "balanced")
     assert torch.allclose(balanced, fit_class_bias(clean_logits, labels, balanced=True))
     assert float(balanced[1]) < float(fit_class_bias(clean_logits, labels)[1]) < 0
-    assert PurifyConfig(calibrate_teacher="balanced").student_calibration == "none"
-    assert PurifyConfig().student_calibration == "prior"
-    assert PurifyConfig(calibrate_teacher="balanced", calibrate_student="prior").student_calibration == "prior"
+    assert PurifyConfig(calibrate_teacher="balanced").student_calibration(2) == "none"
+    assert PurifyConfig(calibrate_teacher="prior").student_calibration(2) == "prior"
+    assert PurifyConfig(calibrate_teacher="balanced", calibrate_student="prior").student_calibration(2) == "prior"
+    auto = PurifyConfig(calibrate_teacher="auto")
+    assert [auto.teacher_calibration(n) for n in (2, 3, 6)] == ["balanced", "prior", "prior"]
+    assert [auto.student_calibration(n) for n in (2, 6)] == ["none", "prior"]
     config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=1.0), epur=None, train=FAST, distill_epochs=1,
                           calibrate_teacher="balanced")
     report = purify(tiny_pair.finetuned, tiny_pair.pretrained, rows(), tmp_path / "out", config,
@@ -183,7 +186,7 @@ def test_a_balanced_teacher_is_fitted_on_the_labelled_rows_and_the_student_keeps
     assert teacher["calibration"] == "balanced" and report["unlabelled_text"]["repaired_model_calibration"] is None
 
 
-@pytest.mark.parametrize("values, message", [({"calibrate_teacher": "labelled"}, "prior, balanced or none"),
+@pytest.mark.parametrize("values, message", [({"calibrate_teacher": "labelled"}, "auto, prior, balanced or none"),
                                              ({"calibrate_student": "balanced"}, "auto, prior or none")])
 def test_unknown_calibrations_are_refused(values, message):
     with pytest.raises(FinemixError, match=message):

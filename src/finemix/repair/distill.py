@@ -49,10 +49,12 @@ def teacher_targets(model, tokenizer, texts: Sequence["str | Example"], clean: S
     logits = predict_logits(model, tokenizer, rows, max_length=length, hidden_tokens=hidden_tokens)
     clean_logits = predict_logits(model, tokenizer, clean, max_length=length, hidden_tokens=hidden_tokens)
     labels = [e.label for e in clean]
-    bias = teacher_bias(logits, clean_logits, labels, config.calibrate_teacher, hooks)
+    calibration = config.teacher_calibration(logits.shape[1])
+    bias = teacher_bias(logits, clean_logits, labels, calibration, hooks)
     record = {
         "rows": len(rows),
-        "calibration": config.calibrate_teacher,
+        "calibration": calibration,
+        "calibration_setting": config.calibrate_teacher,
         "class_bias": [round(float(b), 4) for b in bias],
         "predicted_class_share": class_shares(logits),
         "predicted_class_share_calibrated": class_shares(logits + bias),

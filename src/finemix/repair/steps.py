@@ -181,7 +181,8 @@ def _calibrate_stage(repair: _Repair, config: PurifyConfig, timer: Timer) -> Non
     """A classifier distilled from predictions gets its output prior matched (repair/distill.py)."""
     state = repair.model.state_dict()
     _check_finite(state, list(state))  # before the output calibration fits on its logits
-    if repair.distill and repair.task.distils == "predictions" and config.student_calibration == "prior":
+    num_labels = repair.model.config.num_labels
+    if repair.distill and repair.task.distils == "predictions" and config.student_calibration(num_labels) == "prior":
         with timer("calibrate"):
             repair.student_record = calibrate_output_prior(repair.model, repair.tokenizer, repair.distill[0],
                                                            repair.clean, repair.pair, config)
