@@ -273,3 +273,22 @@ def test_a_sampled_boundary_range_widens_with_the_margin():
     # every 4th of 40,000 entries: sample rank 25 ± 6 (σ + 1) = 36 covers ranks 1-61, buckets 1093-1099
     assert topk.boundary_range(high, 4, 40_000, 100) == (1093 << 16, 1100 << 16)
     assert topk.boundary_range(high, 4, 2_000, 100) is None  # 280 entries in the range: over 1/8 of 2,000
+
+
+def test_reused_change_buffers_give_the_same_masks_and_are_freed_on_exit():
+    """Tensors of growing and shrinking sizes, mixed one after another in one thread (the buffer is reused,
+    then replaced by a larger one) and on two worker threads, give exactly the masks of fresh buffers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pairs = [pair(shape, seed) for seed, shape in enumerate([(30, 20), (50, 40), (10, 7), (64, 48), (3, 3)])]
+    expected = [mixing.sel_mix(f, p, 0.3)[0] for f, p in pairs]
+    with topk.reused_change_buffers():
+        assert all(torch.equal(mixing.sel_mix(f, p, 0.3)[0], e) for (f, p), e in zip(pairs, expected))
+        assert topk._HELD.change.numel() == 64 * 48  # grown to the largest, held between tensors
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            mixed = list(pool.map(lambda fp: mixing.sel_mix(*fp, 0.3)[0], pairs * 3))
+        assert all(torch.equal(m, e) for m, e in zip(mixed, expected * 3))
+    assert not hasattr(topk._HELD, "change")
+    first = topk.abs_change(*pairs[0])
+    topk.abs_change(*pairs[1])
+    assert torch.equal(first, (pairs[0][0] - pairs[0][1]).abs().flatten())  # outside: a fresh buffer per call

@@ -19,13 +19,48 @@ two full passes (fp32 6.0 → 3.5, bf16 6.8 → 3.0 ns an element on one loaded 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
     import torch
 
 _RADIX_BLOCK = 1 << 20  # elements per step of the passes below (cache-sized; no whole-tensor temporaries)
+
+
+# Inside ``reused_change_buffers`` each thread keeps its |Δ| buffer for its next tensor (see there).
+_REUSE_DEPTH = 0
+_HELD = threading.local()
+
+
+@contextlib.contextmanager
+def reused_change_buffers() -> Iterator[None]:
+    """Within: ``abs_change`` gives each thread one float32 buffer, grown to the largest tensor it has seen,
+    instead of a fresh one per tensor, whose first touch page-faults (two mixing workers on bf16
+    Llama-shaped tensors, ``sel``: 3.8-9.6 against 2.4-2.8 ns an element, random mix 1.1-1.8). A result of
+    ``abs_change`` is then valid until the same thread's next call. On exit the calling thread's buffer is
+    freed; a worker thread's goes with the thread."""
+    global _REUSE_DEPTH
+    _REUSE_DEPTH += 1
+    try:
+        yield
+    finally:
+        _REUSE_DEPTH -= 1
+        _HELD.__dict__.pop("change", None)
+
+
+def _change_buffer(numel: int) -> "torch.Tensor":
+    import torch
+
+    if not _REUSE_DEPTH:
+        return torch.empty(numel, dtype=torch.float32)
+    held = getattr(_HELD, "change", None)
+    if held is None or held.numel() < numel:
+        _HELD.change = None  # the smaller one goes first
+        held = _HELD.change = torch.empty(numel, dtype=torch.float32)
+    return held[:numel]
 
 
 def _block_starts(n: int) -> range:
@@ -110,7 +145,7 @@ def abs_change(finetuned: "torch.Tensor", pretrained: "torch.Tensor",
     import torch
 
     flat_ft, flat_pre = finetuned.reshape(-1), pretrained.reshape(-1)
-    change = torch.empty(flat_ft.numel(), dtype=torch.float32)
+    change = _change_buffer(flat_ft.numel())
     as_float = None if flat_pre.dtype == torch.float32 else _scratch(torch.float32)  # θ_Pre's block in float32
     shifted = _scratch(torch.int32) if high is not None else None
     for start in _block_starts(change.numel()):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 from ..config import MixConfig
 from ..core import epur as epur_math
-from ..core import mixing
+from ..core import mixing, topk
 from ..errors import FinemixError
 from ..weights.pair import CheckpointPair
 from ..weights.source import FullCheckpointSource, TensorDelta
@@ -66,7 +66,7 @@ def _mixed_tensors(pair: CheckpointPair, config: MixConfig, epur_plan: Optional[
     unmixed = None if config.mix_embeddings else pair.embedding_name()  # kept whole when not mixed
     kept = total = 0
     mix_one = functools.partial(_mix_one, source, config, epur_plan, threshold, unmixed, pair.config)
-    with threads_per_worker(workers):
+    with threads_per_worker(workers), topk.reused_change_buffers():
         for name, (tensor, kept_here, total_here) in ordered_map(mix_one, source.names(), workers):
             kept, total = kept + kept_here, total + total_here
             yield name, tensor
