@@ -182,8 +182,8 @@ class PurifyConfig:
     # How the teacher's class bias is corrected before distilling (see repair/distill.py):
     # "prior": its mean prediction on the unlabelled texts matches the labelled rows' class shares;
     # "balanced": fitted on the labelled rows by class-weighted cross-entropy, which aims at equal recall
-    # per class (issue 16, docs/results.md); "auto": balanced for a two-class task, else prior (the rule
-    # configs/bench/heldout-binary.yaml checks); "none".
+    # per class (issue 16, docs/results.md); "auto": balanced for a two-class task, else prior (a rule that
+    # failed its held-out check, configs/bench/heldout-binary.yaml: sciq_pairs ACC -4.5 against -3.8); "none".
     # ("labelled", an unweighted cross-entropy fit on the labelled rows, measured worse: experiments/variants.py.)
     calibrate_teacher: str = "prior"
     # After repair, shift the output bias so the repaired model's mean prediction on the unlabelled
