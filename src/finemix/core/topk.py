@@ -14,7 +14,8 @@ the k-th; one pass counts the entries above the range and gathers those in it (u
 tensor), the k-th is found among the gathered, and the masks need no tie counting. The counts check the
 sample: a range that missed the k-th, or holds over 1/8 of the entries, falls back to the two exact
 passes, so the masks are the same whichever route ran (tests/test_mixing.py). About half the time of the
-two full passes (fp32 6.0 → 3.5, bf16 6.8 → 3.0 ns an element on one loaded thread).
+two full passes (`sel_mix` on one loaded thread: fp32 5.4-6.6 → 3.2-3.9, bf16 6.2-7.4 → 2.9-3.1 ns an
+element).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ _HELD = threading.local()
 def reused_change_buffers() -> Iterator[None]:
     """Within: ``abs_change`` gives each thread one float32 buffer, grown to the largest tensor it has seen,
     instead of a fresh one per tensor, whose first touch page-faults (two mixing workers on bf16
-    Llama-shaped tensors, ``sel``: 3.8-9.6 against 2.4-2.8 ns an element, random mix 1.1-1.8). A result of
+    Llama-shaped tensors, ``sel``: 3.8-9.6 against 2.2-3.9 ns an element, random mix 1.1-1.8). A result of
     ``abs_change`` is then valid until the same thread's next call. On exit the calling thread's buffer is
     freed; a worker thread's goes with the thread."""
     global _REUSE_DEPTH
