@@ -241,17 +241,11 @@ def range_members(bits: "torch.Tensor", low: int, high: int) -> tuple["torch.Ten
 
 
 def largest_of(indices: "torch.Tensor", patterns: "torch.Tensor", wanted: int) -> "torch.Tensor":
-    """The ascending ``indices`` of the ``wanted`` largest ``patterns`` (ties: lowest index first), by the
-    same two histograms as ``kth_bits``, on the gathered entries only."""
-    import torch
-
-    top_bits = torch.bitwise_right_shift(patterns, 16)
-    bucket, above = _bucket_from_top(torch.bincount(top_bits, minlength=1 << 15), wanted)
-    low = torch.bincount(torch.bitwise_and(patterns[top_bits == bucket], 0xFFFF), minlength=1 << 16)
-    low_bucket, higher = _bucket_from_top(low, wanted - above)
-    threshold = (bucket << 16) | low_bucket
+    """The ascending ``indices`` of the ``wanted`` largest ``patterns`` (ties: lowest index first): ``kth_bits``
+    on the gathered entries only, then the entries above its k-th and the first of those equal to it."""
+    threshold, greater = kth_bits(patterns, top_bits_histogram(patterns), wanted)
     tie = patterns == threshold
-    return indices[(patterns > threshold) | (tie & (tie.cumsum(0) <= wanted - above - higher))]
+    return indices[(patterns > threshold) | (tie & (tie.cumsum(0) <= wanted - greater))]
 
 
 def masks_with_members(bits: "torch.Tensor", bound: int, kept: "torch.Tensor",
