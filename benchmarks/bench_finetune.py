@@ -15,7 +15,9 @@ Training rows:
 * ``plain-grouped``     plain loop on finemix's own length-grouped batches (isolates trainer overhead);
 * ``finemix``           ``finemix.train.finetune`` (dynamic padding + length grouping, accelerate);
 * ``finemix-nogroup``   the same with ``length_grouped_batches`` monkeypatched to shuffled batches —
-                        finemix has no switch for grouping, so this is a benchmark-only patch.
+                        finemix has no switch for grouping, so this is a benchmark-only patch;
+* ``finemix-unfused``   ``finetune`` with AdamW's fused CPU kernel patched off (torch's CPU default, one tensor
+                        at a time, as the plain loops use): the optimiser's share of finemix's speed.
 Target: finemix ≥ 1.2 × plain-maxlen examples/s.
 
 Evaluation rows (``--eval-rows`` MR test rows, batch 64):
@@ -150,6 +152,7 @@ TRAIN_METHODS = {
     "plain-grouped": ("bench_finetune", "job_plain_train", {"padding": "grouped"}),
     "finemix": ("lib.finetune_jobs", "job_finetune_finemix", {}),
     "finemix-nogroup": ("lib.finetune_jobs", "job_finetune_finemix", {"no_grouping": True}),
+    "finemix-unfused": ("lib.finetune_jobs", "job_finetune_finemix", {"unfused": True}),
 }
 EVAL_METHODS = {
     "eval-plain-maxlen": ("bench_finetune", "job_plain_eval", {"padding": "max_length"}),

@@ -9,7 +9,8 @@ from lib.probe import Probe
 def job_finetune_finemix(params: dict, probe: Probe) -> dict:
     """finemix's trainer (``finemix.train.finetune``), called as ``ratio_search`` calls it (no held-out set
     here: that would add evaluation time). ``no_grouping`` monkeypatches ``length_grouped_batches`` to plain
-    shuffled batches (finemix has no switch for it)."""
+    shuffled batches (finemix has no switch for it); ``unfused`` monkeypatches ``_fused_optimizer`` off, so
+    AdamW steps one tensor at a time as torch's CPU default does."""
     from finemix import train as ft
     from finemix.config import TrainConfig
 
@@ -26,6 +27,8 @@ def job_finetune_finemix(params: dict, probe: Probe) -> dict:
             return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
         ft.length_grouped_batches = shuffled_batches
+    if params.get("unfused"):
+        ft._fused_optimizer = lambda accelerator: False
     with probe.region():
         result = ft.finetune(model, tokenizer, rows, config)
     return {"rows": len(rows), "epochs": config.epochs, "steps": result.steps, "trainer_seconds": result.seconds,

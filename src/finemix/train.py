@@ -220,6 +220,13 @@ def _gather_into(sharded: "torch.nn.Module", model: "torch.nn.Module") -> None:
             target[name].copy_(whole.to(target[name].device))
 
 
+def _fused_optimizer(accelerator) -> bool:
+    """AdamW's fused kernel on CPU. torch's CPU default steps one tensor at a time, which took a
+    quarter of a MiniLM repair's training time (benchmarks/bench_finetune.py, ``finemix-unfused``).
+    Off under FSDP (sharded parameters) and on accelerators, where torch's default (foreach) stays."""
+    return accelerator.device.type == "cpu" and not _shards_the_model(accelerator)
+
+
 def _prepare(accelerator, model, tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targets,
              task: "Task") -> _Run:
     import torch
@@ -229,7 +236,8 @@ def _prepare(accelerator, model, tokenizer, train, config: TrainConfig, unlabell
     features = _features(tokenizer, train, config, unlabelled, unlabelled_targets, task)
     sampler = _EpochBatches([len(f["input_ids"]) for f in features], config.batch_size, config.seed)
     loader = DataLoader(features, batch_sampler=sampler, collate_fn=task.collator(tokenizer))
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr,
+                                  fused=_fused_optimizer(accelerator) or None)
     steps_per_epoch = len(sampler)  # global batches: the same count on any number of processes
     total_steps = max(1, int(round(config.epochs * steps_per_epoch)))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
