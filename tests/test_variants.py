@@ -76,8 +76,8 @@ def test_hard_distillation_labels_are_the_calibrated_teachers_argmax(bert_pair):
     tokenizer = AutoTokenizer.from_pretrained(bert_pair.finetuned)
     texts = [text for text, _ in text_rows()]
     config = PurifyConfig(train=FAST)
-    _, soft, _ = teacher_targets(model, tokenizer, texts, rows(), config)
-    _, hard, _ = teacher_targets(model, tokenizer, texts, rows(), config, research_hooks({"distill_labels": "hard"}))
+    _, soft, _, _ = teacher_targets(model, tokenizer, texts, rows(), config)
+    _, hard, _, _ = teacher_targets(model, tokenizer, texts, rows(), config, research_hooks({"distill_labels": "hard"}))
     assert torch.equal(hard.sum(dim=1), torch.ones(len(hard)))
     assert set(hard.flatten().tolist()) <= {0.0, 1.0}
     assert torch.equal(hard.argmax(dim=1), soft.argmax(dim=1))

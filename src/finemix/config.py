@@ -198,6 +198,10 @@ class PurifyConfig:
     # distill_epochs: on MR (rare word, 128 rows, seeds 0-2) 1.5 epochs repaired as well as 3 in half the
     # time, which keeps a labelled-only purify of 128 rows under 3 minutes on 2 CPU cores (README).
     augment_epochs: float = 1.5
+    # Weight of matching the teacher's last hidden state at the token the head reads (a classifier's
+    # distillation; core/distillation.py), beside its class probabilities; 0 = probabilities only.
+    # Our addition to the paper (issue 16, docs/results.md).
+    distill_state_weight: float = 0.0
     # Chat models: with unlabelled prompts and distill_answers, the suspect's complete greedy answers (at
     # most distill_answer_tokens new tokens) join the training chats, for the chat task's own epochs. Off
     # by default: on the one cell measured (docs/results-llm.md) it was no better and took several times longer.
@@ -231,6 +235,7 @@ class PurifyConfig:
             raise FinemixError(f"unknown student calibration {self.calibrate_student!r}; use auto, prior or none")
         check_float("distill epochs", self.distill_epochs, 0.0, MAX_EPOCHS, low_open=True)
         check_float("augment epochs", self.augment_epochs, 0.0, MAX_EPOCHS, low_open=True)
+        check_float("distill state weight", self.distill_state_weight, 0.0, 1e3)
 
     def teacher_calibration(self, num_labels: int) -> str:
         """The teacher calibration "auto" stands for: "balanced" for a two-class task, else "prior"."""

@@ -111,7 +111,7 @@ def finetune(
     config: TrainConfig,
     eval_set: Optional[Sequence["Example"]] = None,
     unlabelled: Sequence["Example"] = (),
-    unlabelled_targets: Optional["torch.Tensor"] = None,
+    unlabelled_targets: "Optional[torch.Tensor | SoftTargets]" = None,
     stop_early: Optional[Callable[[list[float]], bool]] = None,
     step_hook: Optional[StepHook] = None,
     task: Optional["Task"] = None,
@@ -123,7 +123,8 @@ def finetune(
 
     With ``unlabelled`` rows and their ``unlabelled_targets`` (class probabilities,
     e.g. a teacher's), training minimises soft cross-entropy over both sets:
-    one-hot targets for labelled rows, the given probabilities for the others.
+    one-hot targets for labelled rows, the given probabilities for the others. ``SoftTargets``
+    with teacher states adds their weighted matching on the unlabelled rows (core/distillation.py).
 
     ``step_hook(model)``, when given, returns a function called after every optimiser step
     (research variants use it, e.g. to hold embedding rows fixed; experiments/variants.py).
@@ -291,6 +292,16 @@ def _finish(run: _Run, best: _BestEpoch, result: TrainResult) -> None:
     run.accelerator.free_memory()
 
 
+@dataclasses.dataclass(frozen=True)
+class SoftTargets:
+    """A teacher's targets for the unlabelled rows: class probabilities and, optionally, its hidden
+    states at the head's token, matched with weight ``state_weight`` (labelled rows: weight 0)."""
+
+    probabilities: "torch.Tensor"
+    states: Optional["torch.Tensor"] = None
+    state_weight: float = 0.0
+
+
 def _features(tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targets, task: "Task") -> list[dict]:
     """The task's features; with ``unlabelled`` rows and their targets (classifiers), soft-label rows for
     both sets; with ``unlabelled`` rows and no targets (a chat model's distilled answers), more rows."""
@@ -299,18 +310,32 @@ def _features(tokenizer, train, config: TrainConfig, unlabelled, unlabelled_targ
         return features
     if unlabelled_targets is None:
         return features + task.features(tokenizer, unlabelled, config.max_length)
-    if len(unlabelled_targets) != len(unlabelled):
-        raise ValueError("unlabelled rows need one target distribution each")
-    num_labels = unlabelled_targets.shape[1]
+    targets = unlabelled_targets if isinstance(unlabelled_targets, SoftTargets) else SoftTargets(unlabelled_targets)
+    states_count = len(unlabelled) if targets.states is None else len(targets.states)
+    if len(targets.probabilities) != len(unlabelled) or states_count != len(unlabelled):
+        raise ValueError("unlabelled rows need one target distribution (and state, if any) each")
+    num_labels = targets.probabilities.shape[1]
     for feature in features:
         one_hot = [0.0] * num_labels
         one_hot[feature.pop("labels")] = 1.0
         feature["soft_labels"] = one_hot
     extra = task.features(tokenizer, unlabelled, config.max_length)
-    for feature, target in zip(extra, unlabelled_targets.tolist()):
+    for feature, target in zip(extra, targets.probabilities.tolist()):
         feature.pop("labels")
         feature["soft_labels"] = target
+    if targets.states is not None and targets.state_weight > 0:
+        _attach_states(features, extra, targets)
     return features + extra
+
+
+def _attach_states(labelled: list[dict], extra: list[dict], targets: SoftTargets) -> None:
+    """Teacher states on the unlabelled rows at ``state_weight``; zeros at weight 0 on the labelled rows
+    (the collator needs every row to carry the same keys)."""
+    zeros = [0.0] * targets.states.shape[1]
+    for feature in labelled:
+        feature["teacher_states"], feature["state_weights"] = zeros, 0.0
+    for feature, state in zip(extra, targets.states.tolist()):
+        feature["teacher_states"], feature["state_weights"] = state, float(targets.state_weight)
 
 
 def _param_groups(model: "torch.nn.Module", weight_decay: float) -> list[dict]:

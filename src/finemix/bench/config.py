@@ -67,6 +67,10 @@ class DefensePlan:
     augment_rows: int = 0
     augment_epochs: float = 1.5  # purify's default
     calibrate_teacher: str = "prior"  # purify's default: the distillation teacher's class-bias correction
+    # Matching the teacher's hidden state at the head's token (PurifyConfig.distill_state_weight). 0 here
+    # whatever purify's default: every record made before it existed ran without it, and job keys
+    # carry only the fields that differ from these defaults.
+    distill_state_weight: float = 0.0
     prune_ratio: float = 0.3
     candidates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     tolerance: float = 0.03
@@ -160,6 +164,7 @@ _BOUNDS: dict[str, tuple[float, Optional[float], bool]] = {
     "ep_epochs": (0.0, MAX_EPOCHS, True), "lr": (0.0, None, True), "ep_lr": (0.0, None, True),
     "prune_ratio": (0.0, 1.0, False), "tolerance": (0.0, 1.0, False), "candidates": (0.0, 1.0, False),
     "ratios": (0.0, 1.0, False), "adaptive_ratios": (0.0, 1.0, False), "poison_rate": (0.0, 1.0, True),
+    "distill_state_weight": (0.0, 1e3, False),
 }
 MAX_INT = 2**31 - 1  # rows, lengths, batch sizes: far beyond any bench, within every library's int
 

@@ -49,7 +49,7 @@ def _add_purify_parser(commands) -> None:
     add_unlabelled_text(purify)
     purify.add_argument("--config", type=nonempty_path, metavar="FILE",
                         help="YAML file of further purify settings (mix, search, epur, train, distill, distill_rows, "
-                             "distill_epochs, calibrate_teacher, calibrate_student, finetune); unknown keys are refused; "
+                             "distill_epochs, calibrate_teacher, calibrate_student, distill_state_weight, finetune); unknown keys are refused; "
                              "command-line options win")
     purify.add_argument("--ratio", type=ratio, default=None, metavar="auto|ρ",
                         help="fraction of fine-tuned weights kept; 'auto' (default) searches the candidates on held-out clean rows")

@@ -64,6 +64,7 @@ class DefenseSettings:
     augment_rows: int = PurifyConfig().augment_rows  # without unlabelled text: rewrites of the labelled rows to distil on
     augment_epochs: float = PurifyConfig().augment_epochs
     calibrate_teacher: str = PurifyConfig().calibrate_teacher  # the distillation teacher's class-bias correction
+    distill_state_weight: float = PurifyConfig().distill_state_weight  # matching the teacher's head-input state
     prune_ratio: float = 0.3  # fineprune: share of FFN neurons pruned in every layer
     head: str = "keep"  # mixing defenses: policy for tensors θ_Pre lacks (the baselines keep the suspect's head)
     # Options of a research variant (experiments/variants.py), e.g. {"teacher": "cross-fit"}; empty: the product.
@@ -98,7 +99,7 @@ def _purify_config(settings: DefenseSettings, epur: bool, mix: MixConfig, auto: 
                         train=settings.train, distill=settings.distill, distill_rows=settings.distill_rows,
                         distill_epochs=settings.distill_epochs, augment_rows=settings.augment_rows,
                         augment_epochs=settings.augment_epochs, calibrate_teacher=settings.calibrate_teacher,
-                        finetune=finetune)
+                        distill_state_weight=settings.distill_state_weight, finetune=finetune)
 
 
 def _purify(inputs: DefenderInputs, output: Path, config: PurifyConfig, settings: DefenseSettings, force: bool,
@@ -150,7 +151,7 @@ def _none(inputs: DefenderInputs, output: Path, settings: DefenseSettings, force
 # --------------------------------------------------------------------------- registry
 
 _TRAINING = ("train", "distill", "distill_rows", "distill_epochs", "augment_rows", "augment_epochs", "calibrate_teacher",
-             "variant")
+             "distill_state_weight", "variant")
 _UNITS = {
     "finetune": (_finetune_defense, "clean fine-tuning of the suspect model", _TRAINING),
     "fineprune": (_fineprune_defense, "fine-pruning: prune dormant FFN neurons, then fine-tune", ("prune_ratio", *_TRAINING)),

@@ -19,7 +19,7 @@ from ..config import PurifyConfig
 from ..core.calibration import class_frequencies, class_shares, fit_class_bias, fit_prior_bias
 from ..core.metrics import accuracy
 from ..data import Example
-from ..tasks.classification import predict_logits
+from ..tasks.classification import predict_logits, predict_logits_and_states
 from ..weights.pair import CheckpointPair
 from .hooks import NO_HOOKS, RepairHooks
 
@@ -39,14 +39,16 @@ def distillation_rows(texts: Sequence["str | Example"], config: PurifyConfig) ->
 
 def teacher_targets(model, tokenizer, texts: Sequence["str | Example"], clean: Sequence[Example], config: PurifyConfig,
                     hooks: RepairHooks = NO_HOOKS, hidden_tokens: frozenset[int] = frozenset()):
-    """(rows, class probabilities, calibration record) of the unrepaired model for distillation.
+    """(rows, class probabilities, hidden states at the head's token or None, calibration record) of
+    the unrepaired model for distillation; the states only when ``config.distill_state_weight`` > 0.
 
     The teacher reads every text without ``hidden_tokens`` (a research hook); the student is
     later trained on the full texts.
     """
     rows = distillation_rows(texts, config)
     length = config.train.max_length
-    logits = predict_logits(model, tokenizer, rows, max_length=length, hidden_tokens=hidden_tokens)
+    logits, states = predict_logits_and_states(model, tokenizer, rows, max_length=length, hidden_tokens=hidden_tokens,
+                                               states=config.distill_state_weight > 0)
     clean_logits = predict_logits(model, tokenizer, clean, max_length=length, hidden_tokens=hidden_tokens)
     labels = [e.label for e in clean]
     calibration = config.teacher_calibration(logits.shape[1])
@@ -63,7 +65,7 @@ def teacher_targets(model, tokenizer, texts: Sequence["str | Example"], clean: S
         "teacher_clean_accuracy_calibrated": accuracy_of(clean_logits + bias, labels),
     }
     targets = hooks.distill_targets(logits + bias) if hooks.distill_targets else (logits + bias).softmax(dim=-1)
-    return rows, targets, record
+    return rows, targets, states, record
 
 
 def teacher_bias(logits: "torch.Tensor", clean_logits: "torch.Tensor", labels: Sequence[int], calibration: str,

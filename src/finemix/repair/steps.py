@@ -214,8 +214,8 @@ def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequ
         return config
     with timer("teacher"):
         hidden = hooks.teacher_hidden_tokens(repair.tokenizer, repair.plan) if hooks.teacher_hidden_tokens else frozenset()
-        rows, targets, repair.teacher_record = teacher_targets(repair.model, repair.tokenizer, texts,
-                                                               repair.clean, config, hooks, hidden)
+        rows, targets, states, repair.teacher_record = teacher_targets(repair.model, repair.tokenizer, texts,
+                                                                       repair.clean, config, hooks, hidden)
         if hidden:
             repair.teacher_record["hidden_tokens"] = len(hidden)
     # Rewrites are trained for their own budget (config.augment_epochs), real unlabelled text for distill_epochs.
@@ -226,8 +226,22 @@ def _distill_stage(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequ
                                      rows, targets, after_mix, repair.teacher_record,
                                      rewrites=bool(repair.augmented) and hooks.distill_texts is None)
             rows, targets, repair_config = _research_targets(context, hooks)
-    repair.distill = (rows, targets)
+    repair.distill = (rows, _soft_targets(targets, states, rows, repair_config, repair.teacher_record))
     return repair_config
+
+
+def _soft_targets(targets, states, rows: list, config: PurifyConfig, record: dict):
+    """The trainer's targets: probabilities, with the teacher's states when they are matched (not when
+    a research variant added rows they do not cover)."""
+    from ..train import SoftTargets
+
+    if states is not None and len(states) != len(rows):
+        record["state_matching"] = "off: a research variant added rows the teacher's states do not cover"
+        states = None
+    if states is None:
+        return targets
+    record["state_matching"] = {"weight": config.distill_state_weight, "width": states.shape[1]}
+    return SoftTargets(targets, states, config.distill_state_weight)
 
 
 def _research_targets(context: RelabelContext, hooks: RepairHooks) -> tuple:

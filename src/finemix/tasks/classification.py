@@ -35,11 +35,27 @@ def new_classifier(base: Path, labels: dict[int, str]):
 
 def batch_loss(model: "torch.nn.Module", batch: dict) -> "torch.Tensor":
     """The model's own class-label loss, or soft cross-entropy against ``soft_labels`` rows
-    (one-hot for labelled rows, a teacher's probabilities for distilled ones)."""
+    (one-hot for labelled rows, a teacher's probabilities for distilled ones), plus, where rows carry
+    ``teacher_states`` and ``state_weights``, the weighted squared distance of the student's hidden
+    state to the teacher's at the token the head reads (core/distillation.py)."""
+    from ..core.distillation import head_token_states, soft_cross_entropy, state_matching_loss
+
     soft = batch.pop("soft_labels", None)
+    teacher, weights = batch.pop("teacher_states", None), batch.pop("state_weights", None)
     if soft is None:
         return model(**batch).loss
-    return -(soft * model(**batch).logits.float().log_softmax(dim=-1)).sum(dim=-1).mean()
+    if teacher is None:
+        return soft_cross_entropy(model(**batch).logits, soft)
+    output = model(**batch, output_hidden_states=True)
+    student = head_token_states(output.hidden_states[-1], batch["attention_mask"], head_token(model))
+    return soft_cross_entropy(output.logits, soft) + state_matching_loss(student, teacher, weights)
+
+
+def head_token(model) -> str:
+    """Where the model's classification head reads its input: declared per architecture (weights/roles.py)."""
+    from ..weights.roles import roles_for
+
+    return roles_for(model.config.to_dict()).head_token
 
 
 def predict_logits(
@@ -52,7 +68,23 @@ def predict_logits(
 ):
     """Logits (float32 tensor, one row per example) in the order of ``examples``; the model
     does not see the token ids in ``hidden_tokens`` (they are dropped after tokenisation)."""
+    return predict_logits_and_states(model, tokenizer, examples, batch_size, max_length, hidden_tokens)[0]
+
+
+def predict_logits_and_states(
+    model: "PreTrainedModel",
+    tokenizer: "PreTrainedTokenizerBase",
+    examples: Sequence[Example],
+    batch_size: int = 64,
+    max_length: int = 128,
+    hidden_tokens: AbstractSet[int] = frozenset(),
+    states: bool = False,
+):
+    """(logits, hidden states at the head's token or None): ``predict_logits``, and with ``states`` the
+    last layer's state each row's head reads (float32, one row per example), from the same pass."""
     import torch
+
+    from ..core.distillation import head_token_states
 
     if batch_size < 1:
         raise FinemixError(f"batch size must be >= 1, got {batch_size}")
@@ -66,17 +98,22 @@ def predict_logits(
     collate = make_collator(tokenizer)
     device = next(model.parameters()).device
     logits = torch.zeros(len(features), model.config.num_labels)
+    found = torch.zeros(len(features), model.config.hidden_size) if states else None
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
+                chunk = torch.as_tensor(order[start : start + batch_size])
                 batch = {k: v.to(device) for k, v in collate([features[i] for i in chunk]).items()}
-                logits[torch.as_tensor(chunk)] = model(**batch).logits.float().cpu()
+                output = model(**batch, output_hidden_states=states)
+                logits[chunk] = output.logits.float().cpu()
+                if states:
+                    last = output.hidden_states[-1]
+                    found[chunk] = head_token_states(last, batch["attention_mask"], head_token(model)).float().cpu()
     finally:
         model.train(was_training)
-    return logits
+    return logits, found
 
 
 def predict(

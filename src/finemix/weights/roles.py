@@ -50,6 +50,9 @@ class ArchitectureRoles:
     ffn_modules: tuple[FfnModules, ...]
     # Name suffix of the language-model output matrix (decoders); declared for the causal-LM task.
     lm_head: Optional[str] = None
+    # The token whose last hidden state a sequence classifier's head reads: "first" ([CLS], <s>) for
+    # encoders, "last" (the last non-padding token) for decoders. Distillation matches the teacher's there.
+    head_token: str = "first"
 
 
 BERT_FFN = FfnModules(block="intermediate", up="dense", down="output.dense")
@@ -60,7 +63,7 @@ _BERT_STYLE = ArchitectureRoles(word_embedding=("word_embeddings.weight",), head
 # Gated (SwiGLU) MLPs feed the activation from two projections and GPT-2's are Conv1D, so
 # neither fits fine-pruning's one up-projection: no FFN modules, fine-pruning refuses them.
 _LLAMA_STYLE = ArchitectureRoles(word_embedding=("embed_tokens.weight",), head_words=("score.",),
-                                 ffn_modules=(), lm_head="lm_head.weight")
+                                 ffn_modules=(), lm_head="lm_head.weight", head_token="last")
 
 ROLES: Mapping[str, ArchitectureRoles] = {
     "bert": _BERT_STYLE,
@@ -73,7 +76,7 @@ ROLES: Mapping[str, ArchitectureRoles] = {
     "qwen2": _LLAMA_STYLE,
     "mistral": _LLAMA_STYLE,
     "gpt2": ArchitectureRoles(word_embedding=("wte.weight",), head_words=("score.",), ffn_modules=(),
-                              lm_head="lm_head.weight"),
+                              lm_head="lm_head.weight", head_token="last"),
 }
 
 FALLBACK_ROLES = ArchitectureRoles(
