@@ -12,18 +12,25 @@ import pytest
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("accelerate") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "accelerate")),
                     reason="accelerate CLI not installed")
-def test_two_process_purify(tmp_path, bert_pair, tiny_text_csv):
+@pytest.mark.parametrize("state_weight", [None, 1.0])  # 1.0: the loss reads the head's token through DDP's wrapper
+def test_two_process_purify(tmp_path, bert_pair, tiny_text_csv, state_weight):
     launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
     out = tmp_path / "out"
+    extra = []
+    if state_weight is not None:
+        (tmp_path / "states.yaml").write_text(f"distill_state_weight: {state_weight}\n")
+        extra = ["--config", str(tmp_path / "states.yaml")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "--main_process_port", "29533", "-m", "finemix", "purify",
                "--backdoored", str(bert_pair.finetuned), "--pretrained", str(bert_pair.pretrained),
-               "--clean-data", str(tiny_text_csv), "--output", str(out), "--epochs", "1", "--batch-size", "8", "--quiet"]
+               "--clean-data", str(tiny_text_csv), "--output", str(out), "--epochs", "1", "--batch-size", "8", "--quiet", *extra]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "finemix_report.json").read_text())
     assert report["processes"] == 2
+    if state_weight is not None:
+        assert report["unlabelled_text"]["teacher"]["state_matching"]["weight"] == state_weight
     assert result.stdout.count("purified model written") == 1  # only the main process reports and writes
     from transformers import AutoModelForSequenceClassification
 

@@ -118,7 +118,8 @@ class Bench:
                                      budget=d.search_budget),
             epur=EpurConfig(top_n=d.epur_top_n), distill=d.distill, distill_rows=d.distill_rows,
             distill_epochs=d.distill_epochs, augment_rows=d.augment_rows, augment_epochs=d.augment_epochs,
-            calibrate_teacher=d.calibrate_teacher, distill_state_weight=d.distill_state_weight, prune_ratio=d.prune_ratio, head=d.head, variant=dict(d.variant))
+            calibrate_teacher=d.calibrate_teacher, distill_state_weight=d.distill_state_weight, prune_ratio=d.prune_ratio,
+            head=d.head, variant=dict(d.variant))
 
     def _measure(self, key: str, defense: str, model_dir: Path, card, data: DatasetSplits, job: dict, extra: dict) -> int:
         from ..evaluation import evaluate

@@ -52,10 +52,11 @@ def batch_loss(model: "torch.nn.Module", batch: dict) -> "torch.Tensor":
 
 
 def head_token(model) -> str:
-    """Where the model's classification head reads its input: declared per architecture (weights/roles.py)."""
+    """Where the model's classification head reads its input: declared per architecture (weights/roles.py).
+    ``model`` may be wrapped for training (DDP keeps the model, and its config, in ``.module``)."""
     from ..weights.roles import roles_for
 
-    return roles_for(model.config.to_dict()).head_token
+    return roles_for(getattr(model, "module", model).config.to_dict()).head_token
 
 
 def predict_logits(
@@ -99,6 +100,7 @@ def predict_logits_and_states(
     device = next(model.parameters()).device
     logits = torch.zeros(len(features), model.config.num_labels)
     found = torch.zeros(len(features), model.config.hidden_size) if states else None
+    reads = head_token(model) if states else None
     was_training = model.training
     model.eval()
     try:
@@ -109,8 +111,7 @@ def predict_logits_and_states(
                 output = model(**batch, output_hidden_states=states)
                 logits[chunk] = output.logits.float().cpu()
                 if states:
-                    last = output.hidden_states[-1]
-                    found[chunk] = head_token_states(last, batch["attention_mask"], head_token(model)).float().cpu()
+                    found[chunk] = head_token_states(output.hidden_states[-1], batch["attention_mask"], reads).float().cpu()
     finally:
         model.train(was_training)
     return logits, found
