@@ -123,7 +123,7 @@ def test_the_grid_runs_resumes_and_reuses_models(tmp_path, bert_pair, monkeypatc
         assert Bench(config, out, progress=False).run() == 0
     finemix = records[-1]
     assert finemix["ratio"] == 0.5 and finemix["chosen_ratio"] == 0.5 and finemix["clean_rows"] == 24
-    assert {"git", "versions", "config"} <= set(finemix["provenance"])
+    assert {"git", "versions", "config"} <= set(finemix["provenance"]) and finemix["provenance"]["mixed_precision"] == "no"
     assert all(r["key_scheme"] == bench_keys.KEY_SCHEME == 2 for r in records)
     assert records[1]["asr"] is not None
     assert records[1]["flip_rate"] is None or 0.0 <= records[1]["flip_rate"] <= 1.0  # null when undefined

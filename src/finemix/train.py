@@ -39,6 +39,9 @@ class TrainResult:
     eval_accuracy: list[float] = dataclasses.field(default_factory=list)
     stopped_early: bool = False
     sharded: bool = False  # trained as an FSDP2 copy (its weights gathered back)
+    # accelerate's autocast setting ("no", "bf16", "fp16"): ACCELERATE_MIXED_PRECISION or `accelerate launch
+    # --mixed_precision`; the weights stay float32 either way (docs/performance.md §3)
+    mixed_precision: str = "no"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -142,7 +145,7 @@ def finetune(
     run = _prepare(accelerator, copy.deepcopy(model) if sharded else model, tokenizer, train, config, unlabelled,
                    unlabelled_targets, task)
     after_step = step_hook(run.accelerator.unwrap_model(run.model)) if step_hook else None
-    result = TrainResult(steps=0, epochs=0.0, seconds=0.0, sharded=sharded)
+    result = TrainResult(0, 0.0, 0.0, sharded=sharded, mixed_precision=str(run.accelerator.mixed_precision))
     best = _BestEpoch()
     bar = _progress_bar(run, config)
     run.model.train()
@@ -284,8 +287,10 @@ class _BestEpoch:
 
 
 def _finish(run: _Run, best: _BestEpoch, result: TrainResult) -> None:
-    """Load the best epoch back (unless it is the last), leave the model in eval mode."""
-    unwrapped = run.accelerator.unwrap_model(run.model)
+    """Load the best epoch back (unless it is the last), leave the model in eval mode. Under mixed precision
+    accelerate wraps the model's forward in autocast; the wrapper is taken off here, so the returned model
+    (the held-out measure, calibration, later candidates' starting forward) runs as it was given."""
+    unwrapped = run.accelerator.unwrap_model(run.model, keep_fp32_wrapper=False)
     if best.state is not None and result.best_epoch != len(result.eval_accuracy):
         unwrapped.load_state_dict(best.state)
     unwrapped.eval()

@@ -144,8 +144,12 @@ class Bench:
     def _provenance(self, model_dir: Path) -> dict:
         from ..report import library_versions
 
+        from accelerate.utils import parse_choice_from_env
+
+        # the key does not hold it: a record made under accelerate's bf16 autocast says so here
+        precision = parse_choice_from_env("ACCELERATE_MIXED_PRECISION", "no")
         return {"config": self.config.name, "model": str(model_dir), "git": self.commit, "versions": library_versions(),
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "mixed_precision": precision}
 
     def _log(self, message: str) -> None:
         if self.progress:

@@ -159,15 +159,15 @@ def _try_candidate(search: _Search, ratio: float, epochs: float) -> dict:
     kept = load_mixed_state(model, search.pair, dataclasses.replace(config.mix, ratio=ratio), search.plan)
     edit = search.after_mix(model, search.tokenizer, search.train) if search.after_mix else None
     start = _heldout_measure(search.task, model, search.tokenizer, heldout, config) if heldout else None
-    accuracy, best_epoch, seconds, stopped, sharded, trained = start, None, 0.0, False, False, 0.0
+    accuracy, best_epoch, seconds, stopped, sharded, trained, precision = start, None, 0.0, False, False, 0.0, None
     if config.finetune:
         result = _finetune_candidate(search, start, epochs)
         accuracy = max(result.eval_accuracy) if result.eval_accuracy else None
         best_epoch, seconds, stopped = result.best_epoch, round(result.seconds, 2), result.stopped_early
-        sharded, trained = result.sharded, round(result.epochs, 6)
+        sharded, trained, precision = result.sharded, round(result.epochs, 6), result.mixed_precision
     row = {"ratio": ratio, "kept_fraction": round(kept, 6), "heldout_accuracy_after_mix": start,
            "heldout_accuracy": accuracy, "best_epoch": best_epoch, "train_seconds": seconds, "stopped_early": stopped,
-           "sharded_training": sharded, "epochs_trained": trained}
+           "sharded_training": sharded, "epochs_trained": trained, "mixed_precision": precision}
     if edit is not None:
         row["after_mix"] = edit
     return row
