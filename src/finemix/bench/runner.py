@@ -142,9 +142,9 @@ class Bench:
         return 1
 
     def _provenance(self, model_dir: Path) -> dict:
-        from ..report import library_versions
-
         from accelerate.utils import parse_choice_from_env
+
+        from ..report import library_versions
 
         # the key does not hold it: a record made under accelerate's bf16 autocast says so here
         precision = parse_choice_from_env("ACCELERATE_MIXED_PRECISION", "no")
