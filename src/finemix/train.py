@@ -145,7 +145,7 @@ def finetune(
     run = _prepare(accelerator, copy.deepcopy(model) if sharded else model, tokenizer, train, config, unlabelled,
                    unlabelled_targets, task)
     after_step = step_hook(run.accelerator.unwrap_model(run.model)) if step_hook else None
-    result = TrainResult(0, 0.0, 0.0, sharded=sharded, mixed_precision=str(run.accelerator.mixed_precision))
+    result = TrainResult(steps=0, epochs=0.0, seconds=0.0, sharded=sharded)
     best = _BestEpoch()
     bar = _progress_bar(run, config)
     run.model.train()
@@ -291,6 +291,7 @@ def _finish(run: _Run, best: _BestEpoch, result: TrainResult) -> None:
     accelerate wraps the model's forward in autocast; the wrapper is taken off here, so the returned model
     (the held-out measure, calibration, later candidates' starting forward) runs as it was given."""
     unwrapped = run.accelerator.unwrap_model(run.model, keep_fp32_wrapper=False)
+    result.mixed_precision = str(run.accelerator.mixed_precision)
     if best.state is not None and result.best_epoch != len(result.eval_accuracy):
         unwrapped.load_state_dict(best.state)
     unwrapped.eval()
