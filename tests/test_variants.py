@@ -120,6 +120,24 @@ def test_freeze_epur_rows_leaves_the_reset_rows_pretrained(tmp_path, bert_pair):
     assert not torch.equal(outputs[False][flagged], pretrained[flagged])
 
 
+def test_keep_bottom_layers_puts_the_suspects_lower_layers_back_after_the_mix(tmp_path, bert_pair):
+    from safetensors.torch import load_file
+
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), finetune=False, epur=None)
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config,
+                    hooks=research_hooks({"keep_bottom_layers": 1}))
+    assert report["ratio_search"]["candidates"][0]["after_mix"] == {"suspect_layers_kept": 1, "suspect_tensors_kept": 16}
+    out, suspect = load_file(tmp_path / "out" / "model.safetensors"), load_file(Path(bert_pair.finetuned) / "model.safetensors")
+    pretrained = load_file(Path(bert_pair.pretrained) / "model.safetensors")
+    for name in out:
+        if ".layer." in name:
+            source = suspect if ".layer.0." in name else pretrained
+            assert torch.equal(out[name], source[name.removeprefix("bert.") if source is pretrained else name]), name
+    assert any(not torch.equal(suspect[n], pretrained[n.removeprefix("bert.")]) for n in out if ".layer.1." in n)
+    with pytest.raises(FinemixError, match="keep_bottom_layers"):
+        research_hooks({"keep_bottom_layers": 6})
+
+
 def test_cross_fitted_targets_label_each_text_by_a_student_that_never_trained_on_it(monkeypatch, bert_pair):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -187,6 +205,21 @@ def test_generic_rows_appends_a_seeded_sample_of_generic_sentences():
     assert research_hooks({}).distill_texts is None
     with pytest.raises(FinemixError, match="generic_rows"):
         research_hooks({"generic_rows": 3})
+
+
+def test_generic_corpus_draws_questions_or_half_of_each():
+    from finemix.defenses.variants import _variants_module
+
+    generic_questions, generic_sentences = _variants_module().generic_questions, _variants_module().generic_sentences
+    questions = research_hooks({"generic_rows": 500, "generic_corpus": "questions"}).distill_texts([], 0)
+    assert len(set(questions)) == 500 and sum(text.rstrip().endswith("?") for text in questions) > 200
+    wiki = set(research_hooks({"generic_rows": 500}).distill_texts([], 0))
+    assert not wiki & set(questions) and set(questions) <= set(generic_questions())
+    mixed = research_hooks({"generic_rows": 500, "generic_corpus": "mixed"}).distill_texts(["a"], 0)
+    assert mixed[0] == "a" and len(mixed) == 501 and len(set(mixed[1:])) == 500
+    assert set(mixed[1:251]) <= set(generic_sentences()) and set(mixed[251:]) <= set(generic_questions())
+    with pytest.raises(FinemixError, match="generic_corpus"):
+        research_hooks({"generic_rows": 500, "generic_corpus": "books"})
 
 
 def test_purify_distils_on_the_rewrites_and_the_generic_sentences(tmp_path, bert_pair):

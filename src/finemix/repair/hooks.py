@@ -34,6 +34,9 @@ class RepairHooks:
     distill_texts: Optional[Callable[[list, int], list]] = None
     # (E-PUR plan) -> train.StepHook or None: called after every optimiser step.
     step_hook: Optional[Callable[[Any], Optional["StepHook"]]] = None
+    # (checkpoint pair, E-PUR plan) -> an edit of each mixed model before it trains, after the defense's own
+    # (ratio_search.choose_ratio's after_mix), e.g. some of θ_B's layers put back whole.
+    after_mix: Optional[Callable[[Any, Any], Callable]] = None
 
 
 NO_HOOKS = RepairHooks()
@@ -54,3 +57,14 @@ class RelabelContext:
     after_mix: Optional[Callable]
     record: dict
     rewrites: bool = False  # every row is a rewrite of a labelled row (each carries its source row's label)
+
+
+def chain_edits(first: Optional[Callable], then: Optional[Callable]) -> Optional[Callable]:
+    """One after-mix edit that runs ``first`` and then ``then``; their records merged."""
+    if first is None or then is None:
+        return first or then
+
+    def both(model, tokenizer, rows) -> dict:
+        return {**(first(model, tokenizer, rows) or {}), **(then(model, tokenizer, rows) or {})}
+
+    return both

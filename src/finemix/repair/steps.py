@@ -20,7 +20,7 @@ from ..weights.pair import CheckpointPair, open_pair
 from ..weights.writer import TensorSpec
 from .distill import calibrate_output_prior, teacher_targets
 from .epur_step import EpurPlan, plan_epur
-from .hooks import NO_HOOKS, RelabelContext, RepairHooks
+from .hooks import NO_HOOKS, RelabelContext, RepairHooks, chain_edits
 from .inputs import check_chat_rows, check_clean_rows, load_tokenizer
 from .mix_step import check_mixable, finetuned_specs, mix_summary, mixed_tensors, tensor_is_finite, write_tensors
 from .ratio_search import choose_ratio, split_clean
@@ -162,6 +162,8 @@ def purify(
         with timer("epur"):
             texts = repair.task.texts(repair.clean) + list(unlabelled_texts) + list(frequency_texts)
             repair.plan = plan_epur(repair.pair, repair.tokenizer, texts, config.epur, config.train.max_length)
+    if hooks.after_mix is not None:
+        after_mix = chain_edits(after_mix, hooks.after_mix(repair.pair, repair.plan))
     repair_config = _distill_stage(repair, config, unlabelled_texts, after_mix, hooks, timer)
     with timer("ratio+finetune"):
         step_hook = hooks.step_hook(repair.plan) if hooks.step_hook else None
