@@ -117,12 +117,11 @@ def with_generic_text(rows: int, corpus: str, texts: list, seed: int) -> list:
     """``texts`` followed by a seeded sample of ``rows`` generic English texts from ``corpus``."""
     import random
 
-    rng = random.Random(seed)
     if corpus == "mixed":
         half = rows // 2
         return with_generic_text(rows - half, "questions", with_generic_text(half, "wiki", texts, seed), seed + 1)
     pool = generic_questions() if corpus == "questions" else generic_sentences()
-    return texts + rng.sample(pool, min(rows, len(pool)))
+    return texts + random.Random(seed).sample(pool, min(rows, len(pool)))
 
 
 def source_label_relabel(weight: float, context):
@@ -276,7 +275,7 @@ def suspect_bottom_layers(count: int, pair, plan):
         raise FinemixError(f"research variant keep_bottom_layers: no tensor of a layer below {count} in the checkpoint")
 
     def edit(model, tokenizer, rows) -> dict:
-        missing, unexpected = model.load_state_dict({name: source.finetuned(name) for name in names}, strict=False)
+        _, unexpected = model.load_state_dict({name: source.finetuned(name) for name in names}, strict=False)
         if unexpected:
             raise FinemixError(f"keep_bottom_layers: tensors the model does not have: {unexpected[:3]}")
         return {"suspect_layers_kept": count, "suspect_tensors_kept": len(names)}
