@@ -100,6 +100,31 @@ def test_states_must_cover_every_unlabelled_row(bert_pair):
                        unlabelled_targets=targets)
 
 
+def test_auto_state_weight_is_one_for_sentence_pairs_and_zero_for_single_texts():
+    assert PurifyConfig().distill_state_weight == "auto"
+    assert (PurifyConfig().state_weight(True), PurifyConfig().state_weight(False)) == (1.0, 0.0)
+    assert PurifyConfig(distill_state_weight=0.5).state_weight(True) == 0.5  # a number is used as given
+    assert PurifyConfig(distill_state_weight=0).state_weight(True) == 0.0
+
+
+@pytest.mark.parametrize("pairs, weight", [(False, 0.0), (True, 1.0)])
+def test_purify_resolves_the_auto_weight_from_the_rows(tmp_path, bert_pair, monkeypatch, pairs, weight):
+    from finemix.config import MixConfig
+    from finemix.repair.steps import purify
+
+    seen = []
+    real = train.finetune
+    monkeypatch.setattr(train, "finetune", lambda *a, **k: seen.append(k.get("unlabelled_targets")) or real(*a, **k))
+    rows = [Example(text, label, text_b="a second segment" if pairs else None) for text, label in text_rows()]
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), augment_rows=30, augment_epochs=1,
+                          train=TrainConfig(batch_size=8, max_length=32, progress=False))
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows, tmp_path / "out", config)
+    [targets] = seen
+    assert isinstance(targets, train.SoftTargets) == pairs
+    assert report["settings"]["distill_state_weight"] == weight  # the number used, not "auto"
+    assert ("state_matching" in report["unlabelled_text"]["teacher"]) == pairs
+
+
 @pytest.mark.parametrize("weight", [0.0, 2.0])
 def test_purify_hands_the_teachers_states_to_the_trainer_when_weighted(tmp_path, bert_pair, monkeypatch, weight):
     from finemix.config import MixConfig

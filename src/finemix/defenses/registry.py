@@ -64,7 +64,7 @@ class DefenseSettings:
     augment_rows: int = PurifyConfig().augment_rows  # without unlabelled text: rewrites of the labelled rows to distil on
     augment_epochs: float = PurifyConfig().augment_epochs
     calibrate_teacher: str = PurifyConfig().calibrate_teacher  # the distillation teacher's class-bias correction
-    distill_state_weight: float = PurifyConfig().distill_state_weight  # matching the teacher's head-input state
+    distill_state_weight: "float | str" = PurifyConfig().distill_state_weight  # matching the teacher's head-input state
     prune_ratio: float = 0.3  # fineprune: share of FFN neurons pruned in every layer
     head: str = "keep"  # mixing defenses: policy for tensors θ_Pre lacks (the baselines keep the suspect's head)
     # Options of a research variant (experiments/variants.py), e.g. {"teacher": "cross-fit"}; empty: the product.

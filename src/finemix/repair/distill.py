@@ -40,7 +40,7 @@ def distillation_rows(texts: Sequence["str | Example"], config: PurifyConfig) ->
 def teacher_targets(model, tokenizer, texts: Sequence["str | Example"], clean: Sequence[Example], config: PurifyConfig,
                     hooks: RepairHooks = NO_HOOKS, hidden_tokens: frozenset[int] = frozenset()):
     """(rows, class probabilities, hidden states at the head's token or None, calibration record) of
-    the unrepaired model for distillation; the states only when ``config.distill_state_weight`` > 0.
+    the unrepaired model for distillation; the states only when the state-matching weight is > 0.
 
     The teacher reads every text without ``hidden_tokens`` (a research hook); the student is
     later trained on the full texts.
@@ -48,7 +48,7 @@ def teacher_targets(model, tokenizer, texts: Sequence["str | Example"], clean: S
     rows = distillation_rows(texts, config)
     length = config.train.max_length
     logits, states = predict_logits_and_states(model, tokenizer, rows, max_length=length, hidden_tokens=hidden_tokens,
-                                               states=config.distill_state_weight > 0)
+                                               states=config.state_weight(any(e.text_b for e in clean)) > 0)
     clean_logits = predict_logits(model, tokenizer, clean, max_length=length, hidden_tokens=hidden_tokens)
     labels = [e.label for e in clean]
     calibration = config.teacher_calibration(logits.shape[1])

@@ -158,6 +158,7 @@ def purify(
     with timer("load"):
         repair, hashes = _load(backdoored, pretrained, clean, output, force, task)
         check_mixable(repair.pair, config.mix.head)  # before any work, not when the first candidate mixes
+    config = _with_state_weight(config, repair.clean)
     if config.epur is not None:
         with timer("epur"):
             texts = repair.task.texts(repair.clean) + list(unlabelled_texts) + list(frequency_texts)
@@ -188,6 +189,12 @@ def _calibrate_stage(repair: _Repair, config: PurifyConfig, timer: Timer) -> Non
         with timer("calibrate"):
             repair.student_record = calibrate_output_prior(repair.model, repair.tokenizer, repair.distill[0],
                                                            repair.clean, repair.pair, config)
+
+
+def _with_state_weight(config: PurifyConfig, clean: Sequence) -> PurifyConfig:
+    """``config`` with its state-matching weight as a number ("auto": 1 when the labelled rows are sentence pairs)."""
+    pairs = any(getattr(row, "text_b", None) for row in clean)
+    return dataclasses.replace(config, distill_state_weight=config.state_weight(pairs))
 
 
 def _load(backdoored, pretrained, clean, output, force: bool, task_name: str) -> tuple[_Repair, object]:
