@@ -19,6 +19,7 @@ from finemix.data import builtin, loaders, sources
 from finemix.data import manifest as manifests
 from finemix.data import BUILTIN_LABELS, builtin_manifest, builtin_names, label_counts, load_builtin
 from finemix.errors import FinemixError
+from data_helpers import fingerprint
 
 
 def installed(*modules: str) -> bool:
@@ -76,11 +77,6 @@ EXPECTED = {
 }
 SPLIT_SETS = list(EXPECTED)
 SST2_SHA256 = "77c5c84bd3d2df77c59baf475022480bed3ea8f56fa12c1eab69a63e5371384e"
-
-
-def fingerprint(examples) -> str:
-    rows = "".join(f"{e.label}\t{e.text}\t{e.text_b}\n" for e in examples)
-    return hashlib.sha256(rows.encode("utf-8")).hexdigest()[:16]
 
 
 def keys(examples) -> set:

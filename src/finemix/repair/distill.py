@@ -37,6 +37,11 @@ def distillation_rows(texts: Sequence["str | Example"], config: PurifyConfig) ->
     return rows
 
 
+def state_weight_for(config: PurifyConfig, clean: Sequence) -> float:
+    """The state-matching weight for these labelled rows ("auto": 1 when they are sentence pairs)."""
+    return config.state_weight(any(getattr(row, "text_b", None) for row in clean))
+
+
 def teacher_targets(model, tokenizer, texts: Sequence["str | Example"], clean: Sequence[Example], config: PurifyConfig,
                     hooks: RepairHooks = NO_HOOKS, hidden_tokens: frozenset[int] = frozenset()):
     """(rows, class probabilities, hidden states at the head's token or None, calibration record) of
@@ -48,7 +53,7 @@ def teacher_targets(model, tokenizer, texts: Sequence["str | Example"], clean: S
     rows = distillation_rows(texts, config)
     length = config.train.max_length
     logits, states = predict_logits_and_states(model, tokenizer, rows, max_length=length, hidden_tokens=hidden_tokens,
-                                               states=config.state_weight(any(e.text_b for e in clean)) > 0)
+                                               states=state_weight_for(config, clean) > 0)
     clean_logits = predict_logits(model, tokenizer, clean, max_length=length, hidden_tokens=hidden_tokens)
     labels = [e.label for e in clean]
     calibration = config.teacher_calibration(logits.shape[1])

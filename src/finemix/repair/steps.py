@@ -18,7 +18,7 @@ from ..report import Timer, base_report, hash_inputs_in_background, write_report
 from ..weights.output import atomic_output_dir, check_output_dir, weights_size
 from ..weights.pair import CheckpointPair, open_pair
 from ..weights.writer import TensorSpec
-from .distill import calibrate_output_prior, teacher_targets
+from .distill import calibrate_output_prior, state_weight_for, teacher_targets
 from .epur_step import EpurPlan, plan_epur
 from .hooks import NO_HOOKS, RelabelContext, RepairHooks, chain_edits
 from .inputs import check_chat_rows, check_clean_rows, load_tokenizer
@@ -158,7 +158,7 @@ def purify(
     with timer("load"):
         repair, hashes = _load(backdoored, pretrained, clean, output, force, task)
         check_mixable(repair.pair, config.mix.head)  # before any work, not when the first candidate mixes
-    config = _with_state_weight(config, repair.clean)
+    config = dataclasses.replace(config, distill_state_weight=state_weight_for(config, repair.clean))  # "auto" resolved
     if config.epur is not None:
         with timer("epur"):
             texts = repair.task.texts(repair.clean) + list(unlabelled_texts) + list(frequency_texts)
@@ -189,12 +189,6 @@ def _calibrate_stage(repair: _Repair, config: PurifyConfig, timer: Timer) -> Non
         with timer("calibrate"):
             repair.student_record = calibrate_output_prior(repair.model, repair.tokenizer, repair.distill[0],
                                                            repair.clean, repair.pair, config)
-
-
-def _with_state_weight(config: PurifyConfig, clean: Sequence) -> PurifyConfig:
-    """``config`` with its state-matching weight as a number ("auto": 1 when the labelled rows are sentence pairs)."""
-    pairs = any(getattr(row, "text_b", None) for row in clean)
-    return dataclasses.replace(config, distill_state_weight=config.state_weight(pairs))
 
 
 def _load(backdoored, pretrained, clean, output, force: bool, task_name: str) -> tuple[_Repair, object]:
