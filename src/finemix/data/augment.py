@@ -7,10 +7,13 @@ contiguous crop, and a splice of the start of one row with the end of another. F
 sentence pairs the second segment is rewritten and spliced, the first kept. The suspect model
 labels the returned rows; each carries the label of the row it came from (of a splice: the row that
 gave it more words), which the product does not use (research variants may: experiments/variants.py).
+Also here: one word inserted at a random boundary (``with_word``), with which purify tests E-PUR's
+flagged words as triggers (repair/epur_check.py) and the evaluator inserts a known trigger.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Sequence
 
@@ -46,6 +49,19 @@ def augment_rows(rows: Sequence[Example], count: int, seed: int, max_words: int 
         if text.strip() and key not in originals:
             made.setdefault(key, new)
     return list(made.values())
+
+
+def insert_words(text: str, inserted: Sequence[str], rng: random.Random) -> str:
+    """``inserted`` words, together, at a uniformly random word boundary of ``text`` (0..len(words))."""
+    words = text.split()
+    position = rng.randint(0, len(words))
+    return " ".join(words[:position] + list(inserted) + words[position:])
+
+
+def with_word(rows: Sequence[Example], word: str, seed: int, segment: str = "text") -> list[Example]:
+    """Copies of ``rows`` with ``word`` inserted once into ``segment`` ("text" or "text_b"); seeded."""
+    rng = random.Random(seed)
+    return [dataclasses.replace(row, **{segment: insert_words(getattr(row, segment), [word], rng)}) for row in rows]
 
 
 def _segment(row: Example, max_words: int) -> list[str]:

@@ -65,6 +65,7 @@ class DefenseSettings:
     augment_epochs: float = PurifyConfig().augment_epochs
     calibrate_teacher: str = PurifyConfig().calibrate_teacher  # the distillation teacher's class-bias correction
     distill_state_weight: "float | str" = PurifyConfig().distill_state_weight  # matching the teacher's head-input state
+    stop_when_epur_clears: bool = PurifyConfig().stop_when_epur_clears  # no mixing when E-PUR's reset clears a trigger
     prune_ratio: float = 0.3  # fineprune: share of FFN neurons pruned in every layer
     head: str = "keep"  # mixing defenses: policy for tensors θ_Pre lacks (the baselines keep the suspect's head)
     # Options of a research variant (experiments/variants.py), e.g. {"teacher": "cross-fit"}; empty: the product.
@@ -99,7 +100,8 @@ def _purify_config(settings: DefenseSettings, epur: bool, mix: MixConfig, auto: 
                         train=settings.train, distill=settings.distill, distill_rows=settings.distill_rows,
                         distill_epochs=settings.distill_epochs, augment_rows=settings.augment_rows,
                         augment_epochs=settings.augment_epochs, calibrate_teacher=settings.calibrate_teacher,
-                        distill_state_weight=settings.distill_state_weight, finetune=finetune)
+                        distill_state_weight=settings.distill_state_weight, finetune=finetune,
+                        stop_when_epur_clears=settings.stop_when_epur_clears and epur)
 
 
 def _purify(inputs: DefenderInputs, output: Path, config: PurifyConfig, settings: DefenseSettings, force: bool,
@@ -171,7 +173,9 @@ def _registry() -> dict[str, Defense]:
     }
     for name, (make, description, parameters) in _UNITS.items():
         table[name] = Defense(name, make(False), description, parameters)
-        table[f"{name}+epur"] = Defense(f"{name}+epur", make(True), f"E-PUR, then {description}", ("epur", *parameters))
+        searched = ("stop_when_epur_clears",) if "search" in parameters else ()  # it acts only where ρ is searched
+        table[f"{name}+epur"] = Defense(f"{name}+epur", make(True), f"E-PUR, then {description}",
+                                        ("epur", *searched, *parameters))
     return table
 
 

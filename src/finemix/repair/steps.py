@@ -19,6 +19,7 @@ from ..weights.output import atomic_output_dir, check_output_dir, weights_size
 from ..weights.pair import CheckpointPair, open_pair
 from ..weights.writer import TensorSpec
 from .distill import calibrate_output_prior, state_weight_for, teacher_targets
+from .epur_check import check_epur_reset, cleared_search
 from .epur_step import EpurPlan, plan_epur
 from .hooks import NO_HOOKS, RelabelContext, RepairHooks, chain_edits
 from .inputs import check_chat_rows, check_clean_rows, load_tokenizer
@@ -116,6 +117,7 @@ class _Repair:
     search: Optional[dict] = None
     student_record: Optional[dict] = None
     augmented: Optional[list] = None  # rewrites of the labelled rows distilled on, when no unlabelled text was given
+    epur_check: Optional[dict] = None  # E-PUR's flagged words tested as triggers (repair/epur_check.py)
 
 
 def purify(
@@ -133,7 +135,8 @@ def purify(
     task: str = "auto",
     backdoored_record: Optional[dict] = None,
 ) -> dict:
-    """E-PUR (optional) → mix with θ_Pre → fine-tune on ``clean``, ρ fixed or searched → report.
+    """E-PUR (optional) → mix with θ_Pre → fine-tune on ``clean``, ρ fixed or searched → report. When
+    E-PUR's reset clears a trigger confirmed on ``clean`` (``config.stop_when_epur_clears``), no mixing.
 
     ``task``: "classification" (``clean`` holds labelled ``Example`` rows), "causal-lm"
     (``Chat`` rows), or "auto" (the suspect's config.json decides). ``backdoored_record``
@@ -163,6 +166,34 @@ def purify(
         with timer("epur"):
             texts = repair.task.texts(repair.clean) + list(unlabelled_texts) + list(frequency_texts)
             repair.plan = plan_epur(repair.pair, repair.tokenizer, texts, config.epur, config.train.max_length)
+    if _epur_cleared(repair, config, timer):
+        repair.search = cleared_search(repair.epur_check)
+    else:
+        _mix_and_finetune(repair, config, unlabelled_texts, after_mix, hooks, timer)
+    if not process.is_main_process:
+        process.wait_for_everyone()
+        return {}
+    report = _write(repair, config, output, force, hashes, timer, unlabelled_texts, frequency_texts, sources, hooks,
+                    backdoored_record)
+    process.wait_for_everyone()
+    return report
+
+
+def _epur_cleared(repair: _Repair, config: PurifyConfig, timer: Timer) -> bool:
+    """With ``stop_when_epur_clears`` and a searched ρ: did E-PUR's reset clear a trigger confirmed on the
+    clean rows (repair/epur_check.py)? Then ``repair.model`` is the E-PUR'd suspect and nothing is mixed."""
+    if not (config.stop_when_epur_clears and config.ratio_auto and repair.plan and repair.plan.rows
+            and repair.task.name == "classification"):
+        return False
+    with timer("epur check"):
+        repair.epur_check = check_epur_reset(repair.model, repair.tokenizer, repair.pair, repair.clean, repair.plan,
+                                             config.train.max_length, config.train.seed, config.search.tolerance)
+    return repair.epur_check["cleared"]
+
+
+def _mix_and_finetune(repair: _Repair, config: PurifyConfig, unlabelled_texts: Sequence[str], after_mix,
+                      hooks: RepairHooks, timer: Timer) -> None:
+    """Distillation targets, the ρ search (mix → fine-tune per candidate), then the output calibration."""
     if hooks.after_mix is not None:
         after_mix = chain_edits(after_mix, hooks.after_mix(repair.pair, repair.plan))
     repair_config = _distill_stage(repair, config, unlabelled_texts, after_mix, hooks, timer)
@@ -171,13 +202,6 @@ def purify(
         repair.search = choose_ratio(repair.pair, repair.model, repair.tokenizer, repair.clean, repair_config,
                                      repair.plan, repair.distill, after_mix, step_hook, repair.task)
     _calibrate_stage(repair, config, timer)
-    if not process.is_main_process:
-        process.wait_for_everyone()
-        return {}
-    report = _write(repair, config, output, force, hashes, timer, unlabelled_texts, frequency_texts, sources, hooks,
-                    backdoored_record)
-    process.wait_for_everyone()
-    return report
 
 
 def _calibrate_stage(repair: _Repair, config: PurifyConfig, timer: Timer) -> None:
@@ -316,6 +340,7 @@ def _write(repair: _Repair, config: PurifyConfig, output, force: bool, hashes, t
         report["clean_data"] = {"rows": len(repair.clean), **repair.clean_notes, **(sources or {})}
         report["unlabelled_text"] = _unlabelled_record(repair, unlabelled_texts, frequency_texts)
         report["epur"] = repair.plan.to_dict() if repair.plan else None
+        report["epur_check"] = repair.epur_check
         report["mixing"] = mix_summary(pair, dataclasses.replace(config.mix, ratio=search["chosen_ratio"]),
                                        search["kept_fraction"]).to_dict()
         report["ratio_search"] = search

@@ -9,6 +9,8 @@ verdict says when even that weak evidence is missing or bad, and what it means f
 - the repaired model's held-out accuracy is below the unrepaired model's by more than the
   tolerance (a fixed ρ, or any ρ): the repair cost accuracy the defender will notice, and a
   model that weak may still follow a trigger.
+- E-PUR's reset cleared a trigger confirmed on the clean rows, so nothing was mixed
+  (repair/epur_check.py): ok, with the caveat that a trigger E-PUR cannot see would survive.
 ``finemix purify`` prints the warnings and ``--strict`` turns them into exit status 3.
 """
 
@@ -24,7 +26,10 @@ def repair_verdict(search: dict, tolerance: float, task=None) -> dict:
     """{"status": "ok" | "warning", "warnings": [...], "summary": str} from a ρ search record
     (``task``'s acceptance margin; classification's by default)."""
     from ..tasks.classification import CLASSIFICATION
+    from .epur_check import CLEARED_MODE
 
+    if search.get("mode") == CLEARED_MODE:
+        return {"status": "ok", "warnings": [], "summary": search["reason"]}
     warnings = []
     chosen = next((row for row in search["candidates"] if row["ratio"] == search["chosen_ratio"]), None)
     reference, rows = search.get("reference_heldout_accuracy"), search.get("heldout_rows", 0)
