@@ -45,7 +45,10 @@ def test_a_reset_clears_a_confirmed_trigger_that_then_moves_no_more_than_an_ordi
 def test_a_fragile_model_raises_the_ordinary_line_to_twice_the_median():
     before = {"cf": 1.0, "a": 0.2, "b": 0.3, "c": 0.4}
     assert ordinary_line(before, ["cf"]) == pytest.approx(0.6)
-    assert reset_cleared(before, {"cf": 0.5}).cleared and not reset_cleared(before, {"cf": 0.7}).cleared
+    assert reset_cleared(before, {"cf": 0.45}).cleared and not reset_cleared(before, {"cf": 0.7}).cleared
+    # a word that still moves half the rows is not cleared, however high the line
+    assert ordinary_line({"bad": 0.5, "a": 0.3, "b": 0.4, "c": 0.45}, ["bad"]) > 0.5
+    assert not reset_cleared({"bad": 0.5, "a": 0.3, "b": 0.4, "c": 0.45}, {"bad": 0.5}).cleared
     # two confirmed words: both must be cleared
     assert not reset_cleared({"x": 0.9, "y": 0.8, "a": 0.0}, {"x": 0.0, "y": 0.5}).cleared
 

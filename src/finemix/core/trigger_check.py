@@ -6,7 +6,7 @@ the word into each row and count how many answers move to one class. A word that
 ``CONFIRM_FLIP`` of the rows not already there is a confirmed trigger. The reset *cleared* it when,
 inserted into the E-PUR'd model's rows, it moves no more than an ordinary word does: at most
 ``ORDINARY_FLIP``, or twice the median flip rate of the other probed words (a fragile model moves on
-any inserted word). Ours, not the paper's (docs/paper-choices.md): the thresholds were set before any
+any inserted word), and in any case fewer than ``CONFIRM_FLIP`` of them. Ours, not the paper's (docs/paper-choices.md): the thresholds were set before any
 measurement on the issue-16 grid (configs/bench/labelled-only-epur-check.yaml).
 """
 
@@ -63,5 +63,7 @@ def reset_cleared(before: Mapping[str, float], after: Mapping[str, float]) -> Cl
     ordinary word after the reset."""
     confirmed = confirmed_triggers(before)
     line = ordinary_line(before, confirmed)
-    cleared = bool(confirmed) and all(after[word] <= line for word in confirmed)
+    # A word that still moves half the rows is a trigger whatever the line: the line may pass it on a model
+    # that any word moves (amended after the check: it cleared a clean model's 'bad' at 0.5, docs/results.md).
+    cleared = bool(confirmed) and all(after[word] <= line and after[word] < CONFIRM_FLIP for word in confirmed)
     return ClearedVerdict(confirmed, round(line, 6), cleared)
