@@ -219,8 +219,9 @@ class PurifyConfig:
     # With a searched ρ: test E-PUR's flagged words as triggers on the clean rows (repair/epur_check.py); when
     # the reset clears every one confirmed and keeps clean accuracy, return the E-PUR'd suspect, unmixed.
     # An embedding-only backdoor (EP) is then gone at no cost in accuracy; a second, unseen one would stay.
-    # Ours, not the paper's (issue 16; configs/bench/labelled-only-epur-check.yaml).
-    stop_when_epur_clears: bool = False
+    # Ours, not the paper's; the default since its check passed (issue 16, configs/bench/labelled-only-epur-check.yaml,
+    # docs/results.md: every ep cell met, no clear on a badword, addsent or adaptive victim).
+    stop_when_epur_clears: bool = True
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
     finetune: bool = True

@@ -71,7 +71,7 @@ class DefensePlan:
     # whatever purify's default: every record made before it existed ran without it, and job keys
     # carry only the fields that differ from these defaults.
     distill_state_weight: float = 0.0
-    stop_when_epur_clears: bool = False  # PurifyConfig's; off here for the same reason
+    stop_when_epur_clears: bool = False  # PurifyConfig's (on there); off here for the same reason
     prune_ratio: float = 0.3
     candidates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     tolerance: float = 0.03
