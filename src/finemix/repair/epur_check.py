@@ -100,10 +100,11 @@ def _reset_rows(model, pair: CheckpointPair, plan: EpurPlan):
 
     weight = model.get_input_embeddings().weight
     rows = torch.as_tensor(plan.rows, dtype=torch.long)
-    pretrained = pair.pretrained.get(pair.names.pairs[plan.tensor])
+    pretrained = pair.pretrained.get(pair.names.pairs[plan.tensor])[rows]
+    rows = rows.to(weight.device)
     with torch.no_grad():
         saved = weight[rows].clone()
-        weight[rows] = pretrained[rows].to(weight.dtype)
+        weight[rows] = pretrained.to(weight.device, weight.dtype)
     return saved
 
 
@@ -111,4 +112,5 @@ def _restore_rows(model, plan: EpurPlan, saved) -> None:
     import torch
 
     with torch.no_grad():
-        model.get_input_embeddings().weight[torch.as_tensor(plan.rows, dtype=torch.long)] = saved
+        weight = model.get_input_embeddings().weight
+        weight[torch.as_tensor(plan.rows, dtype=torch.long, device=weight.device)] = saved
