@@ -69,8 +69,8 @@ def main() -> None:
                     for rows in config.clean_rows:
                         clean = stratified_sample(data.clean_pool, min(rows, len(data.clean_pool)), seed=seed)
                         record = check(folder, config.pretrained, clean, plan.max_length, seed)
-                        line = {"dataset": dataset, "model": name, "seed": seed, "clean_rows": rows, "folder": folder.name,
-                                **record}
+                        line = {"dataset": dataset, "model": name, "seed": seed, "clean_rows": rows,
+                                "folder": folder.name, **record}
                         out.write(json.dumps(line) + "\n")
                         out.flush()
                         print(dataset, name, seed, rows, "cleared" if record["cleared"] else "-",

@@ -6,8 +6,9 @@ the word into each row and count how many answers move to one class. A word that
 ``CONFIRM_FLIP`` of the rows not already there is a confirmed trigger. The reset *cleared* it when,
 inserted into the E-PUR'd model's rows, it moves no more than an ordinary word does: at most
 ``ORDINARY_FLIP``, or twice the median flip rate of the other probed words (a fragile model moves on
-any inserted word), and in any case fewer than ``CONFIRM_FLIP`` of them. Ours, not the paper's (docs/paper-choices.md): the thresholds were set before any
-measurement on the issue-16 grid (configs/bench/labelled-only-epur-check.yaml).
+any inserted word), and in any case fewer than ``CONFIRM_FLIP`` of them. Ours, not the paper's
+(docs/paper-choices.md): the thresholds were set before any measurement on the issue-16 grid
+(configs/bench/labelled-only-epur-check.yaml); the ``CONFIRM_FLIP`` cap after the reset was added after it.
 """
 
 from __future__ import annotations
