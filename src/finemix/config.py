@@ -222,6 +222,10 @@ class PurifyConfig:
     # Ours, not the paper's; the default since its check passed (issue 16, configs/bench/labelled-only-epur-check.yaml,
     # docs/results.md: every ep cell met, no clear on a badword, addsent or adaptive victim).
     stop_when_epur_clears: bool = True
+    # With a searched ρ: a candidate on which a word confirmed as a trigger on the suspect (the probe above) still
+    # moves half the clean rows is never accepted, and no larger ρ is tried after it (it keeps more of the suspect);
+    # the fallback prefers candidates that passed. Ours, not the paper's (issue 16, configs/bench/labelled-only-guard.yaml).
+    flagged_word_guard: bool = False
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
     finetune: bool = True
@@ -247,8 +251,9 @@ class PurifyConfig:
             raise FinemixError(f"distill state weight must be a number or auto, got {self.distill_state_weight!r}")
         if self.distill_state_weight != "auto":
             check_float("distill state weight", self.distill_state_weight, 0.0, 1e3)
-        if not isinstance(self.stop_when_epur_clears, bool):
-            raise FinemixError(f"stop_when_epur_clears must be true or false, got {self.stop_when_epur_clears!r}")
+        for flag in ("stop_when_epur_clears", "flagged_word_guard"):
+            if not isinstance(getattr(self, flag), bool):
+                raise FinemixError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
 
     def teacher_calibration(self, num_labels: int) -> str:
         """The teacher calibration "auto" stands for: "balanced" for a two-class task, else "prior"."""

@@ -72,6 +72,7 @@ class DefensePlan:
     # carry only the fields that differ from these defaults.
     distill_state_weight: float = 0.0
     stop_when_epur_clears: bool = False  # PurifyConfig's (on there); off here for the same reason
+    flagged_word_guard: bool = False  # PurifyConfig's; off here so no earlier job key moves
     prune_ratio: float = 0.3
     candidates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     tolerance: float = 0.03

@@ -103,6 +103,9 @@ class Bench:
                  "epur_tokens": [t["token"] for t in (result.report.get("epur") or {}).get("tokens", [])[:10]]}
         if result.report.get("epur_check"):
             extra["epur_cleared"] = result.report["epur_check"]["cleared"]
+        chosen = next((r for r in search.get("candidates", []) if r["ratio"] == search.get("chosen_ratio")), {})
+        if "trigger_probe" in chosen:  # flagged_word_guard: the chosen candidate's probe
+            extra["trigger_probe"] = chosen["trigger_probe"]
         added = self._measure(key, job["defense"], result.model, load_card(victim), data, job, extra)
         if not self.config.keep_models and result.model != victim:
             shutil.rmtree(result.model, ignore_errors=True)
@@ -121,7 +124,8 @@ class Bench:
             epur=EpurConfig(top_n=d.epur_top_n), distill=d.distill, distill_rows=d.distill_rows,
             distill_epochs=d.distill_epochs, augment_rows=d.augment_rows, augment_epochs=d.augment_epochs,
             calibrate_teacher=d.calibrate_teacher, distill_state_weight=d.distill_state_weight, prune_ratio=d.prune_ratio,
-            stop_when_epur_clears=d.stop_when_epur_clears, head=d.head, variant=dict(d.variant))
+            stop_when_epur_clears=d.stop_when_epur_clears,
+            flagged_word_guard=d.flagged_word_guard, head=d.head, variant=dict(d.variant))
 
     def _measure(self, key: str, defense: str, model_dir: Path, card, data: DatasetSplits, job: dict, extra: dict) -> int:
         from ..evaluation import evaluate

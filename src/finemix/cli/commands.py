@@ -163,7 +163,11 @@ def summarise_purify(report: dict, output: str) -> str:
         shown = "n/a" if value is None else f"{-value:.3f}" if loss else f"{value:.3f}"
         kept = (f"components={row['kept_components']}/{row['components']}" if adapter
                 else f"kept={row['kept_fraction']:.3f}")
-        lines.append(f"  ρ={row['ratio']:<5} {kept} held-out {'loss' if loss else 'acc'}={shown} ({row['train_seconds']:.0f}s)")
+        probe = row.get("trigger_probe")
+        probed = ("; trigger probe: " + ", ".join(f"'{w}' {100 * r:.0f} %" for w, r in probe["flip"].items())
+                  + (" (survived)" if probe["surviving"] else " (cleared)")) if probe else ""
+        lines.append(f"  ρ={row['ratio']:<5} {kept} held-out {'loss' if loss else 'acc'}={shown} "
+                     f"({row['train_seconds']:.0f}s){probed}")
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in report.get("timings_s", {}).items())
     lines.append(f"{'timings: ' + timings + '; ' if timings else ''}report: {Path(output) / 'finemix_report.json'}")
     return "\n".join(lines)

@@ -66,6 +66,7 @@ class DefenseSettings:
     calibrate_teacher: str = PurifyConfig().calibrate_teacher  # the distillation teacher's class-bias correction
     distill_state_weight: "float | str" = PurifyConfig().distill_state_weight  # matching the teacher's head-input state
     stop_when_epur_clears: bool = PurifyConfig().stop_when_epur_clears  # no mixing when E-PUR's reset clears a trigger
+    flagged_word_guard: bool = PurifyConfig().flagged_word_guard  # a candidate a trigger still moves
     prune_ratio: float = 0.3  # fineprune: share of FFN neurons pruned in every layer
     head: str = "keep"  # mixing defenses: policy for tensors θ_Pre lacks (the baselines keep the suspect's head)
     # Options of a research variant (experiments/variants.py), e.g. {"teacher": "cross-fit"}; empty: the product.
@@ -101,7 +102,8 @@ def _purify_config(settings: DefenseSettings, epur: bool, mix: MixConfig, auto: 
                         distill_epochs=settings.distill_epochs, augment_rows=settings.augment_rows,
                         augment_epochs=settings.augment_epochs, calibrate_teacher=settings.calibrate_teacher,
                         distill_state_weight=settings.distill_state_weight, finetune=finetune,
-                        stop_when_epur_clears=settings.stop_when_epur_clears and epur)
+                        stop_when_epur_clears=settings.stop_when_epur_clears and epur,
+                        flagged_word_guard=settings.flagged_word_guard and epur)
 
 
 def _purify(inputs: DefenderInputs, output: Path, config: PurifyConfig, settings: DefenseSettings, force: bool,
@@ -173,7 +175,8 @@ def _registry() -> dict[str, Defense]:
     }
     for name, (make, description, parameters) in _UNITS.items():
         table[name] = Defense(name, make(False), description, parameters)
-        searched = ("stop_when_epur_clears",) if "search" in parameters else ()  # it acts only where ρ is searched
+        # they act only where ρ is searched
+        searched = ("stop_when_epur_clears", "flagged_word_guard") if "search" in parameters else ()
         table[f"{name}+epur"] = Defense(f"{name}+epur", make(True), f"E-PUR, then {description}",
                                         ("epur", *searched, *parameters))
     return table

@@ -9,7 +9,7 @@ attack's trigger); classifiers only.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from ..core.ratio_rule import acceptance_margin
 from ..core.trigger_check import confirmed_triggers, flip_rate, reset_cleared
@@ -51,20 +51,27 @@ def word_flip_rates(model, tokenizer, rows: Sequence["Example"], words: Sequence
             for word in words}
 
 
+def probe_suspect(model, tokenizer, clean: Sequence["Example"], plan: EpurPlan, max_length: int, seed: int) -> dict:
+    """E-PUR's top words inserted into the first PROBE_ROWS clean rows of the suspect: the record's
+    ``flip_before`` (each word's flip rate) and ``confirmed`` (those that act as triggers)."""
+    rows = list(clean[:PROBE_ROWS])
+    words = probe_words(plan, tokenizer)
+    record: dict = {"words": words, "rows": len(rows), "cleared": False}
+    if words and rows:
+        record["flip_before"] = word_flip_rates(model, tokenizer, rows, words, max_length, seed)
+        record["confirmed"] = confirmed_triggers(record["flip_before"])
+    return record
+
+
 def check_epur_reset(model, tokenizer, pair: CheckpointPair, clean: Sequence["Example"], plan: EpurPlan,
                      max_length: int, seed: int, tolerance: float) -> dict:
     """Probe the suspect, reset E-PUR's rows in ``model`` and probe again. The rows stay reset only when
     the reset cleared the confirmed triggers and kept the suspect's clean accuracy on ``clean`` (within
     the ρ rule's margin, core/ratio_rule.py). Returns the record ("cleared": ``model`` is now the repair)."""
+    record = probe_suspect(model, tokenizer, clean, plan, max_length, seed)
+    if not record.get("confirmed"):  # no trigger among the words: nothing for the reset to clear
+        return record
     rows = list(clean[:PROBE_ROWS])
-    words = probe_words(plan, tokenizer)
-    record: dict = {"words": words, "rows": len(rows), "cleared": False}
-    if not words or not rows:
-        return record
-    record["flip_before"] = word_flip_rates(model, tokenizer, rows, words, max_length, seed)
-    record["confirmed"] = confirmed_triggers(record["flip_before"])
-    if not record["confirmed"]:  # no trigger among the words: nothing for the reset to clear
-        return record
     reference = clean_accuracy(model, tokenizer, clean, max_length)
     saved = _reset_rows(model, pair, plan)
     record["flip_after"] = word_flip_rates(model, tokenizer, rows, record["confirmed"], max_length, seed)
@@ -76,6 +83,24 @@ def check_epur_reset(model, tokenizer, pair: CheckpointPair, clean: Sequence["Ex
     if not record["cleared"]:
         _restore_rows(model, plan, saved)
     return record
+
+
+def trigger_guard(check: Optional[dict], tokenizer, clean: Sequence["Example"], max_length: int,
+                  seed: int) -> Optional[Callable[[object], dict]]:
+    """For the ρ search: ``guard(candidate) -> {"flip": {word: rate}, "surviving": [words]}``, the words the
+    probe confirmed as triggers on the suspect, inserted into the same rows of a repaired candidate;
+    "surviving" are those that still move CONFIRM_FLIP of them (they still act as triggers). None when the
+    probe confirmed no word: then there is nothing the clean rows can test."""
+    words = list((check or {}).get("confirmed") or [])
+    if not words:
+        return None
+    rows = list(clean[:PROBE_ROWS])
+
+    def guard(model) -> dict:
+        flips = word_flip_rates(model, tokenizer, rows, words, max_length, seed)
+        return {"flip": flips, "surviving": confirmed_triggers(flips)}
+
+    return guard
 
 
 CLEARED_CAVEAT = ("a second backdoor that E-PUR cannot see (a sentence or a style trigger) would survive: "

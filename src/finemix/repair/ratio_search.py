@@ -13,6 +13,11 @@ Stopping at the first acceptable candidate means larger ρ are never trained: th
 search costs as many fine-tunes as candidates tried, and at most ``search.budget``
 candidates' worth of epochs (3 by default): when none is accepted, the last
 candidates train for what is left of it, or not at all, and the report says which.
+
+With ``flagged_word_guard``, the words E-PUR flagged and the clean rows confirmed as
+triggers on the suspect (repair/epur_check.py) are inserted into each trained candidate's
+rows too: a candidate on which one still moves half the rows is not accepted, however
+accurate, and ends the search. Ours as well.
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ def choose_ratio(
     after_mix: Optional[Callable] = None,
     step_hook: Optional["StepHook"] = None,
     task: Optional["Task"] = None,
+    guard: Optional[Callable[["torch.nn.Module"], dict]] = None,
 ) -> dict:
     """Leave ``model`` repaired with the chosen ρ; return the search record for the report.
 
@@ -89,6 +95,9 @@ def choose_ratio(
     model before its fine-tuning (fine-pruning prunes there); its record joins the row.
     ``step_hook`` reaches the training loop (train.finetune). ``task`` (classification by
     default) gives the clean measure ("accuracy" below) and its acceptance margin.
+    ``guard(model) -> {"surviving": [...], ...}`` (repair/epur_check.trigger_guard), when given,
+    probes each trained candidate: one with surviving triggers is never accepted and ends the
+    search (a larger ρ keeps more of the suspect); the fallback prefers candidates that passed.
     """
     from ..tasks.classification import CLASSIFICATION
 
@@ -96,6 +105,7 @@ def choose_ratio(
     record = _record(search)
     candidates = sorted(config.search.candidates) if search.auto else [config.mix.ratio]
     budget = config.search.budget if search.auto and config.finetune else None
+    guard = guard if search.auto else None
     epochs, used = _train_config(search).epochs, 0.0
     best: Optional[tuple] = None
     for ratio in candidates:
@@ -105,24 +115,45 @@ def choose_ratio(
             break
         row = _try_candidate(search, ratio, allowed)
         used += row["epochs_trained"] if row["stopped_early"] else allowed  # granted, unless it stopped early
+        passed = _guarded(row, model, guard)
         record["candidates"].append(row)
         accuracy = row["heldout_accuracy"]
-        if best is None or (accuracy or 0.0) > (best[0] or 0.0):
-            best = (accuracy, row, _snapshot(model) if search.auto else {})
+        if best is None or (passed, accuracy or 0.0) > best[0]:
+            best = ((passed, accuracy or 0.0), row, _snapshot(model) if search.auto else {})
         if not search.auto:
             record.update(chosen_ratio=ratio, kept_fraction=row["kept_fraction"], reason="fixed ρ given")
             return record
-        if accepted(accuracy, search.reference, search.margin):
+        if passed and accepted(accuracy, search.reference, search.margin):
             record.update(chosen_ratio=ratio, kept_fraction=row["kept_fraction"], accepted=True,
                           reason=f"smallest ρ whose {search.task.measure_name} {accuracy:.3f} is within "
                                  f"{search.margin:.3f} of the unrepaired {search.reference:.3f}")
             return record
-    accuracy, row, state = best
-    model.load_state_dict(state)
+        if not passed:
+            record["not_tried_trigger_survived"] = [r for r in candidates if r > ratio]
+            break
+    return _fallback(search, record, best, budget)
+
+
+def _guarded(row: dict, model, guard: Optional[Callable]) -> bool:
+    """Probe the trained candidate with ``guard`` (its record joins the row); False when a trigger survived."""
+    if guard is None:
+        return True
+    row["trigger_probe"] = guard(model)
+    return not row["trigger_probe"]["surviving"]
+
+
+def _fallback(search: _Search, record: dict, best: tuple, budget: Optional[float]) -> dict:
+    """No candidate accepted: keep the most accurate one (one that passed the trigger guard, if any did)."""
+    (passed, accuracy), row, state = best
+    search.model.load_state_dict(state)
+    took = "the most accurate"
+    if "trigger_probe" in row:
+        took += (" that passed the trigger probe" if passed else
+                 f", though a word confirmed as a trigger on the suspect still acted as one on every candidate tried "
+                 f"({', '.join(row['trigger_probe']['surviving'])})")
     record.update(chosen_ratio=row["ratio"], kept_fraction=row["kept_fraction"], accepted=False,
                   reason=f"no candidate within {search.margin:.3f} of the unrepaired {search.reference:.3f}; "
-                         f"took the most accurate ({accuracy:.3f})"
-                         + untried_note(record.get("not_tried_budget_spent"), budget))
+                         f"took {took} ({accuracy:.3f})" + untried_note(record.get("not_tried_budget_spent"), budget))
     return record
 
 

@@ -19,7 +19,7 @@ from ..weights.output import atomic_output_dir, check_output_dir, weights_size
 from ..weights.pair import CheckpointPair, open_pair
 from ..weights.writer import TensorSpec
 from .distill import calibrate_output_prior, state_weight_for, teacher_targets
-from .epur_check import check_epur_reset, cleared_search
+from .epur_check import check_epur_reset, cleared_search, probe_suspect, trigger_guard
 from .epur_step import EpurPlan, plan_epur
 from .hooks import NO_HOOKS, RelabelContext, RepairHooks, chain_edits
 from .inputs import check_chat_rows, check_clean_rows, load_tokenizer
@@ -180,14 +180,19 @@ def purify(
 
 
 def _epur_cleared(repair: _Repair, config: PurifyConfig, timer: Timer) -> bool:
-    """With ``stop_when_epur_clears`` and a searched ρ: did E-PUR's reset clear a trigger confirmed on the
-    clean rows (repair/epur_check.py)? Then ``repair.model`` is the E-PUR'd suspect and nothing is mixed."""
-    if not (config.stop_when_epur_clears and config.ratio_auto and repair.plan and repair.plan.rows
-            and repair.task.name == "classification"):
+    """With a searched ρ, E-PUR's flagged words are probed as triggers on the clean rows (repair/epur_check.py)
+    for ``stop_when_epur_clears`` or ``flagged_word_guard``. True when the first applies and E-PUR's reset
+    cleared every confirmed trigger: ``repair.model`` is then the E-PUR'd suspect and nothing is mixed."""
+    if not ((config.stop_when_epur_clears or config.flagged_word_guard) and config.ratio_auto and repair.plan
+            and repair.plan.rows and repair.task.name == "classification"):
         return False
+    args = (config.train.max_length, config.train.seed)
     with timer("epur check"):
-        repair.epur_check = check_epur_reset(repair.model, repair.tokenizer, repair.pair, repair.clean, repair.plan,
-                                             config.train.max_length, config.train.seed, config.search.tolerance)
+        if config.stop_when_epur_clears:
+            repair.epur_check = check_epur_reset(repair.model, repair.tokenizer, repair.pair, repair.clean,
+                                                 repair.plan, *args, config.search.tolerance)
+        else:
+            repair.epur_check = probe_suspect(repair.model, repair.tokenizer, repair.clean, repair.plan, *args)
     return repair.epur_check["cleared"]
 
 
@@ -199,8 +204,10 @@ def _mix_and_finetune(repair: _Repair, config: PurifyConfig, unlabelled_texts: S
     repair_config = _distill_stage(repair, config, unlabelled_texts, after_mix, hooks, timer)
     with timer("ratio+finetune"):
         step_hook = hooks.step_hook(repair.plan) if hooks.step_hook else None
+        guard = trigger_guard(repair.epur_check, repair.tokenizer, repair.clean, config.train.max_length,
+                              config.train.seed) if config.flagged_word_guard else None
         repair.search = choose_ratio(repair.pair, repair.model, repair.tokenizer, repair.clean, repair_config,
-                                     repair.plan, repair.distill, after_mix, step_hook, repair.task)
+                                     repair.plan, repair.distill, after_mix, step_hook, repair.task, guard)
     _calibrate_stage(repair, config, timer)
 
 

@@ -10,7 +10,9 @@ verdict says when even that weak evidence is missing or bad, and what it means f
   tolerance (a fixed ρ, or any ρ): the repair cost accuracy the defender will notice, and a
   model that weak may still follow a trigger.
 - E-PUR's reset cleared a trigger confirmed on the clean rows, so nothing was mixed
-  (repair/epur_check.py): ok, with the caveat that a trigger E-PUR cannot see would survive.
+  (repair/epur_check.py): ok, with the caveat that a trigger E-PUR cannot see would survive;
+- a word confirmed as a trigger on the suspect still acts as one on the repaired model (the
+  trigger probe of ``flagged_word_guard``): the backdoor very likely survives.
 ``finemix purify`` prints the warnings and ``--strict`` turns them into exit status 3.
 """
 
@@ -47,6 +49,12 @@ def repair_verdict(search: dict, tolerance: float, task=None) -> dict:
         if accuracy is not None and not accepted(accuracy, reference, margin):
             warnings.append(f"the repaired model's {measure} {accuracy:.3f} is below the unrepaired "
                             f"{reference:.3f} by more than {margin:.3f}: a weakened model may still follow a trigger")
+    surviving = ((chosen or {}).get("trigger_probe") or {}).get("surviving")
+    if surviving:
+        rates = ", ".join(f"'{w}' {100 * chosen['trigger_probe']['flip'][w]:.0f} %" for w in surviving)
+        warnings.append(f"words that acted as triggers on the suspect still move half the clean rows or more to one "
+                        f"class on the repaired model ({rates}): the backdoor very likely survives, unless the word "
+                        "carries the task's own meaning (a strong sentiment word)")
     if not warnings:
         return {"status": "ok", "warnings": [],
                 "summary": f"the repaired model kept its {measure}; clean data cannot show a backdoor "
