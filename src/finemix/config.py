@@ -224,8 +224,9 @@ class PurifyConfig:
     stop_when_epur_clears: bool = True
     # With a searched ρ: a candidate on which a word confirmed as a trigger on the suspect (the probe above) still
     # moves half the clean rows is never accepted, and no larger ρ is tried after it (it keeps more of the suspect);
-    # the fallback prefers candidates that passed. Ours, not the paper's (issue 16, configs/bench/labelled-only-guard.yaml).
-    flagged_word_guard: bool = False
+    # the fallback prefers candidates that passed. Ours, not the paper's; the default since its check passed
+    # (issue 16, configs/bench/labelled-only-guard.yaml, docs/results.md). It does not see a sentence trigger.
+    flagged_word_guard: bool = True
     # False: mixing (and E-PUR) without the fine-tuning step, the paper's ablation; the ρ rule
     # then compares held-out accuracy straight after the mix.
     finetune: bool = True
