@@ -85,6 +85,7 @@ class Bench:
     def _defend(self, key: str, victim: Path, data: DatasetSplits, job: dict) -> int:
         from ..data import stratified_sample
         from ..defenses import DefenderInputs, run_defense
+        from ..repair.ratio_search import chosen_candidate
 
         plan = self.config.datasets[job["dataset"]]
         seed = job["seed"]
@@ -103,7 +104,7 @@ class Bench:
                  "epur_tokens": [t["token"] for t in (result.report.get("epur") or {}).get("tokens", [])[:10]]}
         if result.report.get("epur_check"):
             extra["epur_cleared"] = result.report["epur_check"]["cleared"]
-        chosen = next((r for r in search.get("candidates", []) if r["ratio"] == search.get("chosen_ratio")), {})
+        chosen = chosen_candidate(search) or {}
         if "trigger_probe" in chosen:  # flagged_word_guard: the chosen candidate's probe
             extra["trigger_probe"] = chosen["trigger_probe"]
         added = self._measure(key, job["defense"], result.model, load_card(victim), data, job, extra)

@@ -51,10 +51,15 @@ def word_flip_rates(model, tokenizer, rows: Sequence["Example"], words: Sequence
             for word in words}
 
 
+def probe_rows(clean: Sequence["Example"]) -> list:
+    """The labelled rows every probe inserts its words into: the suspect's, the reset's and each candidate's."""
+    return list(clean[:PROBE_ROWS])
+
+
 def probe_suspect(model, tokenizer, clean: Sequence["Example"], plan: EpurPlan, max_length: int, seed: int) -> dict:
     """E-PUR's top words inserted into the first PROBE_ROWS clean rows of the suspect: the record's
     ``flip_before`` (each word's flip rate) and ``confirmed`` (those that act as triggers)."""
-    rows = list(clean[:PROBE_ROWS])
+    rows = probe_rows(clean)
     words = probe_words(plan, tokenizer)
     record: dict = {"words": words, "rows": len(rows), "cleared": False}
     if words and rows:
@@ -71,7 +76,7 @@ def check_epur_reset(model, tokenizer, pair: CheckpointPair, clean: Sequence["Ex
     record = probe_suspect(model, tokenizer, clean, plan, max_length, seed)
     if not record.get("confirmed"):  # no trigger among the words: nothing for the reset to clear
         return record
-    rows = list(clean[:PROBE_ROWS])
+    rows = probe_rows(clean)
     reference = clean_accuracy(model, tokenizer, clean, max_length)
     saved = _reset_rows(model, pair, plan)
     record["flip_after"] = word_flip_rates(model, tokenizer, rows, record["confirmed"], max_length, seed)
@@ -94,7 +99,7 @@ def trigger_guard(check: Optional[dict], tokenizer, clean: Sequence["Example"], 
     words = list((check or {}).get("confirmed") or [])
     if not words:
         return None
-    rows = list(clean[:PROBE_ROWS])
+    rows = probe_rows(clean)
 
     def guard(model) -> dict:
         flips = word_flip_rates(model, tokenizer, rows, words, max_length, seed)

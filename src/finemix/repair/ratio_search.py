@@ -134,6 +134,11 @@ def choose_ratio(
     return _fallback(search, record, best, budget)
 
 
+def chosen_candidate(search: dict) -> Optional[dict]:
+    """The row of a search record's chosen candidate (None when no candidate was trained)."""
+    return next((row for row in search.get("candidates", []) if row["ratio"] == search.get("chosen_ratio")), None)
+
+
 def _guarded(row: dict, model, guard: Optional[Callable]) -> bool:
     """Probe the trained candidate with ``guard`` (its record joins the row); False when a trigger survived."""
     if guard is None:

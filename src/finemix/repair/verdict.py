@@ -29,11 +29,12 @@ def repair_verdict(search: dict, tolerance: float, task=None) -> dict:
     (``task``'s acceptance margin; classification's by default)."""
     from ..tasks.classification import CLASSIFICATION
     from .epur_check import CLEARED_MODE
+    from .ratio_search import chosen_candidate
 
     if search.get("mode") == CLEARED_MODE:
         return {"status": "ok", "warnings": [], "summary": search["reason"]}
     warnings = []
-    chosen = next((row for row in search["candidates"] if row["ratio"] == search["chosen_ratio"]), None)
+    chosen = chosen_candidate(search)
     reference, rows = search.get("reference_heldout_accuracy"), search.get("heldout_rows", 0)
     measure = search.get("measure", "held-out accuracy")
     if not rows or reference is None:
