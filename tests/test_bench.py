@@ -482,7 +482,8 @@ PURIFY_SEARCH_GRIDS = {"labelled-only.yaml", "labelled-only-states.yaml", "label
                        "labelled-only-generic.yaml", "labelled-only-probe-e3.yaml", "labelled-only-layers.yaml",
                        "labelled-only-slw.yaml", "labelled-only-temp.yaml", "labelled-only-epur-check.yaml",
                        "heldout-balanced.yaml", "heldout-binary.yaml", "heldout-pairs.yaml", "heldout-pairs-states.yaml",
-                       "labelled-only-guard.yaml", "heldout-pairs-guard.yaml"} | CHAT_GRIDS
+                       "labelled-only-guard.yaml", "heldout-pairs-guard.yaml",
+                       "labelled-only-pairs-default.yaml"} | CHAT_GRIDS
 
 
 def test_the_committed_grid_ran_without_stopping_hopeless_candidates():
