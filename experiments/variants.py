@@ -29,6 +29,11 @@ Options (each measured against the sentence trigger's lean on MR; none removed i
   θ_B whole (ρ = 1) and every other tensor follows the searched ρ (embeddings with E-PUR's resets). A suspect
   model's lower layers carry general features, its upper ones the task (issue 16 lists per-layer ρ as a
   route). Layers are found by the ".layer.<i>." in a tensor's name (BERT-family encoders, as MiniLM).
+- span_copies: 0 | 1 — with rewrites of the labelled rows (no unlabelled text), every distillation row gets a
+  copy with SPAN_WORDS contiguous words of another row of the same source label inserted at a random word
+  boundary, taught the host row's target: text that adds nothing to the host's label must not move the answer,
+  and a trigger sentence is such text (issue 16: the sentence trigger's lean on mr). Run it with half the
+  rewrites (augment_rows 1000), so the training steps stay those of the default.
 """
 
 from __future__ import annotations
@@ -38,18 +43,20 @@ import dataclasses
 import functools
 
 from finemix.core.calibration import fit_class_bias
+from finemix.data.augment import insert_words
 from finemix.errors import FinemixError
 from finemix.repair.hooks import RepairHooks
 
 DEFAULTS = {"teacher_input": "raw", "distill_labels": "soft", "teacher": "suspect", "freeze_epur_rows": False,
             "calibrate_teacher": "prior", "generic_rows": 0, "source_label_weight": 0,
-            "distill_temperature": 1, "unlearn_flagged": 0, "generic_corpus": "wiki", "keep_bottom_layers": 0}
+            "distill_temperature": 1, "unlearn_flagged": 0, "generic_corpus": "wiki", "keep_bottom_layers": 0,
+            "span_copies": 0}
 CHOICES = {"teacher_input": ("raw", "epur-masked"), "distill_labels": ("soft", "hard"),
            "teacher": ("suspect", "cross-fit"), "freeze_epur_rows": (False, True),
            "calibrate_teacher": ("prior", "labelled"), "generic_rows": (0, 500, 1000, 2000),
            "source_label_weight": (0, 0.25, 0.5), "distill_temperature": (1, 2, 4),
            "unlearn_flagged": (0, 1, 3, 5), "generic_corpus": ("wiki", "questions", "mixed"),
-           "keep_bottom_layers": (0, 1, 2, 3, 4)}
+           "keep_bottom_layers": (0, 1, 2, 3, 4), "span_copies": (0, 1)}
 
 
 def build_hooks(options: dict) -> RepairHooks:
@@ -76,12 +83,20 @@ def build_hooks(options: dict) -> RepairHooks:
                          if chosen["distill_temperature"] != 1 else None),
         relabel=relabel,
         step_hook=frozen_epur_rows if chosen["freeze_epur_rows"] else None,
-        extra_rows=functools.partial(flagged_token_copies, chosen["unlearn_flagged"]) if chosen["unlearn_flagged"] else None,
+        extra_rows=_extra_rows(chosen),
         distill_texts=(functools.partial(with_generic_text, chosen["generic_rows"], chosen["generic_corpus"])
                        if chosen["generic_rows"] else None),
         after_mix=(functools.partial(suspect_bottom_layers, chosen["keep_bottom_layers"])
                    if chosen["keep_bottom_layers"] else None),
     )
+
+
+def _extra_rows(chosen: dict):
+    if chosen["unlearn_flagged"] and chosen["span_copies"]:
+        raise FinemixError("research variant: unlearn_flagged and span_copies both add copies; pick one")
+    if chosen["unlearn_flagged"]:
+        return functools.partial(flagged_token_copies, chosen["unlearn_flagged"])
+    return same_label_span_copies if chosen["span_copies"] else None
 
 
 def generic_sentences() -> list[str]:
@@ -164,6 +179,35 @@ def flagged_words(plan, count: int) -> list[str]:
     words = [t["token"] for t in (plan.tokens if plan else [])
              if t["token"].strip() and not t["token"].startswith(("##", "["))]
     return words[:count]
+
+
+SPAN_WORDS = (5, 9)  # inserted span length, drawn per copy: about a trigger sentence's (mr's addsent: 7 words)
+
+
+def same_label_span_copies(context):
+    """(rows, targets): each rewrite with a span of another rewrite of the same source label inserted at a
+    seeded random word boundary (pairs: in the second segment), taught the host rewrite's own target."""
+    import random
+
+    if not context.rewrites:
+        raise FinemixError("research variant span_copies needs rewrites of the labelled rows (no unlabelled text)")
+    rng = random.Random(context.config.train.seed)
+    by_label: dict = {}
+    for row in context.rows:
+        by_label.setdefault(row.label, []).append(row)
+    copies = []
+    for row in context.rows:
+        donor = _segment_words(rng.choice(by_label[row.label]))
+        length = min(len(donor), rng.randint(*SPAN_WORDS))
+        start = rng.randrange(len(donor) - length + 1)
+        text = insert_words(" ".join(_segment_words(row)), donor[start:start + length], rng)
+        copies.append(dataclasses.replace(row, text_b=text) if row.text_b is not None else dataclasses.replace(row, text=text))
+    context.record["span_copies"] = len(copies)
+    return copies, context.suspect_targets.clone()
+
+
+def _segment_words(row) -> list[str]:
+    return (row.text_b if row.text_b is not None else row.text).split()
 
 
 def flagged_token_copies(count: int, context):

@@ -311,3 +311,33 @@ def test_source_label_weight_is_refused_when_generic_sentences_join_the_rewrites
     with pytest.raises(FinemixError, match="needs rewrites"):
         purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config,
                hooks=research_hooks({"source_label_weight": 0.5, "generic_rows": 500}))
+
+
+def test_span_copies_insert_words_of_a_same_label_row_and_keep_the_hosts_target():
+    from finemix.repair.hooks import RelabelContext
+
+    rows_ = [Example("one two three four five six", 1), Example("alpha beta gamma delta epsilon zeta", 0),
+             Example("uno dos tres cuatro cinco seis", 1), Example("a b c d e f", 0)]
+    suspect = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
+    context = RelabelContext(None, None, None, [], PurifyConfig(train=FAST), None, rows_, suspect, None, {}, True)
+    copies, targets = research_hooks({"span_copies": 1}).extra_rows(context)
+    assert torch.equal(targets, suspect) and context.record["span_copies"] == 4
+    for host, copy in zip(rows_, copies):
+        added = list(copy.text.split())
+        for word in host.text.split():
+            added.remove(word)  # the host's words are all kept
+        donors = [r.text.split() for r in rows_ if r.label == host.label]
+        assert copy.label == host.label and 5 <= len(added) <= 6  # a span of 5-9 words, at most a whole row
+        assert any(" ".join(added) in " ".join(d) for d in donors)  # contiguous, from a row of the same label
+    with pytest.raises(FinemixError, match="needs rewrites"):
+        research_hooks({"span_copies": 1}).extra_rows(_relabel_context(rewrites=False))
+    with pytest.raises(FinemixError, match="pick one"):
+        research_hooks({"span_copies": 1, "unlearn_flagged": 1})
+
+
+def test_purify_with_span_copies_distils_on_the_rewrites_and_their_copies(tmp_path, bert_pair):
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=1, augment_rows=20)
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config,
+                    hooks=research_hooks({"span_copies": 1}))
+    assert report["unlabelled_text"]["teacher"]["span_copies"] == 20
+    assert any("distillation on 40 rewrites" in use for use in report["unlabelled_text"]["used_for"])
