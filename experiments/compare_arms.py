@@ -5,11 +5,11 @@
 
 Records are the bench's. ``--default`` files are read in order, a later record replacing an earlier one of the
 same (data set, attack, seed, defense, clean rows): reruns swapped in; ``FILE@D1,D2`` reads only those data sets
-of a file. Without ``--arm`` the layered default's own cells are printed: where each cell stands. ``--arm`` holds the new arm's repairs; its
-clean models and victims are the default arm's (the same models). Only cells the arm has run on every seed of
-the default's are compared. Prints, per clean-set size, each cell's mean ACC / ASR / flip of both arms, their
-verdicts against the targets (bench.tables: ASR and flip within 5 points of the clean model's, ACC within 3 of
-the victim's, means over seeds) and the ACC change.
+of a file. Without ``--arm`` the layered default's own cells are printed: where each cell stands. ``--arm``
+holds the new arm's repairs; its clean models and victims are the default arm's (the same models). Only cells
+the arm has run on every seed of the default's are compared. Prints, per clean-set size, each cell's mean
+ACC / ASR / flip of both arms, their verdicts against the targets (bench.tables: ASR and flip within 5 points of
+the clean model's, ACC within 3 of the victim's, means over seeds) and the ACC change.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+
+from finemix.bench.tables import MIN_PLANTED_FLIP
 
 DEFENSE = "finemix+epur"
 
@@ -39,11 +41,11 @@ def cell(records: dict, dataset: str, attack: str, rows: int, seeds) -> dict:
         return 100 * statistics.mean(records[(dataset, attack, s, defense, size)][metric] for s in seeds)
 
     repaired = {m: mean(DEFENSE, m, rows) for m in ("accuracy", "asr", "flip_rate")}
-    met = (repaired["asr"] - mean("clean model", "asr") <= 5 and repaired["flip_rate"] - mean("clean model", "flip_rate") <= 5
-           and repaired["accuracy"] - mean("none", "accuracy") >= -3)
-    return {**repaired, "met": met, "d_acc": repaired["accuracy"] - mean("none", "accuracy"),
-            "d_asr": repaired["asr"] - mean("clean model", "asr"),
-            "d_flip": repaired["flip_rate"] - mean("clean model", "flip_rate")}
+    deltas = {"d_acc": repaired["accuracy"] - mean("none", "accuracy"),
+              "d_asr": repaired["asr"] - mean("clean model", "asr"),
+              "d_flip": repaired["flip_rate"] - mean("clean model", "flip_rate")}
+    met = deltas["d_asr"] <= 5 and deltas["d_flip"] <= 5 and deltas["d_acc"] >= -3
+    return {**repaired, **deltas, "met": met}
 
 
 def main() -> None:
@@ -55,9 +57,10 @@ def main() -> None:
     default = load(args.default, args.datasets)
     if not args.arm:
         return status(default)
-    arm = {**default, **{k: v for k, v in load(args.arm, args.datasets).items() if k[3] == DEFENSE}}
-    new = {k for k in load(args.arm, args.datasets) if k[3] == DEFENSE}
-    print("| data set / attack | rows | default ACC / ASR / flip | arm ACC / ASR / flip | met: default / arm | ACC change |")
+    new = {k: v for k, v in load(args.arm, args.datasets).items() if k[3] == DEFENSE}
+    arm = {**default, **new}
+    print("| data set / attack | rows | default ACC / ASR / flip | arm ACC / ASR / flip | met: default / arm "
+          "| ACC change |")
     print("|---|---|---|---|---|---|")
     for dataset, attack, rows in sorted({(k[0], k[1], k[4]) for k in new}):
         seeds = sorted(k[2] for k in default if k[:2] == (dataset, attack) and k[3] == DEFENSE and k[4] == rows)
@@ -65,25 +68,30 @@ def main() -> None:
             continue
         a, b = cell(default, dataset, attack, rows, seeds), cell(arm, dataset, attack, rows, seeds)
         verdict = {True: "yes", False: "**no**"}
-        print(f"| {dataset} / {attack} (n={len(seeds)}) | {rows} | {a['accuracy']:.1f} / {a['asr']:.1f} / {a['flip_rate']:.1f} "
-              f"| {b['accuracy']:.1f} / {b['asr']:.1f} / {b['flip_rate']:.1f} | {verdict[a['met']]} (ASR {a['d_asr']:+.1f}, "
-              f"ACC {a['d_acc']:+.1f}) / {verdict[b['met']]} (ASR {b['d_asr']:+.1f}, ACC {b['d_acc']:+.1f}) "
-              f"| {b['accuracy'] - a['accuracy']:+.1f} |")
+        print(f"| {dataset} / {attack} (n={len(seeds)}) | {rows} | {_metrics(a)} | {_metrics(b)} "
+              f"| {verdict[a['met']]} (ASR {a['d_asr']:+.1f}, ACC {a['d_acc']:+.1f}) / {verdict[b['met']]} "
+              f"(ASR {b['d_asr']:+.1f}, ACC {b['d_acc']:+.1f}) | {b['accuracy'] - a['accuracy']:+.1f} |")
 
 
 def status(records: dict) -> None:
     print("| rows | data set / attack | ACC / ASR / flip | Δ ASR / Δ flip vs clean, Δ ACC vs victim | met (means) |")
     print("|---|---|---|---|---|")
-    for rows, dataset, attack in sorted({(k[4], k[0], k[1]) for k in records if k[3] == DEFENSE}, key=lambda c: (-c[0], c[1:])):
+    cells = {(k[4], k[0], k[1]) for k in records if k[3] == DEFENSE}
+    for rows, dataset, attack in sorted(cells, key=lambda c: (-c[0], c[1:])):
         seeds = sorted(k[2] for k in records if (k[0], k[1], k[3], k[4]) == (dataset, attack, DEFENSE, rows))
         if any((dataset, attack, s, d, None) not in records for s in seeds for d in ("clean model", "none")):
             continue
         c = cell(records, dataset, attack, rows, seeds)
         victim_flip = statistics.mean(records[(dataset, attack, s, "none", None)]["flip_rate"] for s in seeds)
         clean_flip = statistics.mean(records[(dataset, attack, s, "clean model", None)]["flip_rate"] for s in seeds)
-        verdict = ("no backdoor" if 100 * (victim_flip - clean_flip) < 50 else "yes" if c["met"] else "**no**")
-        print(f"| {rows} | {dataset} / {attack} (n={len(seeds)}) | {c['accuracy']:.1f} / {c['asr']:.1f} / {c['flip_rate']:.1f} "
+        planted = 100 * (victim_flip - clean_flip) >= MIN_PLANTED_FLIP
+        verdict = "no backdoor" if not planted else "yes" if c["met"] else "**no**"
+        print(f"| {rows} | {dataset} / {attack} (n={len(seeds)}) | {_metrics(c)} "
               f"| {c['d_asr']:+.1f} / {c['d_flip']:+.1f}, {c['d_acc']:+.1f} | {verdict} |")
+
+
+def _metrics(c: dict) -> str:
+    return f"{c['accuracy']:.1f} / {c['asr']:.1f} / {c['flip_rate']:.1f}"
 
 
 if __name__ == "__main__":
