@@ -18,7 +18,7 @@ import argparse
 import json
 import statistics
 
-from finemix.bench.tables import MIN_PLANTED_FLIP
+from finemix.bench.tables import MIN_PLANTED_FLIP, meets_targets
 
 DEFENSE = "finemix+epur"
 
@@ -44,8 +44,7 @@ def cell(records: dict, dataset: str, attack: str, rows: int, seeds) -> dict:
     deltas = {"d_acc": repaired["accuracy"] - mean("none", "accuracy"),
               "d_asr": repaired["asr"] - mean("clean model", "asr"),
               "d_flip": repaired["flip_rate"] - mean("clean model", "flip_rate")}
-    met = deltas["d_asr"] <= 5 and deltas["d_flip"] <= 5 and deltas["d_acc"] >= -3
-    return {**repaired, **deltas, "met": met}
+    return {**repaired, **deltas, "met": meets_targets(deltas["d_asr"], deltas["d_flip"], deltas["d_acc"])}
 
 
 def main() -> None:

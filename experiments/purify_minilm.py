@@ -195,7 +195,9 @@ def summarise(rows: list[dict], args) -> str:
 
 def target_checks(rows: list[dict], args) -> str:
     """Per seed, the README targets: ASR and flip within 5 points of the clean model's,
-    ACC within 3 points of the backdoored model's, purify under 180 s."""
+    ACC within 3 points of the backdoored model's (bench.tables.meets_targets), purify under 180 s."""
+    from finemix.bench.tables import meets_targets
+
     lines = ["| variant | seed | ACC − backdoored ACC | ASR − clean ASR | flip − clean flip | seconds | all met |",
              "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (args.variants.index(r["variant"]), r["seed"])):
@@ -204,7 +206,7 @@ def target_checks(rows: list[dict], args) -> str:
         d_acc = 100 * (t["accuracy"] - backdoored["accuracy"])
         d_asr = 100 * (t["asr"] - clean["asr"])
         d_flip = 100 * (t["flip_rate"] - clean["flip_rate"])
-        met = d_acc >= -3 and d_asr <= 5 and d_flip <= 5 and r["purify_seconds"] < 180
+        met = meets_targets(d_asr, d_flip, d_acc) and r["purify_seconds"] < 180
         lines.append(f"| {r['variant']} | {r['seed']} | {d_acc:+.1f} | {d_asr:+.1f} | {d_flip:+.1f} | {r['purify_seconds']:.0f} | {'yes' if met else 'no'} |")
     return "\n".join(lines)
 

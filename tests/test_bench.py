@@ -166,6 +166,17 @@ def test_table_means_stds_and_missing_cells():
     assert "| mr | ep | +6.0 | +2.0 | -2.0 | no backdoor (victim flip +29.0) | 1/2 |" in target_check(failed_attack)
 
 
+def test_targets_hold_at_their_edges_and_fail_just_past_them():
+    from finemix.bench.tables import meets_targets
+
+    # 100 × 0.28 − 100 × 0.23 is 5.0000000000000036 in floats: a gap of exactly 5 points still counts as met
+    assert 100 * 0.28 - 100 * 0.23 > 5
+    assert meets_targets(100 * 0.28 - 100 * 0.23, 5.0, -3.0)
+    assert not meets_targets(5.1, 0.0, 0.0)
+    assert not meets_targets(0.0, 5.1, 0.0)
+    assert not meets_targets(0.0, 0.0, -3.1)
+
+
 def test_wide_grids_split_their_table_into_defenses_without_and_with_epur():
     every = ["none", "epur", "finetune", "finetune+epur", "fineprune", "fineprune+epur", "mix", "mix+epur",
              "finemix", "finemix+epur", "finemix-sel", "finemix-sel+epur"]

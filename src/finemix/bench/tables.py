@@ -75,6 +75,16 @@ def _defense_order(name: str) -> tuple:
 
 
 MIN_PLANTED_FLIP = 50.0  # points of flip rate above the clean model's for a victim to count as backdoored
+MAX_ASR_GAP = 5.0  # the targets (issues 3 and 16), in points: ASR and flip rate over the clean model's,
+MAX_FLIP_GAP = 5.0
+MAX_ACC_DROP = 3.0  # and accuracy under the victim's
+
+
+def meets_targets(d_asr: float, d_flip: float, d_acc: float) -> bool:
+    """The targets, on gaps in points (ASR and flip vs the clean model, ACC vs the victim); rounded first,
+    as 100 × 0.28 − 100 × 0.23 is 5.0000000000000036."""
+    d_asr, d_flip, d_acc = (round(value, 6) for value in (d_asr, d_flip, d_acc))
+    return d_asr <= MAX_ASR_GAP and d_flip <= MAX_FLIP_GAP and d_acc >= -MAX_ACC_DROP
 
 
 def target_check(records: Sequence[dict], defense: str = "finemix+epur", baselines: Sequence[str] = ("finetune", "fineprune"),
@@ -106,7 +116,7 @@ def target_check(records: Sequence[dict], defense: str = "finemix+epur", baselin
         seeds = sorted(set(found[defense]) & set(found["clean model"]) & set(found["none"]))
         met_seeds = sum(_seed_meets(found[defense][s], found["clean model"][s], found["none"][s]) for s in seeds)
         versus = "".join(" – |" if b not in found else f" {mean(defense, 'asr') - mean(b, 'asr'):+.1f} |" for b in baselines)
-        met = d_asr <= 5 and d_flip <= 5 and d_acc >= -3
+        met = meets_targets(d_asr, d_flip, d_acc)
         planted = mean("none", "flip_rate") - mean("clean model", "flip_rate")
         # a victim the trigger barely moves has nothing to remove: a "yes" there would be a check that cannot fail
         verdict = ("yes" if met else "**no**") if planted >= MIN_PLANTED_FLIP else f"no backdoor (victim flip {planted:+.1f})"
@@ -120,10 +130,10 @@ def _seed_meets(defended: dict, clean: dict, victim: dict) -> bool:
         value = record[metric]
         return float("nan") if value is None else 100.0 * value
 
-    def gap(first: dict, second: dict, metric: str) -> float:  # rounded: 100 × 0.05 is 5.000000000000001
-        return round(points(first, metric) - points(second, metric), 6)
+    def gap(first: dict, second: dict, metric: str) -> float:
+        return points(first, metric) - points(second, metric)
 
-    return gap(defended, clean, "asr") <= 5 and gap(defended, clean, "flip_rate") <= 5 and gap(defended, victim, "accuracy") >= -3
+    return meets_targets(gap(defended, clean, "asr"), gap(defended, clean, "flip_rate"), gap(defended, victim, "accuracy"))
 
 
 def write_report(config: BenchConfig, out: Path) -> Path:
