@@ -34,6 +34,10 @@ Options (each measured against the sentence trigger's lean on MR; none removed i
   boundary, taught the host row's target: text that adds nothing to the host's label must not move the answer,
   and a trigger sentence is such text (issue 16: the sentence trigger's lean on mr). Run it with half the
   rewrites (augment_rows 1000), so the training steps stay those of the default.
+- labelled_copies: 0 | 2 | 4 — the labelled training rows join the distillation rows that many more times, with
+  their own one-hot labels: more of the training signal is the defender's clean labels, which carry none of
+  the suspect's lean towards the target (issue 16: mr's ASR, trec's accuracy). Run it with the rewrites cut
+  by as many rows (augment_rows), so the training steps stay about those of the default.
 """
 
 from __future__ import annotations
@@ -50,13 +54,14 @@ from finemix.repair.hooks import RepairHooks
 DEFAULTS = {"teacher_input": "raw", "distill_labels": "soft", "teacher": "suspect", "freeze_epur_rows": False,
             "calibrate_teacher": "prior", "generic_rows": 0, "source_label_weight": 0,
             "distill_temperature": 1, "unlearn_flagged": 0, "generic_corpus": "wiki", "keep_bottom_layers": 0,
-            "span_copies": 0}
+            "span_copies": 0, "labelled_copies": 0}
 CHOICES = {"teacher_input": ("raw", "epur-masked"), "distill_labels": ("soft", "hard"),
            "teacher": ("suspect", "cross-fit"), "freeze_epur_rows": (False, True),
            "calibrate_teacher": ("prior", "labelled"), "generic_rows": (0, 500, 1000, 2000),
            "source_label_weight": (0, 0.25, 0.5), "distill_temperature": (1, 2, 4),
            "unlearn_flagged": (0, 1, 3, 5), "generic_corpus": ("wiki", "questions", "mixed"),
-           "keep_bottom_layers": (0, 1, 2, 3, 4), "span_copies": (0, 1)}
+           "keep_bottom_layers": (0, 1, 2, 3, 4), "span_copies": (0, 1),
+           "labelled_copies": (0, 2, 4)}
 
 
 def build_hooks(options: dict) -> RepairHooks:
@@ -92,11 +97,28 @@ def build_hooks(options: dict) -> RepairHooks:
 
 
 def _extra_rows(chosen: dict):
-    if chosen["unlearn_flagged"] and chosen["span_copies"]:
-        raise FinemixError("research variant: unlearn_flagged and span_copies both add copies; pick one")
+    if sum(bool(chosen[key]) for key in ("unlearn_flagged", "span_copies", "labelled_copies")) > 1:
+        raise FinemixError("research variant: unlearn_flagged, span_copies and labelled_copies all add rows; pick one")
     if chosen["unlearn_flagged"]:
         return functools.partial(flagged_token_copies, chosen["unlearn_flagged"])
+    if chosen["labelled_copies"]:
+        return functools.partial(labelled_row_copies, chosen["labelled_copies"])
     return same_label_span_copies if chosen["span_copies"] else None
+
+
+def labelled_row_copies(copies: int, context):
+    """(rows, targets): the labelled *training* rows (never the held-out slice that judges ρ), ``copies`` times
+    each, with their one-hot labels as targets."""
+    import torch
+
+    from finemix.repair.ratio_search import split_clean
+
+    train, _ = split_clean(context.clean, context.config)
+    rows = [row for row in train for _ in range(copies)]
+    targets = torch.nn.functional.one_hot(torch.tensor([row.label for row in rows]),
+                                          context.suspect_targets.shape[1]).to(context.suspect_targets.dtype)
+    context.record["labelled_copies"] = len(rows)
+    return rows, targets
 
 
 def generic_sentences() -> list[str]:

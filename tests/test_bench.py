@@ -495,7 +495,8 @@ PURIFY_SEARCH_GRIDS = {"labelled-only.yaml", "labelled-only-states.yaml", "label
                        "heldout-balanced.yaml", "heldout-binary.yaml", "heldout-pairs.yaml", "heldout-pairs-states.yaml",
                        "labelled-only-guard.yaml", "heldout-pairs-guard.yaml",
                        "labelled-only-pairs-default.yaml", "labelled-only-balanced-binary.yaml", "heldout-nyt.yaml",
-                       "heldout-nyt-balanced.yaml", "labelled-only-spans.yaml"} | CHAT_GRIDS
+                       "heldout-nyt-balanced.yaml", "labelled-only-spans.yaml",
+                       "labelled-only-labelled-copies.yaml"} | CHAT_GRIDS
 
 
 def test_the_committed_grid_ran_without_stopping_hopeless_candidates():

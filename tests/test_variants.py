@@ -335,6 +335,36 @@ def test_span_copies_insert_words_of_a_same_label_row_and_keep_the_hosts_target(
         research_hooks({"span_copies": 1, "unlearn_flagged": 1})
 
 
+def test_labelled_copies_add_the_training_rows_with_their_own_labels_never_the_held_out_slice():
+    from finemix.repair.hooks import RelabelContext
+    from finemix.repair.ratio_search import split_clean
+
+    clean = [Example(f"row {i}", i % 3) for i in range(64)]
+    config = PurifyConfig(train=FAST)
+    context = RelabelContext(None, None, None, clean, config, None, clean[:2], torch.full((2, 3), 1 / 3), None, {},
+                             True)
+    copies, targets = research_hooks({"labelled_copies": 2}).extra_rows(context)
+    train, heldout = split_clean(clean, config)
+    assert heldout and len(copies) == 2 * len(train) == context.record["labelled_copies"]
+    assert {row.text for row in copies} == {row.text for row in train}
+    assert not {row.text for row in copies} & {row.text for row in heldout}
+    assert torch.equal(targets.argmax(dim=1), torch.tensor([row.label for row in copies]))
+    assert torch.equal(targets.sum(dim=1), torch.ones(len(copies)))
+    with pytest.raises(FinemixError, match="pick one"):
+        research_hooks({"labelled_copies": 2, "span_copies": 1})
+
+
+def test_purify_with_labelled_copies_distils_on_the_rewrites_and_the_training_rows_again(tmp_path, bert_pair):
+    from finemix.repair.ratio_search import split_clean
+
+    config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=1, augment_rows=20)
+    report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(1), tmp_path / "out", config,
+                    hooks=research_hooks({"labelled_copies": 2}))
+    copies = 2 * len(split_clean(rows(1), config)[0])
+    assert report["unlabelled_text"]["teacher"]["labelled_copies"] == copies
+    assert any(f"distillation on {20 + copies} rewrites" in use for use in report["unlabelled_text"]["used_for"])
+
+
 def test_purify_with_span_copies_distils_on_the_rewrites_and_their_copies(tmp_path, bert_pair):
     config = PurifyConfig(ratio_auto=False, mix=MixConfig(ratio=0.0), train=FAST, distill_epochs=1, augment_rows=20)
     report = purify(bert_pair.finetuned, bert_pair.pretrained, rows(), tmp_path / "out", config,
