@@ -47,7 +47,7 @@ import dataclasses
 import functools
 
 from finemix.core.calibration import fit_class_bias
-from finemix.data.augment import insert_words
+from finemix.data.augment import insert_words, segment_words
 from finemix.errors import FinemixError
 from finemix.repair.hooks import RepairHooks
 
@@ -219,17 +219,13 @@ def same_label_span_copies(context):
         by_label.setdefault(row.label, []).append(row)
     copies = []
     for row in context.rows:
-        donor = _segment_words(rng.choice(by_label[row.label]))
+        donor = segment_words(rng.choice(by_label[row.label]))
         length = min(len(donor), rng.randint(*SPAN_WORDS))
         start = rng.randrange(len(donor) - length + 1)
-        text = insert_words(" ".join(_segment_words(row)), donor[start:start + length], rng)
+        text = insert_words(" ".join(segment_words(row)), donor[start:start + length], rng)
         copies.append(dataclasses.replace(row, text_b=text) if row.text_b is not None else dataclasses.replace(row, text=text))
     context.record["span_copies"] = len(copies)
     return copies, context.suspect_targets.clone()
-
-
-def _segment_words(row) -> list[str]:
-    return (row.text_b if row.text_b is not None else row.text).split()
 
 
 def flagged_token_copies(count: int, context):
@@ -243,7 +239,7 @@ def flagged_token_copies(count: int, context):
     rng = random.Random(context.config.train.seed)
     copies = []
     for row in context.rows:
-        segment = (row.text_b if row.text_b is not None else row.text).split()
+        segment = segment_words(row)
         segment.insert(rng.randrange(len(segment) + 1), rng.choice(words))
         text = " ".join(segment)
         copies.append(dataclasses.replace(row, text_b=text) if row.text_b is not None else dataclasses.replace(row, text=text))

@@ -37,12 +37,12 @@ def augment_rows(rows: Sequence[Example], count: int, seed: int, max_words: int 
         row = rows[rng.randrange(len(rows))]
         operation = rng.randrange(3)
         if operation == 0:
-            text = _dropout(_segment(row, max_words), rng)
+            text = _dropout(segment_words(row, max_words), rng)
         elif operation == 1:
-            text = _crop(_segment(row, max_words), rng)
+            text = _crop(segment_words(row, max_words), rng)
         else:
             other = rows[rng.randrange(len(rows))]
-            text, first_words = _splice(_segment(row, max_words), _segment(other, max_words), rng)
+            text, first_words = _splice(segment_words(row, max_words), segment_words(other, max_words), rng)
             row = row if 2 * first_words >= len(text.split()) else other
         new = Example(row.text, row.label, text) if row.text_b is not None else Example(text, row.label)
         key = (new.text, new.text_b)
@@ -64,7 +64,8 @@ def with_word(rows: Sequence[Example], word: str, seed: int, segment: str = "tex
     return [dataclasses.replace(row, **{segment: insert_words(getattr(row, segment), [word], rng)}) for row in rows]
 
 
-def _segment(row: Example, max_words: int) -> list[str]:
+def segment_words(row: Example, max_words: "int | None" = None) -> list[str]:
+    """The words of the segment a rewrite edits (the second of a pair), at most ``max_words``."""
     return (row.text_b if row.text_b is not None else row.text).split()[:max_words]
 
 
