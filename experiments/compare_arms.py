@@ -9,7 +9,9 @@ of a file. Without ``--arm`` the layered default's own cells are printed: where 
 holds the new arm's repairs; its clean models and victims are the default arm's (the same models). Only cells
 the arm has run on every seed of the default's are compared. Prints, per clean-set size, each cell's mean
 ACC / ASR / flip of both arms, their verdicts against the targets (bench.tables: ASR and flip within 5 points of
-the clean model's, ACC within 3 of the victim's, means over seeds) and the ACC change.
+the clean model's, ACC within 3 of the victim's, means over seeds) and the ACC change. ``--paper-layout`` prints
+the layered records in the bench's paper layout instead (clean model, victim, every defense recorded; one table
+per clean-set size).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import argparse
 import json
 import statistics
 
-from finemix.bench.tables import MIN_PLANTED_FLIP, meets_targets
+from finemix.bench.tables import MIN_PLANTED_FLIP, markdown_table, meets_targets
 
 DEFENSE = "finemix+epur"
 
@@ -52,8 +54,11 @@ def main() -> None:
     parser.add_argument("--default", nargs="+", required=True)
     parser.add_argument("--arm", nargs="+", default=[])
     parser.add_argument("--datasets", nargs="+", required=True)
+    parser.add_argument("--paper-layout", action="store_true")
     args = parser.parse_args()
     default = load(args.default, args.datasets)
+    if args.paper_layout:
+        return paper_layout(default)
     if not args.arm:
         return status(default)
     new = {k: v for k, v in load(args.arm, args.datasets).items() if k[3] == DEFENSE}
@@ -87,6 +92,11 @@ def status(records: dict) -> None:
         verdict = "no backdoor" if not planted else "yes" if c["met"] else "**no**"
         print(f"| {rows} | {dataset} / {attack} (n={len(seeds)}) | {_metrics(c)} "
               f"| {c['d_asr']:+.1f} / {c['d_flip']:+.1f}, {c['d_acc']:+.1f} | {verdict} |")
+
+
+def paper_layout(records: dict) -> None:
+    sizes = sorted({k[4] for k in records if k[4] is not None}, reverse=True)
+    print("\n\n".join(f"*{rows} clean rows*\n\n{markdown_table(list(records.values()), clean_rows=rows)}" for rows in sizes))
 
 
 def _metrics(c: dict) -> str:
