@@ -46,7 +46,9 @@ def cell(records: dict, dataset: str, attack: str, rows: int, seeds) -> dict:
     deltas = {"d_acc": repaired["accuracy"] - mean("none", "accuracy"),
               "d_asr": repaired["asr"] - mean("clean model", "asr"),
               "d_flip": repaired["flip_rate"] - mean("clean model", "flip_rate")}
-    return {**repaired, **deltas, "met": meets_targets(deltas["d_asr"], deltas["d_flip"], deltas["d_acc"])}
+    planted = mean("none", "flip_rate") - mean("clean model", "flip_rate") >= MIN_PLANTED_FLIP
+    return {**repaired, **deltas, "met": meets_targets(deltas["d_asr"], deltas["d_flip"], deltas["d_acc"]),
+            "planted": planted}
 
 
 def main() -> None:
@@ -86,10 +88,7 @@ def status(records: dict) -> None:
         if any((dataset, attack, s, d, None) not in records for s in seeds for d in ("clean model", "none")):
             continue
         c = cell(records, dataset, attack, rows, seeds)
-        victim_flip = statistics.mean(records[(dataset, attack, s, "none", None)]["flip_rate"] for s in seeds)
-        clean_flip = statistics.mean(records[(dataset, attack, s, "clean model", None)]["flip_rate"] for s in seeds)
-        planted = 100 * (victim_flip - clean_flip) >= MIN_PLANTED_FLIP
-        verdict = "no backdoor" if not planted else "yes" if c["met"] else "**no**"
+        verdict = "no backdoor" if not c["planted"] else "yes" if c["met"] else "**no**"
         print(f"| {rows} | {dataset} / {attack} (n={len(seeds)}) | {_metrics(c)} "
               f"| {c['d_asr']:+.1f} / {c['d_flip']:+.1f}, {c['d_acc']:+.1f} | {verdict} |")
 

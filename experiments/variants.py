@@ -223,9 +223,14 @@ def same_label_span_copies(context):
         length = min(len(donor), rng.randint(*SPAN_WORDS))
         start = rng.randrange(len(donor) - length + 1)
         text = insert_words(" ".join(segment_words(row)), donor[start:start + length], rng)
-        copies.append(dataclasses.replace(row, text_b=text) if row.text_b is not None else dataclasses.replace(row, text=text))
+        copies.append(_with_segment(row, text))
     context.record["span_copies"] = len(copies)
     return copies, context.suspect_targets.clone()
+
+
+def _with_segment(row, text: str):
+    """``row`` with the segment its copies edit (the second of a pair, else the text) replaced by ``text``."""
+    return dataclasses.replace(row, text_b=text) if row.text_b is not None else dataclasses.replace(row, text=text)
 
 
 def flagged_token_copies(count: int, context):
@@ -242,7 +247,7 @@ def flagged_token_copies(count: int, context):
         segment = segment_words(row)
         segment.insert(rng.randrange(len(segment) + 1), rng.choice(words))
         text = " ".join(segment)
-        copies.append(dataclasses.replace(row, text_b=text) if row.text_b is not None else dataclasses.replace(row, text=text))
+        copies.append(_with_segment(row, text))
     context.record["unlearnt_tokens"] = words
     return copies, context.suspect_targets.clone()
 
